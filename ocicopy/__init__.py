@@ -1,0 +1,68 @@
+"""ocicopy: copy and mirror container images between OCI registries, byte-exact, streamed and verified.
+
+Library use::
+
+    import ocicopy
+
+    async with ocicopy.Client(plain_http=["127.0.0.1:5000"]) as client:
+        result = await client.copy("127.0.0.1:5000/app:1", "127.0.0.1:5000/mirror/app:1")
+        print(result.pinned)
+
+    ocicopy.copy("127.0.0.1:5000/app:1", "127.0.0.1:5000/mirror/app:1", plain_http=["127.0.0.1:5000"])
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("ocicopy")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0.0.0"
+
+from ocicopy.client import Client, copy
+from ocicopy.credentials import Credentials
+from ocicopy.digest import Digest
+from ocicopy.errors import (
+    AuthenticationError,
+    DigestMismatchError,
+    InputError,
+    ManifestError,
+    NotFoundError,
+    OcicopyError,
+    RegistryError,
+    TransportError,
+)
+from ocicopy.models import Manifest
+from ocicopy.options import ClientOptions, Limits, RegistryConfig, Timeouts
+from ocicopy.reference import Reference, parse_reference
+from ocicopy.result import BlobAction, BlobResult, CopyAction, CopyResult
+from ocicopy.retry import RetryPolicy
+
+__all__ = [
+    "AuthenticationError",
+    "BlobAction",
+    "BlobResult",
+    "Client",
+    "ClientOptions",
+    "CopyAction",
+    "CopyResult",
+    "Credentials",
+    "Digest",
+    "DigestMismatchError",
+    "InputError",
+    "Limits",
+    "Manifest",
+    "ManifestError",
+    "NotFoundError",
+    "OcicopyError",
+    "Reference",
+    "RegistryConfig",
+    "RegistryError",
+    "RetryPolicy",
+    "Timeouts",
+    "TransportError",
+    "__version__",
+    "copy",
+    "parse_reference",
+]

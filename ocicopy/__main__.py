@@ -1,0 +1,7 @@
+"""``python -m ocicopy``."""
+
+import sys
+
+from ocicopy.cli import main
+
+sys.exit(main())

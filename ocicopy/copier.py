@@ -1,0 +1,267 @@
+"""Copy one image, index or artifact between repositories: blobs, then manifests, children before parents.
+
+Order guarantees (never a manifest before what it references, never a tag on an incomplete image):
+
+1. every blob of an image is present at the destination (skipped, mounted or streamed) before the image
+   manifest is PUT, and it is PUT by digest when it is an index child;
+2. every child of an index is PUT before the index;
+3. the tag is written last, by the top-level PUT.
+
+A blob is skipped when the destination already has it (HEAD), mounted when a candidate repository on the same
+registry holds it (``POST ?mount=&from=``; any refusal falls back to an upload), and otherwise streamed
+GET → verify → PUT without being held in memory. Blob transfers share one :class:`anyio.CapacityLimiter`;
+the same destination blob is transferred at most once per client (:class:`SingleFlight`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+import httpx
+
+from ocicopy.digest import Digest, Verifier
+from ocicopy.errors import DigestMismatchError, ManifestError, RegistryError, TransportError
+from ocicopy.flight import SingleFlight
+from ocicopy.models import Descriptor, Manifest, parse_manifest
+from ocicopy.platforms import PlatformSpec
+from ocicopy.progress import NoProgress, Progress
+from ocicopy.registry import Registry, UploadSession, verified
+from ocicopy.result import BlobAction, BlobResult, ManifestResult
+from ocicopy.retry import RetryPolicy, is_retryable_status
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A repository on a registry."""
+
+    registry: Registry
+    repository: str
+
+    @property
+    def host(self) -> str:
+        return self.registry.host
+
+
+@dataclass
+class TreeResult:
+    """What copying a manifest tree did (collected across concurrent tasks)."""
+
+    blobs: list[BlobResult] = field(default_factory=list)
+    manifests: list[ManifestResult] = field(default_factory=list)
+
+
+class BlobCopier:
+    """Copies blobs: skip → mount → stream, bounded and single-flighted."""
+
+    def __init__(
+        self,
+        limiter: anyio.CapacityLimiter,
+        retry: RetryPolicy,
+        progress: Progress | None = None,
+    ) -> None:
+        self.limiter = limiter
+        self.retry = retry
+        self.progress: Progress = progress or NoProgress()
+        self.flight: SingleFlight[BlobResult] = SingleFlight()
+
+    async def copy(self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: Sequence[str] = ()) -> BlobResult:
+        """Make ``desc`` present in ``dst``; ``mount_from`` lists repositories of ``dst``'s registry to try."""
+        key = (dst.host, dst.repository, desc.digest)
+        result, leader = await self.flight.run(key, lambda: self._copy(src, dst, desc, mount_from))
+        if leader:
+            return result
+        return BlobResult(digest=desc.digest, size=desc.size, media_type=desc.media_type, action=BlobAction.SKIPPED)
+
+    async def _copy(self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: Sequence[str]) -> BlobResult:
+        async with self.limiter:
+            started = time.monotonic()
+            action, sent, origin = BlobAction.SKIPPED, 0, None
+            same_repo = src.host == dst.host and src.repository == dst.repository
+            if not same_repo and await dst.registry.blob_exists(dst.repository, desc.digest) is None:
+                action, sent, origin = await self._mount_or_stream(src, dst, desc, mount_from)
+            result = BlobResult(
+                digest=desc.digest,
+                size=desc.size,
+                media_type=desc.media_type,
+                action=action,
+                bytes_sent=sent,
+                seconds=round(time.monotonic() - started, 6),
+                mounted_from=origin,
+            )
+            self.progress.blob_finished(result)
+            return result
+
+    async def _mount_or_stream(
+        self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: Sequence[str]
+    ) -> tuple[BlobAction, int, str | None]:
+        candidates = [r for r in mount_from if r != dst.repository]
+        if src.host == dst.host and src.repository not in candidates:
+            candidates.insert(0, src.repository)  # never across registries: a mount is same-registry only
+        session: UploadSession | None = None
+        for origin in candidates:
+            if session is not None:
+                await dst.registry.cancel_upload(session)
+            try:
+                session = await dst.registry.start_upload(dst.repository, desc.digest, origin)
+            except RegistryError:
+                # Harbor answers 401, Docker Hub/others 403/404 for a mount they decline: upload instead.
+                session = None
+                continue
+            if session is None:
+                return BlobAction.MOUNTED, 0, origin
+        await self.stream(src, dst, desc, session)
+        return BlobAction.COPIED, desc.size, None
+
+    async def stream(self, src: Endpoint, dst: Endpoint, desc: Descriptor, session: UploadSession | None) -> None:
+        """GET from ``src`` → verify → PUT into ``dst``, retried from scratch (new session) on transient faults."""
+        attempt = 0
+        while True:
+            attempt += 1
+            session = session or await dst.registry.start_upload(dst.repository)
+            if session is None:  # start_upload without a mount always opens a session
+                raise RegistryError(0, "POST", dst.host, (), "registry opened no upload session")
+            try:
+                await self._stream_once(src, dst, desc, session)
+                return
+            except (TransportError, httpx.TransportError, RegistryError) as exc:
+                with anyio.CancelScope(shield=True):
+                    await dst.registry.cancel_upload(session)
+                session = None
+                if attempt >= self.retry.attempts or not _transient(exc):
+                    raise
+                await anyio.sleep(self.retry.delay(attempt))
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await dst.registry.cancel_upload(session)
+                raise
+
+    async def _stream_once(self, src: Endpoint, dst: Endpoint, desc: Descriptor, session: UploadSession) -> None:
+        self.progress.blob_started(desc.digest, desc.size)
+        async with src.registry.blob_get(src.repository, desc.digest) as response:
+            if response.status_code != 200:
+                raise TransportError("GET", str(desc.digest), f"unexpected HTTP {response.status_code} for a full read")
+            length = response.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) != desc.size:
+                raise DigestMismatchError(
+                    desc.digest,
+                    None,
+                    int(length),
+                    desc.size,
+                    "Content-Length differs from descriptor size",
+                    f"{src.host}/{src.repository}",
+                )
+            verifier = Verifier(desc.digest, desc.size)
+            body = verified(self._counted(desc.digest, response.aiter_raw()), verifier)
+            await dst.registry.upload(session, desc.digest, desc.size, body)
+
+    async def _counted(self, digest: Digest, stream: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in stream:
+            self.progress.blob_advanced(digest, len(chunk))
+            yield chunk
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, RegistryError):
+        return is_retryable_status(exc.status, exc.codes)
+    return isinstance(exc, TransportError | httpx.TransportError)
+
+
+class TreeCopier:
+    """Copies a manifest and everything under it."""
+
+    def __init__(self, blobs: BlobCopier, progress: Progress | None = None) -> None:
+        self.blobs = blobs
+        self.progress: Progress = progress or NoProgress()
+
+    async def copy(
+        self, src: Endpoint, dst: Endpoint, manifest: Manifest, reference: str, mount_from: Sequence[str] = ()
+    ) -> TreeResult:
+        """Copy ``manifest`` (already fetched and verified) from ``src`` and PUT it at ``dst`` as ``reference``."""
+        out = TreeResult()
+        await self._copy_tree(src, dst, manifest, reference, mount_from, out)
+        return out
+
+    async def _copy_tree(
+        self,
+        src: Endpoint,
+        dst: Endpoint,
+        manifest: Manifest,
+        reference: str,
+        mount_from: Sequence[str],
+        out: TreeResult,
+    ) -> None:
+        async with anyio.create_task_group() as tg:
+            for child in manifest.children():
+                tg.start_soon(self._copy_child, src, dst, child, mount_from, out)
+            for desc in manifest.blobs():
+                tg.start_soon(self._copy_blob, src, dst, desc, mount_from, out)
+        await dst.registry.manifest_put(dst.repository, reference, manifest)
+        self.progress.manifest_pushed(manifest.digest, reference)
+        out.manifests.append(
+            ManifestResult(
+                digest=manifest.digest,
+                media_type=manifest.media_type,
+                size=manifest.size,
+                action=BlobAction.COPIED,
+                reference=reference,
+            )
+        )
+
+    async def _copy_blob(
+        self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: Sequence[str], out: TreeResult
+    ) -> None:
+        out.blobs.append(await self.blobs.copy(src, dst, desc, mount_from))
+
+    async def _copy_child(
+        self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: Sequence[str], out: TreeResult
+    ) -> None:
+        """Copy one index child by digest; skipped whole when the destination already has it."""
+        present = await dst.registry.manifest_head(dst.repository, desc.digest)
+        if present is not None:
+            out.manifests.append(
+                ManifestResult(
+                    digest=desc.digest,
+                    media_type=desc.media_type,
+                    size=desc.size,
+                    action=BlobAction.SKIPPED,
+                    reference=str(desc.digest),
+                )
+            )
+            return
+        child = await fetch_child(src, desc)
+        await self._copy_tree(src, dst, child, str(desc.digest), mount_from, out)
+
+
+async def fetch_child(src: Endpoint, desc: Descriptor) -> Manifest:
+    """GET a manifest by its descriptor: bytes checked against the digest and the size."""
+    manifest = await src.registry.manifest_get(src.repository, desc.digest)
+    if manifest.size != desc.size:
+        raise DigestMismatchError(desc.digest, None, manifest.size, desc.size, "manifest size differs from descriptor")
+    return manifest
+
+
+def select_platforms(index: Manifest, specs: Sequence[PlatformSpec]) -> list[Descriptor]:
+    """The index entries matching ``specs``, one per spec, in index order; an error names what is missing."""
+    chosen: list[Descriptor] = []
+    for spec in specs:
+        match = next((d for d in index.children() if spec.matches(d.platform)), None)
+        if match is None:
+            available = ", ".join(sorted({str(d.platform) for d in index.children() if d.platform})) or "none"
+            raise ManifestError(f"no manifest for platform {spec} in the index (available: {available})")
+        if match not in chosen:
+            chosen.append(match)
+    order = {d.digest: i for i, d in enumerate(index.children())}
+    return sorted(chosen, key=lambda d: order[d.digest])
+
+
+def subset_index(index: Manifest, keep: Sequence[Descriptor]) -> Manifest:
+    """A new index listing only ``keep`` (a transformation: the digest changes; serialised compactly)."""
+    doc = json.loads(index.raw)
+    wanted = {d.digest for d in keep}
+    doc["manifests"] = [m for m in doc["manifests"] if m.get("digest") in wanted]
+    raw = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    return parse_manifest(raw, index.media_type)

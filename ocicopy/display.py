@@ -1,0 +1,90 @@
+"""Human output: a live progress line on a TTY, and summaries of results."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from ocicopy.digest import Digest
+from ocicopy.result import BlobAction, BlobResult, CopyResult
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+class TerminalProgress:
+    """One self-rewriting status line on a TTY: blobs done, bytes sent, rate. Redraws at most 10 times/s."""
+
+    def __init__(self, stream: TextIO | None = None, interval: float = 0.1) -> None:
+        self.stream = stream or sys.stderr
+        self.interval = interval
+        self.started = time.monotonic()
+        self.sizes: dict[Digest, int] = {}
+        self.sent = 0
+        self.done = 0
+        self.counts = {a: 0 for a in BlobAction}
+        self._last = 0.0
+        self._width = 0
+
+    def blob_started(self, digest: Digest, size: int) -> None:
+        self.sizes[digest] = size
+        self._draw()
+
+    def blob_advanced(self, digest: Digest, nbytes: int) -> None:
+        self.sent += nbytes
+        self._draw()
+
+    def blob_finished(self, result: BlobResult) -> None:
+        self.done += 1
+        self.counts[result.action] += 1
+        self._draw(force=True)
+
+    def manifest_pushed(self, digest: Digest, reference: str) -> None:
+        self._draw(force=True)
+
+    def _draw(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        rate = self.sent / max(now - self.started, 1e-6)
+        line = (
+            f"blobs {self.done} done ({self.counts[BlobAction.COPIED]} copied, {self.counts[BlobAction.MOUNTED]} "
+            f"mounted, {self.counts[BlobAction.SKIPPED]} skipped) · {human_bytes(self.sent)} of "
+            f"{human_bytes(sum(self.sizes.values()))} streamed · {human_bytes(rate)}/s"
+        )
+        pad = max(self._width - len(line), 0)
+        self._width = len(line)
+        self.stream.write("\r" + line + " " * pad)
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+
+
+def copy_summary(result: CopyResult) -> str:
+    t = result.totals
+    lines = [
+        f"{result.action.value} {result.source} -> {result.destination}",
+        f"  digest     {result.digest} ({result.media_type})",
+    ]
+    if result.transformed:
+        lines.append(
+            f"  note       new digest: platform subset {', '.join(result.platforms)} of {result.source_digest}"
+        )
+    lines += [
+        f"  blobs      {t.blobs_copied} copied, {t.blobs_mounted} mounted, {t.blobs_skipped} skipped; "
+        f"{human_bytes(t.bytes_sent)} sent",
+        f"  manifests  {t.manifests_pushed} pushed, {t.manifests_skipped} already present",
+        f"  time       {result.seconds:.2f} s, {result.requests} requests",
+        f"  pinned     {result.pinned}",
+    ]
+    return "\n".join(lines)

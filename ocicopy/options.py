@@ -1,0 +1,59 @@
+"""Settings, as frozen models: per-registry settings, in-memory caps, timeouts, concurrency."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from ocicopy.retry import RetryPolicy
+
+MiB = 1024 * 1024
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RegistryConfig(_Frozen):
+    """Settings for one registry host (``host[:port]``)."""
+
+    plain_http: bool = Field(default=False, description="speak http:// to this host (never a silent fallback)")
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+class Limits(_Frozen):
+    """Caps on every body read into memory, and on what a registry may ask of us."""
+
+    manifest_bytes: int = Field(default=4 * MiB, ge=1024, description="largest manifest accepted")
+    error_body_bytes: int = Field(default=64 * 1024, ge=256)
+    token_body_bytes: int = Field(default=64 * 1024, ge=256)
+    max_chunk_min_length: int = Field(
+        default=64 * MiB, ge=1, description="cap on a registry's OCI-Chunk-Min-Length (we buffer one chunk)"
+    )
+    chunk_size: int = Field(default=16 * MiB, ge=1024, description="PATCH chunk size when chunks are needed")
+    max_redirects: int = Field(default=5, ge=0, le=20)
+
+
+class Timeouts(_Frozen):
+    connect: float = Field(default=15.0, gt=0)
+    read: float = Field(default=120.0, gt=0, description="inactivity timeout on a read or write")
+    pool: float = Field(default=300.0, gt=0, description="wait for a free connection")
+
+
+class ClientOptions(_Frozen):
+    """Everything a :class:`ocicopy.Client` can be told."""
+
+    registries: dict[str, RegistryConfig] = Field(default_factory=dict)
+    plain_http: frozenset[str] = Field(default_factory=frozenset, description="hosts spoken to over http://")
+    use_docker_config: bool = Field(default=True, description="read ~/.docker/config.json and helpers")
+    blob_concurrency: int = Field(default=8, ge=1, le=128, description="blobs transferred at once in one copy")
+    limits: Limits = Field(default_factory=Limits)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    user_agent: str = "ocicopy"
+
+    def registry(self, host: str) -> RegistryConfig:
+        return self.registries.get(host) or RegistryConfig()
+
+    def is_plain_http(self, host: str) -> bool:
+        return host in self.plain_http or self.registry(host).plain_http

@@ -1,0 +1,304 @@
+"""The distribution API as small named verbs (OCI distribution-spec v1.1, "Endpoints").
+
+Each verb builds its path from validated values only (:func:`validate_repository`, :class:`Digest`,
+:func:`validate_tag`), states the scopes it needs, and returns data. Blob upload is four steps, after
+go-containerregistry: :meth:`blob_exists` → :meth:`start_upload` (optionally a mount) → :meth:`upload`
+(monolithic PUT, or PATCH chunks when the registry asks) → commit inside the final PUT.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+
+from ocicopy.auth import Scopes
+from ocicopy.digest import Digest, Verifier
+from ocicopy.errors import DigestMismatchError, NotFoundError, RegistryError, TransportError
+from ocicopy.models import MANIFEST_ACCEPT, Manifest, parse_manifest
+from ocicopy.reference import validate_repository, validate_tag
+from ocicopy.transport import Transport, read_capped, redact
+
+
+@dataclass(frozen=True)
+class ManifestInfo:
+    """What a manifest HEAD tells: digest, media type, size."""
+
+    digest: Digest
+    media_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class UploadSession:
+    """An open upload: where to send bytes, and the chunk minimum the registry asked for (0 = none)."""
+
+    repository: str
+    location: httpx.URL
+    chunk_min: int = 0
+
+
+def _ref_path(reference: str) -> str:
+    """A manifest reference (tag or digest), validated before it becomes a path segment."""
+    if ":" in reference:
+        return str(Digest(reference))
+    return validate_tag(reference)
+
+
+class Registry:
+    """One registry host spoken to through a shared :class:`Transport`."""
+
+    def __init__(self, transport: Transport, host: str) -> None:
+        self.transport = transport
+        self.host = host
+        self.limits = transport.options.limits
+
+    def _url(self, repository: str, tail: str, params: dict[str, str] | None = None) -> httpx.URL:
+        return self.transport.url(self.host, f"/v2/{validate_repository(repository)}/{tail}", params)
+
+    # -- manifests -------------------------------------------------------------------------------------------
+
+    async def manifest_head(self, repository: str, reference: str) -> ManifestInfo | None:
+        """HEAD a manifest (HEAD is not counted by Docker Hub's pull limit); None when absent."""
+        url = self._url(repository, f"manifests/{_ref_path(reference)}")
+        try:
+            response, _ = await self.transport.request(
+                "HEAD",
+                self.host,
+                url,
+                scopes=Scopes.pull(repository),
+                expect={200},
+                headers={"Accept": MANIFEST_ACCEPT},
+            )
+        except NotFoundError:
+            return None
+        except RegistryError as exc:
+            if exc.status not in (403, 405):
+                raise
+            # Some registries (Artifactory) refuse HEAD where GET works: fall back to GET.
+            manifest = await self.manifest_get(repository, reference)
+            return ManifestInfo(manifest.digest, manifest.media_type, manifest.size)
+        digest = response.headers.get("docker-content-digest")
+        length = response.headers.get("content-length", "")
+        media_type = response.headers.get("content-type", "").split(";")[0].strip()
+        if not digest or not length.isdigit():
+            manifest = await self.manifest_get(repository, reference)
+            return ManifestInfo(manifest.digest, manifest.media_type, manifest.size)
+        if ":" in reference and Digest(digest) != Digest(reference):
+            raise DigestMismatchError(reference, digest, None, None, "registry reports another digest", redact(url))
+        return ManifestInfo(Digest(digest), media_type, int(length))
+
+    async def manifest_get(self, repository: str, reference: str) -> Manifest:
+        """GET a manifest; the digest is computed from the bytes (and checked when fetched by digest)."""
+        url = self._url(repository, f"manifests/{_ref_path(reference)}")
+        response, body = await self.transport.request(
+            "GET",
+            self.host,
+            url,
+            scopes=Scopes.pull(repository),
+            expect={200},
+            headers={"Accept": MANIFEST_ACCEPT},
+            body_limit=self.limits.manifest_bytes,
+            what="manifest",
+        )
+        by_digest = Digest(reference) if ":" in reference else None
+        manifest = parse_manifest(body, response.headers.get("content-type"), by_digest)
+        header = response.headers.get("docker-content-digest")
+        if header and header.startswith(manifest.digest.algorithm + ":") and header != manifest.digest:
+            # The header is advisory and wrong on some registries for tags; the bytes decide. For a digest
+            # reference the bytes were already checked against the reference.
+            raise DigestMismatchError(
+                header, manifest.digest, len(body), None, "Docker-Content-Digest differs", redact(url)
+            )
+        return manifest
+
+    async def manifest_put(self, repository: str, reference: str, manifest: Manifest) -> Digest:
+        """PUT the exact bytes under ``reference`` (a tag, or the manifest's own digest)."""
+        url = self._url(repository, f"manifests/{_ref_path(reference)}")
+        response, _ = await self.transport.request(
+            "PUT",
+            self.host,
+            url,
+            scopes=Scopes.push(repository),
+            expect={201, 200},
+            headers={"Content-Type": manifest.media_type},
+            content=manifest.raw,
+        )
+        echoed = response.headers.get("docker-content-digest")
+        if echoed and echoed.startswith(manifest.digest.algorithm + ":") and echoed != manifest.digest:
+            raise DigestMismatchError(manifest.digest, echoed, None, None, "registry stored other bytes", redact(url))
+        return manifest.digest
+
+    # -- blobs ------------------------------------------------------------------------------------------------
+
+    async def blob_exists(self, repository: str, digest: Digest) -> int | None:
+        """HEAD a blob: its size when present, None when absent."""
+        url = self._url(repository, f"blobs/{Digest(digest)}")
+        try:
+            response, _ = await self.transport.request(
+                "HEAD", self.host, url, scopes=Scopes.pull(repository), expect={200}
+            )
+        except NotFoundError:
+            return None
+        length = response.headers.get("content-length", "")
+        return int(length) if length.isdigit() else -1
+
+    @asynccontextmanager
+    async def blob_get(self, repository: str, digest: Digest, offset: int = 0) -> AsyncIterator[httpx.Response]:
+        """Stream a blob (redirects followed without credentials); the caller verifies the bytes.
+
+        ``Accept-Encoding: identity``: a blob is never transparently decoded (httpx would otherwise decode
+        gzip/br/zstd bodies and the digest would be of other bytes). ``offset`` asks for a ``Range``.
+        """
+        url = self._url(repository, f"blobs/{Digest(digest)}")
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        async with self.transport.stream(
+            "GET",
+            self.host,
+            url,
+            scopes=Scopes.pull(repository),
+            expect={200, 206},
+            headers=headers,
+            follow_redirects=True,
+        ) as response:
+            yield response
+
+    async def start_upload(
+        self, repository: str, mount: Digest | None = None, mount_from: str | None = None
+    ) -> UploadSession | None:
+        """POST to open an upload; with ``mount``/``mount_from``, ask for a cross-repository mount first.
+
+        Returns None when the mount was done (201). A declined mount (202) returns that upload session.
+        """
+        scopes = Scopes.push(repository)
+        params: dict[str, str] = {}
+        if mount is not None and mount_from is not None:
+            params = {"mount": str(Digest(mount)), "from": validate_repository(mount_from)}
+            scopes = scopes.merge(Scopes.pull(mount_from))
+        url = self._url(repository, "blobs/uploads/", params)
+        response, _ = await self.transport.request(
+            "POST", self.host, url, scopes=scopes, expect={201, 202}, headers={"Content-Length": "0"}
+        )
+        if response.status_code == 201 and params:
+            return None
+        return self._session(repository, url, response)
+
+    def _session(self, repository: str, url: httpx.URL, response: httpx.Response) -> UploadSession:
+        location = response.headers.get("location")
+        if not location:
+            raise RegistryError(response.status_code, "POST", redact(url), (), "upload answer has no Location")
+        # The Location may be relative and may carry state in its query (_state=...): keep it whole.
+        target = url.join(location)
+        if (target.scheme, target.host) != (url.scheme, url.host):
+            raise RegistryError(response.status_code, "POST", redact(url), (), "upload Location on another host")
+        raw_min = response.headers.get("oci-chunk-min-length", "")
+        chunk_min = min(int(raw_min), self.limits.max_chunk_min_length) if raw_min.isdigit() else 0
+        return UploadSession(repository, target, chunk_min)
+
+    async def upload(self, session: UploadSession, digest: Digest, size: int, body: AsyncIterable[bytes]) -> None:
+        """Send the blob's bytes into ``session`` and commit under ``digest``.
+
+        ``body`` must already be verified by the caller as it streams (a :class:`Verifier` that raises on a
+        mismatch before the last chunk is yielded), so that a wrong blob is never committed.
+        """
+        if session.chunk_min and size > session.chunk_min:
+            await self._upload_chunked(session, digest, size, body)
+            return
+        url = session.location.copy_merge_params({"digest": str(digest)})
+        await self._commit(session, url, body, size)
+
+    async def _commit(
+        self, session: UploadSession, url: httpx.URL, body: AsyncIterable[bytes] | bytes, size: int
+    ) -> None:
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        async with self.transport.stream(
+            "PUT",
+            self.host,
+            url,
+            scopes=Scopes.push(session.repository),
+            expect={201, 204},
+            headers=headers,
+            content=body,
+        ) as response:
+            echoed = response.headers.get("docker-content-digest")
+        digest = Digest(url.params["digest"])
+        if echoed and echoed.startswith(digest.algorithm + ":") and echoed != digest:
+            raise DigestMismatchError(digest, echoed, None, None, "registry committed other bytes", redact(url))
+
+    async def _upload_chunked(
+        self, session: UploadSession, digest: Digest, size: int, body: AsyncIterable[bytes]
+    ) -> None:
+        """PATCH chunks of at least ``OCI-Chunk-Min-Length`` bytes, then PUT the (possibly empty) tail."""
+        chunk = max(session.chunk_min, self.limits.chunk_size)
+        location, offset, buf = session.location, 0, bytearray()
+        async for piece in body:
+            buf += piece
+            while len(buf) >= chunk and offset + len(buf) < size:
+                location = await self._patch(session, location, bytes(buf[:chunk]), offset)
+                offset += chunk
+                del buf[:chunk]
+        url = location.copy_merge_params({"digest": str(digest)})
+        await self._commit(UploadSession(session.repository, location, session.chunk_min), url, bytes(buf), len(buf))
+
+    async def _patch(self, session: UploadSession, location: httpx.URL, data: bytes, offset: int) -> httpx.URL:
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Range": f"{offset}-{offset + len(data) - 1}",
+            "Content-Length": str(len(data)),
+        }
+        response, _ = await self.transport.request(
+            "PATCH",
+            self.host,
+            location,
+            scopes=Scopes.push(session.repository),
+            expect={202, 201, 204},
+            headers=headers,
+            content=data,
+        )
+        # Some registries (ECR) answer 201 to a PATCH; the next Location is what counts.
+        return location.join(response.headers.get("location") or str(location))
+
+    async def cancel_upload(self, session: UploadSession) -> None:
+        """DELETE an upload session we will not finish (best effort)."""
+        with contextlib.suppress(RegistryError, TransportError):
+            await self.transport.request(
+                "DELETE",
+                self.host,
+                session.location,
+                scopes=Scopes.push(session.repository),
+                expect={200, 202, 204, 404},
+            )
+
+
+async def verified(stream: AsyncIterable[bytes], verifier: Verifier) -> AsyncIterator[bytes]:
+    """Yield ``stream`` while hashing it; raise before the last byte is passed on if the digest is wrong.
+
+    Holding back the final chunk until the whole stream is checked guarantees that a corrupted blob never
+    reaches the registry's commit (its PUT body ends short, the request fails, nothing is stored).
+    """
+    pending: bytes | None = None
+    async for chunk in stream:
+        if not chunk:
+            continue
+        verifier.update(chunk)
+        if pending is not None:
+            yield pending
+        pending = chunk
+    verifier.check()
+    if pending is not None:
+        yield pending
+
+
+async def read_blob(registry: Registry, repository: str, digest: Digest, limit: int) -> bytes:
+    """Fetch a small blob (a config) into memory, capped and verified."""
+    async with registry.blob_get(repository, digest) as response:
+        data = await read_capped(response, limit, f"blob {digest.short}")
+    verifier = Verifier(digest)
+    verifier.update(data)
+    verifier.check()
+    return data
