@@ -67,6 +67,8 @@ class BlobCopier:
         self.retry = retry
         self.progress: Progress = progress or NoProgress()
         self.flight: SingleFlight[BlobResult] = SingleFlight()
+        self.transfers: SingleFlight[str] = SingleFlight()
+        self.located: dict[tuple[str, Digest], list[str]] = {}
 
     async def copy(self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: Sequence[str] = ()) -> BlobResult:
         """Make ``desc`` present in ``dst``; ``mount_from`` lists repositories of ``dst``'s registry to try."""
@@ -92,29 +94,62 @@ class BlobCopier:
                 seconds=round(time.monotonic() - started, 6),
                 mounted_from=origin,
             )
+            self.located.setdefault((dst.host, desc.digest), []).append(dst.repository)
             self.progress.blob_finished(result)
             return result
 
-    async def _mount_or_stream(
-        self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: Sequence[str]
-    ) -> tuple[BlobAction, int, str | None]:
-        candidates = [r for r in mount_from if r != dst.repository]
-        if src.host == dst.host and src.repository not in candidates:
-            candidates.insert(0, src.repository)  # never across registries: a mount is same-registry only
+    def _candidates(self, src: Endpoint, dst: Endpoint, digest: Digest, mount_from: Sequence[str]) -> list[str]:
+        """Repositories of the destination registry to mount ``digest`` from, most likely first.
+
+        Where this client already saw the blob on that registry, then the caller's hints, then the source
+        repository when source and destination share a registry. Never across registries: a mount is
+        same-registry only (distribution-spec "Mounting a blob from another repository").
+        """
+        ordered = [*self.located.get((dst.host, digest), ()), *mount_from]
+        if src.host == dst.host:
+            ordered.insert(0, src.repository)
+        return [r for r in dict.fromkeys(ordered) if r != dst.repository]
+
+    async def _try_mounts(
+        self, dst: Endpoint, digest: Digest, candidates: Sequence[str]
+    ) -> tuple[str | None, UploadSession | None]:
+        """Ask for a mount from each candidate: ``(origin, None)`` when one worked, else ``(None, session)``."""
         session: UploadSession | None = None
         for origin in candidates:
             if session is not None:
                 await dst.registry.cancel_upload(session)
             try:
-                session = await dst.registry.start_upload(dst.repository, desc.digest, origin)
+                session = await dst.registry.start_upload(dst.repository, digest, origin)
             except RegistryError:
                 # Harbor answers 401, Docker Hub/others 403/404 for a mount they decline: upload instead.
                 session = None
                 continue
             if session is None:
-                return BlobAction.MOUNTED, 0, origin
+                return origin, None
+        return None, session
+
+    async def _mount_or_stream(
+        self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: Sequence[str]
+    ) -> tuple[BlobAction, int, str | None]:
+        origin, session = await self._try_mounts(dst, desc.digest, self._candidates(src, dst, desc.digest, mount_from))
+        if origin is not None:
+            return BlobAction.MOUNTED, 0, origin
+        # One transfer per destination registry and digest: a concurrent copy of the same blob into another
+        # repository waits for it, then mounts from where it landed.
+        landed, leader = await self.transfers.run(
+            (dst.host, desc.digest), lambda: self._stream_into(src, dst, desc, session)
+        )
+        if leader:
+            return BlobAction.COPIED, desc.size, None
+        origin, session = await self._try_mounts(dst, desc.digest, [landed])
+        if origin is not None:
+            return BlobAction.MOUNTED, 0, origin
         await self.stream(src, dst, desc, session)
         return BlobAction.COPIED, desc.size, None
+
+    async def _stream_into(self, src: Endpoint, dst: Endpoint, desc: Descriptor, session: UploadSession | None) -> str:
+        await self.stream(src, dst, desc, session)
+        return dst.repository
 
     async def stream(self, src: Endpoint, dst: Endpoint, desc: Descriptor, session: UploadSession | None) -> None:
         """GET from ``src`` → verify → PUT into ``dst``, retried from scratch (new session) on transient faults."""
