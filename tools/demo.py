@@ -101,7 +101,8 @@ def main() -> int:
             say(f"seeded the source in {time.monotonic() - t0:.1f}s: " + ", ".join(digests))
             results = anyio.run(run_copies, source, mirror)
             say("")
-            say(f"{'step':<36} {'action':<8} {'copied':>6} {'mounted':>7} {'skipped':>7} {'sent':>11} {'reqs':>5} {'time':>9}")
+            header = ("step", "action", "copied", "mounted", "skipped", "sent", "reqs", "time")
+            say("{:<36} {:<8} {:>6} {:>7} {:>7} {:>11} {:>5} {:>9}".format(*header))
             for step, result in results:
                 say(row(step, result))
             say("")
