@@ -54,12 +54,16 @@ def redact(url: httpx.URL | str) -> str:
 
 
 async def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
-    """Read a streamed body into memory, aborting at ``limit + 1`` bytes whatever Content-Length says."""
+    """Read a streamed body into memory, aborting at ``limit + 1`` bytes whatever Content-Length says.
+
+    The bytes are content-decoded (a gzip ``Content-Encoding`` is transport, not manifest content); the cap
+    applies to the decoded stream, so a compression bomb is cut off too. Blobs never come through here.
+    """
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyTooLargeError(what, limit)
     buf = bytearray()
-    async for chunk in response.aiter_raw():
+    async for chunk in response.aiter_bytes():
         buf += chunk
         if len(buf) > limit:
             raise BodyTooLargeError(what, limit)

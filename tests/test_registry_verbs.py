@@ -1,0 +1,115 @@
+"""The distribution API verbs of :class:`ocicopy.registry.Registry`, against the real registry."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from ocicopy import ClientOptions
+from ocicopy.digest import Digest, Verifier
+from ocicopy.errors import DigestMismatchError, NotFoundError
+from ocicopy.registry import Registry, UploadSession, read_blob, verified
+from ocicopy.transport import Transport
+from tests.harness import images
+from tests.harness.registry import RegistryServer, blob_uploads, mounts, upload_starts
+
+pytestmark = pytest.mark.anyio
+
+
+def transport_for(*servers: RegistryServer) -> Transport:
+    return Transport(ClientOptions(plain_http=frozenset(s.host for s in servers), use_docker_config=False))
+
+
+async def chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+async def test_chunked_upload_sends_patches_of_at_least_the_minimum(registry: RegistryServer, unique_repo: str) -> None:
+    data = images.layer(901, 300_000)
+    digest = Digest(data.digest)
+    async with transport_for(registry) as transport:
+        reg = Registry(transport, registry.host)
+        session = await reg.start_upload(unique_repo)
+        assert session is not None
+        # As if the registry had sent OCI-Chunk-Min-Length: 100000 (distribution never does).
+        forced = UploadSession(session.repository, session.location, chunk_min=100_000)
+        reg.limits = reg.limits.model_copy(update={"chunk_size": 1024})
+        mark = registry.mark()
+        await reg.upload(forced, digest, len(data), verified(chunks(data, 7000), Verifier(digest, len(data))))
+        entries = registry.requests(mark)
+        assert await reg.blob_exists(unique_repo, digest) == len(data)
+        assert await read_blob(reg, unique_repo, digest, 1 << 20) == data
+    patches = [e for e in blob_uploads(entries) if e.method == "PATCH"]
+    puts = [e for e in blob_uploads(entries) if e.method == "PUT"]
+    # Chunks are max(min, chunk_size) = 100 kB and are PATCHed only while more data follows: 300 kB (plus tar
+    # and gzip overhead) gives two PATCHes, and the last ~100 kB travels in the committing PUT.
+    assert len(patches) == 2
+    assert all(e.status == 202 for e in patches)
+    assert [e.status for e in puts] == [201]
+
+
+async def test_declined_mount_uploads_into_the_offered_session(registry: RegistryServer, make_repo) -> None:
+    src, dst = make_repo("src"), make_repo("dst")
+    data = images.layer(902, 5000)
+    digest = Digest(data.digest)
+    async with transport_for(registry) as transport:
+        reg = Registry(transport, registry.host)
+        mark = registry.mark()
+        session = await reg.start_upload(dst, digest, src)  # src does not hold it: distribution answers 202
+        assert session is not None
+        await reg.upload(session, digest, len(data), verified(chunks(data, 1000), Verifier(digest, len(data))))
+        entries = registry.requests(mark)
+        assert await reg.blob_exists(dst, digest) == len(data)
+    assert mounts(entries) == []
+    starts = upload_starts(entries)
+    assert len(starts) == 1 and starts[0].param("mount") == digest  # the only POST was the mount attempt
+    assert [e.status for e in blob_uploads(entries)] == [201]
+
+
+async def test_mount_answered_201_returns_no_session(registry: RegistryServer, make_repo) -> None:
+    src, dst = make_repo("src"), make_repo("dst")
+    data = images.layer(903, 4000)
+    image = images.make_image([data])
+    images.push(registry, src, "v1", image)
+    async with transport_for(registry) as transport:
+        reg = Registry(transport, registry.host)
+        mark = registry.mark()
+        assert await reg.start_upload(dst, Digest(data.digest), src) is None
+        entries = registry.requests(mark)
+        assert await reg.blob_exists(dst, Digest(data.digest)) == len(data)
+    assert len(mounts(entries, data.digest)) == 1
+    assert blob_uploads(entries) == []
+
+
+async def test_corrupt_bytes_are_never_committed(registry: RegistryServer, unique_repo: str) -> None:
+    good = images.layer(904, 50_000)
+    bad = bytearray(good)
+    bad[-10] ^= 0xFF  # same length, one byte flipped near the end
+    digest = Digest(good.digest)
+    async with transport_for(registry) as transport:
+        reg = Registry(transport, registry.host)
+        session = await reg.start_upload(unique_repo)
+        assert session is not None
+        mark = registry.mark()
+        with pytest.raises(DigestMismatchError):
+            await reg.upload(session, digest, len(bad), verified(chunks(bytes(bad), 4096), Verifier(digest, len(bad))))
+        entries = registry.requests(mark)
+        assert await reg.blob_exists(unique_repo, digest) is None
+    assert all(e.status != 201 for e in blob_uploads(entries))
+
+
+async def test_manifest_get_by_digest_and_head_agree(registry: RegistryServer, unique_repo: str) -> None:
+    image = images.make_image([images.layer(905, 3000)], media="docker")
+    images.push(registry, unique_repo, "v1", image)
+    async with transport_for(registry) as transport:
+        reg = Registry(transport, registry.host)
+        info = await reg.manifest_head(unique_repo, "v1")
+        assert info is not None
+        assert (info.digest, info.media_type, info.size) == (image.digest, image.media_type, len(image.manifest))
+        manifest = await reg.manifest_get(unique_repo, info.digest)
+        assert manifest.raw == image.manifest
+        assert await reg.manifest_head(unique_repo, "missing") is None
+        with pytest.raises(NotFoundError):
+            await reg.manifest_get(unique_repo, "missing")
