@@ -7,6 +7,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from ocicopy.digest import Digest
+from ocicopy.reference import parse_reference
 
 
 class BlobAction(StrEnum):
@@ -93,8 +94,4 @@ class CopyResult(BaseModel):
     @property
     def pinned(self) -> str:
         """The destination as ``registry/repository@digest``: what to deploy."""
-        name = self.destination.split("@", 1)[0]
-        last = name.rsplit("/", 1)
-        if ":" in last[-1]:
-            name = name[: name.rfind(":")]
-        return f"{name}@{self.digest}"
+        return str(parse_reference(self.destination, default_tag=None).without_identifier().with_digest(self.digest))
