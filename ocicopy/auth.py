@@ -122,12 +122,17 @@ class Token:
         return (now if now is not None else time.monotonic()) < self.expires_at - REFRESH_MARGIN
 
 
+def _header_safe(value: str) -> bool:
+    """Printable ASCII without spaces: what can go in an ``Authorization`` header."""
+    return value.isascii() and value.isprintable() and not any(c.isspace() for c in value)
+
+
 def parse_token_response(body: object, scopes: Scopes, now: float | None = None) -> Token:
     """Read a token endpoint answer: ``token`` or ``access_token``; ``expires_in`` defaults to 60 s."""
     if not isinstance(body, dict):
         raise ValueError("token response is not a JSON object")
     value = body.get("token") or body.get("access_token")
-    if not isinstance(value, str) or not value or len(value) > 16384 or any(c.isspace() for c in value):
+    if not isinstance(value, str) or not value or len(value) > 16384 or not _header_safe(value):
         raise ValueError("token response has no usable token")
     ttl = body.get("expires_in")
     lifetime = (

@@ -43,7 +43,7 @@ class InvalidReferenceError(InputError):
         super().__init__(f"invalid image reference {reference!r}: {reason}")
 
 
-class InvalidDigestError(InputError):
+class InvalidDigestError(InputError, ValueError):  # ValueError: pydantic reports it as a validation error
     def __init__(self, value: object) -> None:
         self.value = value
         shown = repr(value) if len(repr(value)) <= 200 else repr(value)[:200] + "..."

@@ -11,12 +11,13 @@ T = TypeVar("T")
 
 
 class _Slot(Generic[T]):
-    __slots__ = ("done", "error", "value")
+    __slots__ = ("abandoned", "done", "error", "value")
 
     def __init__(self) -> None:
         self.done = anyio.Event()
         self.value: T | None = None
         self.error: BaseException | None = None
+        self.abandoned = False  # the leader was cancelled: waiters start over (one becomes the leader)
 
 
 class SingleFlight(Generic[T]):
@@ -30,9 +31,10 @@ class SingleFlight(Generic[T]):
 
     async def run(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """Return ``(value, leader)``: ``leader`` is True for the caller whose ``fn`` ran."""
-        slot = self._slots.get(key)
-        if slot is not None:
+        while (slot := self._slots.get(key)) is not None:
             await slot.done.wait()
+            if slot.abandoned:
+                continue
             if slot.error is not None:
                 raise slot.error
             return slot.value, False  # type: ignore[return-value]
@@ -40,8 +42,13 @@ class SingleFlight(Generic[T]):
         try:
             slot.value = await fn()
         except BaseException as exc:
-            slot.error = exc
-            del self._slots[key]
+            if self._slots.get(key) is slot:
+                del self._slots[key]
+            # A cancelled leader's cancellation belongs to the leader, not to the callers waiting on it.
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                slot.abandoned = True
+            else:
+                slot.error = exc
             raise
         finally:
             slot.done.set()

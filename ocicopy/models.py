@@ -57,7 +57,7 @@ class Platform(_View):
 class Descriptor(_View):
     media_type: str = Field(alias="mediaType")
     digest: Digest
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, strict=True)  # "1469" or true would be refused by Go registries
     urls: list[str] | None = None
     annotations: dict[str, str] | None = None
     platform: Platform | None = None
@@ -142,8 +142,8 @@ def parse_manifest(raw: bytes, content_type: str | None = None, digest: Digest |
 def _load_json(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"manifest is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: hostile nesting depth
+        raise ManifestError(f"manifest is not valid JSON: {type(exc).__name__}") from None
     if not isinstance(body, dict):
         raise ManifestError("manifest is not a JSON object")
     return body
@@ -158,6 +158,8 @@ def _strip_params(content_type: str | None) -> str | None:
 def _media_type(body: dict[str, Any], content_type: str | None) -> str:
     """Decide the media type from the body and the header; reject what is ambiguous or unsupported."""
     declared = body.get("mediaType")
+    if declared is not None and not isinstance(declared, str):
+        raise ManifestError("manifest mediaType is not a string")
     if body.get("schemaVersion") == 1 or declared in SCHEMA1_TYPES or content_type in SCHEMA1_TYPES:
         raise UnsupportedManifestError(
             "Docker schema 1 manifests are not supported (deprecated, unsigned content cannot be verified); "
@@ -165,8 +167,6 @@ def _media_type(body: dict[str, Any], content_type: str | None) -> str:
         )
     if "manifests" in body and ("layers" in body or "config" in body):
         raise ManifestError("manifest has both 'manifests' and 'layers'/'config': ambiguous image or index")
-    if declared is not None and not isinstance(declared, str):
-        raise ManifestError("manifest mediaType is not a string")
     if declared and content_type and content_type in MANIFEST_TYPES and declared != content_type:
         raise ManifestError(f"manifest mediaType {declared!r} differs from Content-Type {content_type!r}")
     media_type = declared or (content_type if content_type in MANIFEST_TYPES else None)

@@ -10,6 +10,12 @@ from ocicopy.errors import InvalidPlatformError
 from ocicopy.models import Platform
 
 _PART: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+#: An entry without a variant means the architecture's default one (as containerd's platform matcher does).
+_DEFAULT_VARIANT: Final = {"arm64": "v8", "arm": "v7"}
+
+
+def _variant(architecture: str, variant: str | None) -> str | None:
+    return variant or _DEFAULT_VARIANT.get(architecture)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +34,9 @@ class PlatformSpec:
             return False
         if (platform.os, platform.architecture) != (self.os, self.architecture):
             return False
-        return self.variant is None or platform.variant == self.variant
+        if self.variant is None:
+            return True
+        return _variant(platform.architecture, platform.variant) == _variant(self.architecture, self.variant)
 
 
 def parse_platform(text: str) -> PlatformSpec:

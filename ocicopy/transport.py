@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import socket
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
@@ -74,7 +75,7 @@ def parse_error_body(body: bytes) -> list[SpecError]:
     """The spec's ``{"errors": [{"code","message"}]}``; anything else yields no codes."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return []
     items = doc.get("errors") if isinstance(doc, dict) else None
     if not isinstance(items, list):
@@ -369,7 +370,7 @@ class Transport:
             )
         try:
             return parse_token_response(json.loads(body), scopes)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise AuthenticationError(200, request.method, shown, (), f"unusable token response: {exc}") from None
 
     async def _creds(self, host: str) -> Credentials | None:
@@ -415,10 +416,16 @@ def _is_tls_error(exc: BaseException) -> bool:
 
 def _is_internal(host: str) -> bool:
     """Loopback, link-local or unspecified IP literal (or ``localhost``): a redirect must not pivot there."""
-    if host.lower() in ("localhost", "localhost."):
+    host = host.strip("[]").lower()
+    if host in ("localhost", "localhost.") or host.endswith(".localhost"):
         return True
     try:
-        ip: Any = ipaddress.ip_address(host.strip("[]"))
+        ip: Any = ipaddress.ip_address(host)
     except ValueError:
-        return False
+        try:  # the resolver also takes 127.1, 2130706433, 0x7f000001, 0x7f.0.0.1
+            ip = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return False
+    if getattr(ip, "ipv4_mapped", None) is not None:
+        ip = ip.ipv4_mapped
     return bool(ip.is_loopback or ip.is_link_local or ip.is_unspecified)
