@@ -101,8 +101,8 @@ class BlobCopier:
     def _candidates(self, src: Endpoint, dst: Endpoint, digest: Digest, mount_from: Sequence[str]) -> list[str]:
         """Repositories of the destination registry to mount ``digest`` from, most likely first.
 
-        Where this client already saw the blob on that registry, then the caller's hints, then the source
-        repository when source and destination share a registry. Never across registries: a mount is
+        The source repository when source and destination share a registry, then where this client already
+        placed the blob on that registry, then the caller's hints. Never across registries: a mount is
         same-registry only (distribution-spec "Mounting a blob from another repository").
         """
         ordered = [*self.located.get((dst.host, digest), ()), *mount_from]
@@ -141,6 +141,8 @@ class BlobCopier:
         )
         if leader:
             return BlobAction.COPIED, desc.size, None
+        if session is not None:  # the declined mount's session is not needed if the mount below works
+            await dst.registry.cancel_upload(session)
         origin, session = await self._try_mounts(dst, desc.digest, [landed])
         if origin is not None:
             return BlobAction.MOUNTED, 0, origin

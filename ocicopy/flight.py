@@ -21,13 +21,16 @@ class _Slot(Generic[T]):
 
 
 class SingleFlight(Generic[T]):
-    """``await flight.run(key, fn)`` runs ``fn`` once per key; later callers get the first result.
+    """``await flight.run(key, fn)``: concurrent callers of one key share a single run of ``fn``.
 
-    A run that fails is evicted, so a later call may try again; callers that were waiting on it see the error.
+    With ``keep_results`` the value is also served to every later caller. A run that fails is evicted, so a
+    later call may try again; callers that were waiting on it see the error. A cancelled leader hands over:
+    its waiters start again and one of them runs ``fn``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep_results: bool = False) -> None:
         self._slots: dict[Hashable, _Slot[T]] = {}
+        self.keep_results = keep_results  # False: only runs in flight are shared; later callers run again
 
     async def run(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """Return ``(value, leader)``: ``leader`` is True for the caller whose ``fn`` ran."""
@@ -52,6 +55,8 @@ class SingleFlight(Generic[T]):
             raise
         finally:
             slot.done.set()
+        if not self.keep_results and self._slots.get(key) is slot:
+            del self._slots[key]
         return slot.value, True
 
     def forget(self, key: Hashable) -> None:

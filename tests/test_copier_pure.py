@@ -227,8 +227,8 @@ async def test_single_flight_runs_once_for_concurrent_callers() -> None:
 
 
 @pytest.mark.anyio
-async def test_single_flight_caches_success_per_key() -> None:
-    flight: SingleFlight[int] = SingleFlight()
+async def test_single_flight_keeps_success_per_key_when_asked() -> None:
+    flight: SingleFlight[int] = SingleFlight(keep_results=True)
     calls: list[str] = []
 
     def make(key: str, value: int) -> Callable[[], Awaitable[int]]:
@@ -244,6 +244,36 @@ async def test_single_flight_caches_success_per_key() -> None:
     assert calls == ["a", "b"]
     flight.forget("a")
     assert await flight.run("a", make("a", 3)) == (3, True)
+
+
+@pytest.mark.anyio
+async def test_single_flight_by_default_shares_only_runs_in_flight() -> None:
+    flight: SingleFlight[int] = SingleFlight()
+    release = anyio.Event()
+    calls: list[int] = []
+    results: list[tuple[int, bool]] = []
+
+    async def slow() -> int:
+        calls.append(1)
+        await release.wait()
+        return 1
+
+    async def call() -> None:
+        results.append(await flight.run("k", slow))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call)
+        tg.start_soon(call)
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+    assert sorted(results) == [(1, False), (1, True)] and calls == [1]
+
+    async def fresh() -> int:
+        calls.append(2)
+        return 2
+
+    assert await flight.run("k", fresh) == (2, True)  # finished runs are not served to later callers
+    assert calls == [1, 2]
 
 
 @pytest.mark.anyio
@@ -309,7 +339,7 @@ async def test_single_flight_leader_failure_after_forget_raises_the_real_error()
 
 @pytest.mark.anyio
 async def test_single_flight_old_leader_failure_does_not_evict_a_newer_run() -> None:
-    flight: SingleFlight[str] = SingleFlight()
+    flight: SingleFlight[str] = SingleFlight(keep_results=True)
     started = anyio.Event()
     release = anyio.Event()
     second_calls = 0

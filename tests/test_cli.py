@@ -1,0 +1,353 @@
+"""The ``ocicopy`` command line, run as a real subprocess (``python -m ocicopy`` and the console script).
+
+Exit codes: 0 ok, 1 failure, 2 usage error. Errors are one stderr line ``ocicopy: error: ...``
+without a traceback unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.harness import images as im
+from tests.harness.oracle import docker_ref, skopeo_inspect_raw
+from tests.harness.registry import RegistryServer, blob_uploads, manifest_puts
+
+MakeRepo = Callable[[str], str]
+_seeds = itertools.count(7000)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _console_script() -> Path:
+    """The ``ocicopy`` entry point installed next to the interpreter (the project's .venv/bin)."""
+    for candidate in (Path(sys.executable).parent / "ocicopy", ROOT / ".venv" / "bin" / "ocicopy"):
+        if candidate.is_file():
+            return candidate
+    raise AssertionError(f"console script `ocicopy` not found next to {sys.executable} nor in {ROOT}/.venv/bin")
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "REGISTRY_AUTH"))}
+    env["HOME"] = str(tmp_path)  # no ~/.docker/config.json of the machine, even without --no-docker-config
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+@pytest.fixture
+def ocicopy_run(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[bytes]]:
+    """Run ``python -m ocicopy ARGS`` (or the console script with ``script=True``); bytes out, never raises."""
+
+    def run(*args: str, script: bool = False) -> subprocess.CompletedProcess[bytes]:
+        argv = [str(_console_script())] if script else [sys.executable, "-m", "ocicopy"]
+        return subprocess.run(
+            [*argv, *args], capture_output=True, cwd=tmp_path, env=_env(tmp_path), timeout=120, check=False
+        )
+
+    return run
+
+
+Run = Callable[..., subprocess.CompletedProcess[bytes]]
+
+
+def _image(n: int = 2) -> im.Image:
+    return im.make_image([im.layer(next(_seeds), 1100 + 100 * i) for i in range(n)])
+
+
+def _plain(*servers: RegistryServer) -> list[str]:
+    return [arg for s in servers for arg in ("--plain-http", s.host)]
+
+
+def _one_error_line(stderr: bytes) -> str:
+    text = stderr.decode()
+    lines = text.splitlines()
+    assert len(lines) == 1, f"expected one stderr line, got:\n{text}"
+    assert lines[0].startswith("ocicopy: error: "), lines[0]
+    assert "Traceback" not in text
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- copy
+
+
+def test_copy_prints_human_summary(
+    ocicopy_run: Run, registry: RegistryServer, registry2: RegistryServer, make_repo: MakeRepo
+) -> None:
+    img = _image()
+    src_repo, dst_repo = make_repo("src"), make_repo("dst")
+    im.push(registry, src_repo, "v1", img)
+    src, dst = f"{registry.host}/{src_repo}:v1", f"{registry2.host}/{dst_repo}:v1"
+
+    proc = ocicopy_run("copy", src, dst, *_plain(registry, registry2), "--no-docker-config")
+
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = proc.stdout.decode()
+    assert out.startswith("copied ")
+    assert src in out and dst in out
+    assert img.digest in out
+    assert f"{registry2.host}/{dst_repo}@{img.digest}" in out  # pinned
+    assert "3 copied" in out  # config + two layers
+    assert proc.stderr == b""
+    assert skopeo_inspect_raw(docker_ref(registry2, dst_repo, "v1")) == img.manifest
+
+    again = ocicopy_run("copy", src, dst, *_plain(registry, registry2), "--no-docker-config")
+    assert again.returncode == 0, again.stderr.decode()
+    assert again.stdout.decode().startswith("skipped ")
+
+
+def test_copy_json_parses(
+    ocicopy_run: Run, registry: RegistryServer, registry2: RegistryServer, make_repo: MakeRepo
+) -> None:
+    img = _image(n=3)
+    src_repo, dst_repo = make_repo("src"), make_repo("dst")
+    im.push(registry, src_repo, "v1", img)
+    mark = registry2.mark()
+
+    proc = ocicopy_run(
+        "copy",
+        f"{registry.host}/{src_repo}:v1",
+        f"{registry2.host}/{dst_repo}:v1",
+        "--json",
+        *_plain(registry, registry2),
+        "--no-docker-config",
+    )
+
+    assert proc.returncode == 0, proc.stderr.decode()
+    doc = json.loads(proc.stdout)
+    assert doc["digest"] == doc["source_digest"] == img.digest
+    assert doc["action"] == "copied"
+    totals = doc["totals"]
+    assert totals["blobs_copied"] == len(img.blobs()) == len(blob_uploads(registry2.requests(mark)))
+    assert totals["bytes_sent"] == sum(len(b) for b in img.blobs().values())
+    assert totals["manifests_pushed"] == 1
+    assert {b["digest"] for b in doc["blobs"]} == set(img.blobs())
+
+
+def test_copy_platform_subset_via_cli(
+    ocicopy_run: Run, registry: RegistryServer, registry2: RegistryServer, make_repo: MakeRepo
+) -> None:
+    index = im.make_index(
+        [
+            im.make_image([im.layer(next(_seeds), 900)], platform=p)
+            for p in [("linux", "amd64", None), ("linux", "arm64", "v8"), ("linux", "arm", "v7")]
+        ]
+    )
+    src_repo, dst_repo = make_repo("src"), make_repo("dst")
+    im.push(registry, src_repo, "v1", index)
+    proc = ocicopy_run(
+        "copy",
+        f"{registry.host}/{src_repo}:v1",
+        f"{registry2.host}/{dst_repo}:v1",
+        "--platform",
+        "linux/arm64",
+        "--json",
+        *_plain(registry, registry2),
+        "--no-docker-config",
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    doc = json.loads(proc.stdout)
+    assert doc["digest"] == index.images[1].digest
+    assert doc["transformed"] is True
+    assert skopeo_inspect_raw(docker_ref(registry2, dst_repo, "v1")) == index.images[1].manifest
+
+
+def test_copy_unknown_platform_exits_1_and_pushes_nothing(
+    ocicopy_run: Run, registry: RegistryServer, registry2: RegistryServer, make_repo: MakeRepo
+) -> None:
+    index = im.make_index([_image(1)])
+    src_repo = make_repo("src")
+    im.push(registry, src_repo, "v1", index)
+    mark = registry2.mark()
+    proc = ocicopy_run(
+        "copy",
+        f"{registry.host}/{src_repo}:v1",
+        f"{registry2.host}/{make_repo('dst')}:v1",
+        "--platform",
+        "windows/amd64",
+        *_plain(registry, registry2),
+        "--no-docker-config",
+    )
+    assert proc.returncode == 1
+    line = _one_error_line(proc.stderr)
+    assert "linux/amd64" in line
+    assert manifest_puts(registry2.requests(mark)) == []
+
+
+# --------------------------------------------------------------------------- inspect, digest
+
+
+def test_inspect_raw_prints_exact_bytes(ocicopy_run: Run, registry: RegistryServer, unique_repo: str) -> None:
+    index = im.make_index([_image(1), im.make_image([im.layer(next(_seeds), 800)], platform=("linux", "s390x", None))])
+    im.push(registry, unique_repo, "v1", index)
+    proc = ocicopy_run("inspect", "--raw", f"{registry.host}/{unique_repo}:v1", *_plain(registry), "--no-docker-config")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout == index.manifest
+
+
+def test_inspect_human(ocicopy_run: Run, registry: RegistryServer, unique_repo: str) -> None:
+    img = im.make_image([im.layer(next(_seeds), 1000)], media="docker", platform=("linux", "arm64", "v8"))
+    im.push(registry, unique_repo, "v1", img)
+    proc = ocicopy_run("inspect", f"{registry.host}/{unique_repo}:v1", *_plain(registry), "--no-docker-config")
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = proc.stdout.decode()
+    assert im.DOCKER_MANIFEST in out
+    assert img.digest in out
+    assert str(len(img.manifest)) in out
+    for digest in img.blobs():
+        assert digest in out
+
+
+def test_inspect_human_index_lists_platforms(ocicopy_run: Run, registry: RegistryServer, unique_repo: str) -> None:
+    arm = im.make_image([im.layer(next(_seeds), 700)], platform=("linux", "arm", "v7"))
+    index = im.make_index([_image(1), arm])
+    im.push(registry, unique_repo, "v1", index)
+    proc = ocicopy_run("inspect", f"{registry.host}/{unique_repo}:v1", *_plain(registry), "--no-docker-config")
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = proc.stdout.decode()
+    assert im.OCI_INDEX in out
+    assert arm.digest in out and "linux/arm/v7" in out
+
+
+@pytest.mark.parametrize("script", [False, True], ids=["python-m", "console-script"])
+def test_digest_prints_the_digest(script: bool, ocicopy_run: Run, registry: RegistryServer, unique_repo: str) -> None:
+    img = _image(1)
+    im.push(registry, unique_repo, "v1", img)
+    proc = ocicopy_run(
+        "digest", f"{registry.host}/{unique_repo}:v1", *_plain(registry), "--no-docker-config", script=script
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout.decode() == img.digest + "\n"
+
+
+def test_console_script_copy_and_version(
+    ocicopy_run: Run, registry: RegistryServer, registry2: RegistryServer, make_repo: MakeRepo
+) -> None:
+    img = _image()
+    src_repo, dst_repo = make_repo("src"), make_repo("dst")
+    im.push(registry, src_repo, "v1", img)
+    proc = ocicopy_run(
+        "copy",
+        f"{registry.host}/{src_repo}:v1",
+        f"{registry2.host}/{dst_repo}:v1",
+        "--quiet",
+        *_plain(registry, registry2),
+        "--no-docker-config",
+        script=True,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout == b""
+    assert im.get_manifest(registry2, dst_repo, "v1").content == img.manifest
+    version = ocicopy_run("--version", script=True)
+    assert version.returncode == 0
+    assert version.stdout.decode().startswith("ocicopy ")
+
+
+# --------------------------------------------------------------------------- errors and exit codes
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["copy"], ["copy", "only-one-ref"], ["frobnicate"], ["digest", "a", "b"], ["copy", "a", "b", "--bogus"]],
+    ids=["no-command", "copy-no-args", "copy-one-arg", "unknown-command", "digest-two-refs", "unknown-flag"],
+)
+def test_usage_error_exits_2(args: list[str], ocicopy_run: Run) -> None:
+    proc = ocicopy_run(*args)
+    assert proc.returncode == 2
+    assert b"usage:" in proc.stderr
+    assert b"Traceback" not in proc.stderr
+    assert proc.stdout == b""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["copy", "127.0.0.1:1/UPPER/case:v1", "127.0.0.1:1/ok:v1"],
+        ["copy", "127.0.0.1:1/ok:v1", "127.0.0.1:1/a//b:v1"],
+        ["inspect", "127.0.0.1:1/repo@sha256:../../x"],
+        ["digest", "127.0.0.1:1/repo:" + "t" * 129],
+        ["copy", "127.0.0.1:1/ok:v1", "127.0.0.1:1/ok2:v1", "--platform", "nonsense"],
+        ["copy", "127.0.0.1:1/ok:v1", "127.0.0.1:1/ok2:v1", "--src-creds", "no-colon"],
+    ],
+    ids=["upper-case", "empty-component", "path-in-digest", "tag-too-long", "bad-platform", "bad-creds"],
+)
+def test_bad_input_exits_2_with_one_line(args: list[str], ocicopy_run: Run) -> None:
+    proc = ocicopy_run(*args, "--no-docker-config", "--plain-http", "127.0.0.1:1")
+    assert proc.returncode == 2, proc.stderr.decode()
+    _one_error_line(proc.stderr)
+    assert proc.stdout == b""
+
+
+def test_bad_reference_exit_2_via_console_script(ocicopy_run: Run) -> None:
+    proc = ocicopy_run("digest", "127.0.0.1:1/UPPER/case:v1", "--no-docker-config", script=True)
+    assert proc.returncode == 2
+    assert "UPPER/case" in _one_error_line(proc.stderr)
+
+
+def test_unknown_tag_exits_1_with_one_line(
+    ocicopy_run: Run, registry: RegistryServer, registry2: RegistryServer, make_repo: MakeRepo
+) -> None:
+    src_repo = make_repo("src")
+    im.push(registry, src_repo, "v1", _image(1))
+    for args in (
+        ["copy", f"{registry.host}/{src_repo}:nope", f"{registry2.host}/{make_repo('dst')}:v1"],
+        ["inspect", f"{registry.host}/{src_repo}:nope"],
+        ["digest", f"{registry.host}/{src_repo}:nope"],
+    ):
+        proc = ocicopy_run(*args, *_plain(registry, registry2), "--no-docker-config")
+        assert proc.returncode == 1, (args, proc.stderr.decode())
+        line = _one_error_line(proc.stderr)
+        assert "nope" in line
+        assert proc.stdout == b""
+
+
+def test_debug_shows_traceback(ocicopy_run: Run, registry: RegistryServer, unique_repo: str) -> None:
+    im.push(registry, unique_repo, "v1", _image(1))
+    proc = ocicopy_run(
+        "digest", f"{registry.host}/{unique_repo}:nope", *_plain(registry), "--no-docker-config", "--debug"
+    )
+    assert proc.returncode == 1
+    err = proc.stderr.decode()
+    assert "Traceback (most recent call last)" in err
+    assert "NotFoundError" in err
+    assert err.rstrip().splitlines()[-1].startswith("ocicopy: error: ")
+
+
+def test_plain_http_registry_not_marked_exits_1_with_hint(
+    ocicopy_run: Run, registry: RegistryServer, unique_repo: str
+) -> None:
+    im.push(registry, unique_repo, "v1", _image(1))
+    proc = ocicopy_run("digest", f"{registry.host}/{unique_repo}:v1", "--no-docker-config")
+    assert proc.returncode == 1
+    assert f"--plain-http {registry.host}" in _one_error_line(proc.stderr)
+
+
+def test_basic_auth_creds_flags(
+    ocicopy_run: Run, registry: RegistryServer, basic_registry: RegistryServer, make_repo: MakeRepo
+) -> None:
+    img = _image(1)
+    src_repo, dst_repo = make_repo("src"), make_repo("dst")
+    im.push(registry, src_repo, "v1", img)
+    user_pw = f"{basic_registry.username}:{basic_registry.password}"
+    common = [*_plain(registry, basic_registry), "--no-docker-config"]
+    dst = f"{basic_registry.host}/{dst_repo}:v1"
+
+    denied = ocicopy_run("copy", f"{registry.host}/{src_repo}:v1", dst, *common)
+    assert denied.returncode == 1
+    assert basic_registry.host in _one_error_line(denied.stderr)
+
+    wrong = ocicopy_run("copy", f"{registry.host}/{src_repo}:v1", dst, "--dest-creds", "ocitest:wrong-pw-xyz", *common)
+    assert wrong.returncode == 1
+    assert "wrong-pw-xyz" not in _one_error_line(wrong.stderr)
+
+    ok = ocicopy_run("copy", f"{registry.host}/{src_repo}:v1", dst, "--dest-creds", user_pw, *common)
+    assert ok.returncode == 0, ok.stderr.decode()
+    got = ocicopy_run("digest", dst, "--creds", user_pw, *common)
+    assert got.returncode == 0, got.stderr.decode()
+    assert got.stdout.decode().strip() == img.digest
+    assert basic_registry.password.encode() not in ok.stdout + ok.stderr + got.stdout + got.stderr
