@@ -1,0 +1,297 @@
+"""Mirroring plans: the file format (pydantic models) and its loading. Pure apart from reading the file.
+
+A plan names the mirror (registry, repository prefix, mode, cluster), per-registry settings, and the
+deployments to mirror: each a service in an environment with either a source ``image`` or a ``build`` from
+git. Everything is validated before any network call; an error names the entry, in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ocicopy.errors import InputError
+from ocicopy.options import ClientOptions, RegistryConfig
+from ocicopy.platforms import parse_platform
+from ocicopy.reference import Reference, parse_reference, validate_repository
+
+_NAME: Final = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_HOST: Final = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+_COMMIT: Final = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_PLAN_BYTES: Final = 16 * 1024 * 1024
+
+
+class PlanError(InputError):
+    """A plan that cannot be used; the message names the entry."""
+
+
+def _as_value_error(check: Callable[[str], object], value: str) -> str:
+    """Run a check that raises :class:`InputError`; report it as a validation error of this field."""
+    try:
+        check(value)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class Mode(StrEnum):
+    SERVICE = "service"  # one repository per service: {registry}/{prefix}/{service}
+    CLUSTER = "cluster"  # one repository per cluster: {registry}/{prefix}/{cluster}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_name(value: str, what: str) -> str:
+    if not _NAME.fullmatch(value) or len(value) > 128:
+        raise ValueError(f"{what} {value!r} must be lower-case letters and digits, separated by . _ or -")
+    return value
+
+
+class MirrorSettings(_Strict):
+    registry: str = Field(description="mirror registry host[:port]")
+    prefix: str = Field(default="mirror", description="repository path prefix ('' for none)")
+    mode: Mode = Mode.SERVICE
+    cluster: str | None = Field(default=None, description="cluster name: the shared repository in cluster mode")
+    ledger: bool = Field(default=True, description="keep a blob-location ledger in the mirror (cross-run mounts)")
+
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, v: str) -> str:
+        if not _HOST.fullmatch(v):
+            raise ValueError(f"mirror registry {v!r} must be host[:port]")
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        return _as_value_error(validate_repository, v) if v else v
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster(cls, v: str | None) -> str | None:
+        return None if v is None else _check_name(v, "cluster")
+
+
+class RegistrySettings(_Strict):
+    plain_http: bool = False
+    username: str | None = None
+    password_env: str | None = Field(default=None, description="environment variable holding the password")
+
+    @field_validator("password_env")
+    @classmethod
+    def _env(cls, v: str | None) -> str | None:
+        if v is not None and not _ENV_NAME.fullmatch(v):
+            raise ValueError(f"password_env {v!r} is not an environment variable name")
+        return v
+
+    @model_validator(mode="after")
+    def _pair(self) -> RegistrySettings:
+        if (self.username is None) != (self.password_env is None):
+            raise ValueError("username and password_env go together")
+        return self
+
+
+class BuildSpec(_Strict):
+    """The inputs of a build from git; their canonical hash is the build key."""
+
+    repository: str = Field(min_length=1, max_length=2048)
+    commit: str = Field(description="full commit id (40 or 64 hex)")
+    env: dict[str, str] = Field(default_factory=dict)
+    build_args: dict[str, str] = Field(default_factory=dict)
+    dockerfile: str = "Dockerfile"
+    target: str | None = None
+
+    @field_validator("commit")
+    @classmethod
+    def _commit(cls, v: str) -> str:
+        v = v.lower()
+        if not _COMMIT.fullmatch(v):
+            raise ValueError("commit must be a full commit id (40 or 64 hex digits), not an abbreviation or a branch")
+        return v
+
+    @field_validator("env", "build_args")
+    @classmethod
+    def _names(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not _ENV_NAME.fullmatch(key):
+                raise ValueError(f"{key!r} is not a variable name")
+        return v
+
+
+class Deployment(_Strict):
+    service: str
+    environment: str
+    image: str | None = None
+    build: BuildSpec | None = None
+    platforms: list[str] = Field(default_factory=list, description="copy only these platforms of an index")
+
+    @field_validator("service", "environment")
+    @classmethod
+    def _names(cls, v: str, info: Any) -> str:
+        return _check_name(v, info.field_name)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        if v is not None:
+            _as_value_error(parse_reference, v)
+        return v
+
+    @field_validator("platforms")
+    @classmethod
+    def _platforms(cls, v: list[str]) -> list[str]:
+        for p in v:
+            _as_value_error(parse_platform, p)
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Deployment:
+        if (self.image is None) == (self.build is None):
+            raise ValueError("give exactly one of 'image' or 'build'")
+        return self
+
+    @property
+    def source(self) -> Reference | None:
+        return parse_reference(self.image) if self.image is not None else None
+
+    @property
+    def label(self) -> str:
+        return f"{self.service}/{self.environment}"
+
+
+class Plan(_Strict):
+    """A mirroring plan (see README "Mirroring")."""
+
+    mirror: MirrorSettings
+    registries: dict[str, RegistrySettings] = Field(default_factory=dict)
+    deployments: list[Deployment] = Field(min_length=1)
+    immutable_tags: str | None = Field(default=None, description="regex of source tags trusted never to move")
+
+    @field_validator("registries")
+    @classmethod
+    def _hosts(cls, v: dict[str, RegistrySettings]) -> dict[str, RegistrySettings]:
+        for host in v:
+            if not _HOST.fullmatch(host):
+                raise ValueError(f"registry key {host!r} must be host[:port]")
+        return v
+
+    @field_validator("immutable_tags")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"immutable_tags is not a valid regular expression: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _checks(self) -> Plan:
+        if self.mirror.mode is Mode.CLUSTER and self.mirror.cluster is None:
+            raise ValueError("mirror.cluster is required in cluster mode")
+        seen: dict[tuple[str, str], int] = {}
+        for i, d in enumerate(self.deployments):
+            key = (d.service, d.environment)
+            if key in seen:
+                first = seen[key]
+                raise ValueError(f"deployments[{i}] ({d.label}): same service and environment as deployments[{first}]")
+            seen[key] = i
+        return self
+
+    def with_mode(self, mode: Mode | str | None) -> Plan:
+        """The plan with ``mirror.mode`` overridden (``--mode``), re-validated."""
+        if mode is None:
+            return self
+        data = self.model_dump(mode="json")
+        data["mirror"]["mode"] = str(Mode(mode))
+        return parse_plan(data)
+
+    def client_options(self, base: ClientOptions | None = None, env: Mapping[str, str] | None = None) -> ClientOptions:
+        """Client settings for this plan's registries; passwords are read from the environment now."""
+        env = os.environ if env is None else env
+        base = base or ClientOptions()
+        registries = dict(base.registries)
+        for host, settings in self.registries.items():
+            password = None
+            if settings.password_env is not None:
+                if settings.password_env not in env:
+                    raise PlanError(f"registries[{host!r}]: environment variable {settings.password_env} is not set")
+                password = env[settings.password_env]
+            registries[host] = RegistryConfig(
+                plain_http=settings.plain_http, username=settings.username, password=password
+            )
+        return base.model_copy(update={"registries": registries})
+
+
+def parse_plan(data: object) -> Plan:
+    """Validate a decoded plan; raise :class:`PlanError` naming the first bad entry."""
+    try:
+        return Plan.model_validate(data)
+    except ValidationError as exc:
+        raise PlanError(_describe(exc, data)) from None
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read a plan file: JSON, or YAML (``.yaml``/``.yml``) when PyYAML is installed."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()[: MAX_PLAN_BYTES + 1]
+    except OSError as exc:
+        raise PlanError(f"cannot read plan {p}: {exc.strerror}") from None
+    if len(raw) > MAX_PLAN_BYTES:
+        raise PlanError(f"plan {p} is larger than {MAX_PLAN_BYTES} bytes")
+    return parse_plan(_decode(raw, p))
+
+
+def _decode(raw: bytes, path: Path) -> object:
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml  # type: ignore[import-untyped]
+        except ImportError:
+            raise PlanError(f"plan {path} is YAML: install PyYAML (pip install 'ocicopy[yaml]') or use JSON") from None
+        try:
+            return yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise PlanError(f"plan {path} is not valid YAML: {exc}") from None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise PlanError(f"plan {path} is not valid JSON: {exc}") from None
+
+
+def _describe(exc: ValidationError, data: object) -> str:
+    """One line naming the entry: ``deployments[3] (api/prod): image: invalid image reference ...``."""
+    err = exc.errors()[0]
+    loc = list(err["loc"])
+    where = ""
+    if len(loc) >= 2 and loc[0] == "deployments" and isinstance(loc[1], int):
+        where = f"deployments[{loc[1]}]{_deployment_label(data, loc[1])}"
+        loc = loc[2:]
+    elif loc:
+        where = str(loc.pop(0))
+    field = ".".join(str(p) for p in loc)
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif err["type"] == "missing":
+        msg = "required field missing"
+    parts = [p for p in (where, field) if p]
+    return f"plan: {': '.join(parts)}: {msg}" if parts else f"plan: {msg}"
+
+
+def _deployment_label(data: object, index: int) -> str:
+    try:
+        entry = data["deployments"][index]  # type: ignore[index]
+        return f" ({entry['service']}/{entry['environment']})"
+    except (TypeError, KeyError, IndexError):
+        return ""

@@ -1,0 +1,111 @@
+"""Planning (pure): where each deployment goes in the mirror, under which tag, and build keys.
+
+Mirror repository
+    service mode: ``{registry}/{prefix}/{service}``; cluster mode: ``{registry}/{prefix}/{cluster}``.
+
+Mirror tag (:func:`mirror_tag`) for a source image
+    ``{readable}--{hash}`` where ``readable`` is the source ``registry/repository[:tag][@alg-hex12]`` with every
+    character outside ``[A-Za-z0-9_.-]`` turned into ``-`` (so ``ghcr.io/acme/api:1.4.2`` reads
+    ``ghcr.io-acme-api-1.4.2``), cut to fit, and ``hash`` is the first 24 hex digits (96 bits) of the SHA-256 of
+    the normalised source reference. At most 128 characters, valid tag grammar, the same for the same source
+    on every machine, and distinct sources get distinct tags (the readable part is for people; the hash
+    decides; a collision needs 2^48 sources).
+
+Build key (:func:`build_key`) for a build from git
+    ``build-v1-`` + SHA-256 over canonical JSON (sorted keys, no spaces, UTF-8) of
+    ``{"v": 1, "repository", "commit", "env", "build_args", "dockerfile", "target"}`` with the repository URL
+    trimmed of whitespace, a trailing ``/`` and ``.git``, the commit lower-case, and the dockerfile path
+    normalised (``./Dockerfile`` = ``Dockerfile``). It is used as the mirror tag of the build. Changing this
+    function changes every key: bump the version instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from ocicopy.plan import BuildSpec, Deployment, Mode, Plan
+from ocicopy.reference import Reference
+
+MAX_TAG: Final = 128
+HASH_HEX: Final = 24
+BUILD_KEY_VERSION: Final = 1
+_UNSAFE: Final = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def mirror_tag(source: Reference) -> str:
+    """The mirror tag of a source image reference (see the module docstring)."""
+    readable = source.name
+    if source.tag is not None:
+        readable += f":{source.tag}"
+    if source.digest is not None:
+        readable += f"@{source.digest.algorithm}-{source.digest.hex[:12]}"
+    readable = _UNSAFE.sub("-", readable)[: MAX_TAG - HASH_HEX - 2]
+    digest = hashlib.sha256(str(source).encode()).hexdigest()[:HASH_HEX]
+    return f"{readable}--{digest}"
+
+
+def build_inputs(spec: BuildSpec) -> dict[str, object]:
+    """The canonical inputs a build key hashes."""
+    repository = spec.repository.strip().rstrip("/")
+    repository = repository.removesuffix(".git")
+    dockerfile = posixpath.normpath(spec.dockerfile.strip())
+    return {
+        "v": BUILD_KEY_VERSION,
+        "repository": repository,
+        "commit": spec.commit.lower(),
+        "env": dict(sorted(spec.env.items())),
+        "build_args": dict(sorted(spec.build_args.items())),
+        "dockerfile": dockerfile,
+        "target": spec.target or None,
+    }
+
+
+def canonical_json(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def build_key(spec: BuildSpec) -> str:
+    """``build-v1-<sha256 hex>``: stable across releases and machines (test vectors in the tests)."""
+    return f"build-v{BUILD_KEY_VERSION}-" + hashlib.sha256(canonical_json(build_inputs(spec))).hexdigest()
+
+
+def mirror_repository(plan: Plan, deployment: Deployment) -> str:
+    name = deployment.service if plan.mirror.mode is Mode.SERVICE else plan.mirror.cluster
+    assert name is not None  # the plan validator requires a cluster in cluster mode
+    return f"{plan.mirror.prefix}/{name}" if plan.mirror.prefix else name
+
+
+@dataclass(frozen=True)
+class Target:
+    """One deployment, planned: its source (or build key) and its destination in the mirror."""
+
+    index: int
+    deployment: Deployment
+    destination: Reference
+    source: Reference | None = None
+    build_key: str | None = None
+
+
+def plan_targets(plan: Plan) -> list[Target]:
+    """Every deployment's target, in plan order."""
+    targets = []
+    for i, d in enumerate(plan.deployments):
+        repo = mirror_repository(plan, d)
+        if d.build is not None:
+            key = build_key(d.build)
+            dest = Reference(plan.mirror.registry, repo, key)
+            targets.append(Target(i, d, dest, build_key=key))
+        else:
+            assert d.source is not None
+            targets.append(Target(i, d, Reference(plan.mirror.registry, repo, mirror_tag(d.source)), d.source))
+    return targets
+
+
+def ledger_repository(plan: Plan) -> str:
+    """Where the blob-location ledger lives in the mirror registry."""
+    return f"{plan.mirror.prefix}/ocicopy-ledger" if plan.mirror.prefix else "ocicopy-ledger"
