@@ -35,7 +35,10 @@ from ocicopy.errors import (
 )
 from ocicopy.models import Manifest
 from ocicopy.options import ClientOptions, Limits, RegistryConfig, Timeouts
+from ocicopy.plan import BuildSpec, Deployment, MirrorSettings, Mode, Plan, PlanError, load_plan, parse_plan
+from ocicopy.planner import build_key, mirror_tag
 from ocicopy.reference import Reference, parse_reference
+from ocicopy.report import DeploymentResult, MirrorAction, MirrorReport
 from ocicopy.result import BlobAction, BlobResult, CopyAction, CopyResult
 from ocicopy.retry import RetryPolicy
 
@@ -43,19 +46,28 @@ __all__ = [
     "AuthenticationError",
     "BlobAction",
     "BlobResult",
+    "BuildSpec",
     "Client",
     "ClientOptions",
     "CopyAction",
     "CopyResult",
     "Credentials",
+    "Deployment",
+    "DeploymentResult",
     "Digest",
     "DigestMismatchError",
     "InputError",
     "Limits",
     "Manifest",
     "ManifestError",
+    "MirrorAction",
+    "MirrorReport",
+    "MirrorSettings",
+    "Mode",
     "NotFoundError",
     "OcicopyError",
+    "Plan",
+    "PlanError",
     "Reference",
     "RegistryConfig",
     "RegistryError",
@@ -63,6 +75,10 @@ __all__ = [
     "Timeouts",
     "TransportError",
     "__version__",
+    "build_key",
     "copy",
+    "load_plan",
+    "mirror_tag",
+    "parse_plan",
     "parse_reference",
 ]

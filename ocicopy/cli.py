@@ -1,4 +1,6 @@
-"""``ocicopy`` command line: copy, inspect, digest. Exit 0 ok, 1 failure, 2 usage error.
+"""``ocicopy`` command line: copy, inspect, digest, mirror, build-key, lookup.
+
+Exit 0 ok, 1 failure, 2 usage error (bad arguments, references, plans), 3 not found (``lookup``).
 
 Errors are one line on stderr (``ocicopy: error: ...``); ``--debug`` adds the traceback.
 """
@@ -6,24 +8,37 @@ Errors are one line on stderr (``ocicopy: error: ...``); ``--debug`` adds the tr
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
 from collections.abc import Sequence
 from typing import Any
 
 import anyio
+from pydantic import ValidationError
 
 from ocicopy import __version__
 from ocicopy.client import Client
 from ocicopy.credentials import Credentials
-from ocicopy.display import TerminalProgress, copy_summary, human_bytes
+from ocicopy.display import (
+    MirrorLines,
+    MirrorTerminal,
+    TerminalProgress,
+    copy_summary,
+    deployment_line,
+    human_bytes,
+    mirror_summary,
+)
 from ocicopy.errors import InputError, OcicopyError
 from ocicopy.models import Manifest
 from ocicopy.options import ClientOptions
+from ocicopy.plan import BuildSpec, load_plan
+from ocicopy.planner import build_inputs, build_key
 from ocicopy.platforms import parse_platform
 from ocicopy.reference import parse_reference
+from ocicopy.report import MirrorReport, write_atomic, write_lock
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -74,7 +89,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref", metavar="REF")
     p.add_argument("--creds", metavar="USER:PASSWORD", help="credentials for the registry")
     _common(p)
+    _mirror_parsers(sub)
     return parser
+
+
+def _mirror_parsers(sub: Any) -> None:
+    p = sub.add_parser(
+        "mirror",
+        help="mirror every deployment of a plan",
+        description="Mirror the images of a plan into the mirror registry; exit 0 when every deployment "
+        "succeeded (build-needed included), 1 otherwise.",
+    )
+    p.add_argument("plan", metavar="PLAN", help="plan file (JSON; YAML with PyYAML installed)")
+    p.add_argument("--mode", choices=["service", "cluster"], help="override the plan's mode")
+    p.add_argument("--json", metavar="REPORT", help="write the report as JSON to REPORT ('-' for stdout)")
+    p.add_argument("--lock", metavar="LOCK", help="write a lock file: source reference -> pinned mirror reference")
+    p.add_argument("--dry-run", action="store_true", help="manifests only (HEAD/GET): predict actions and bytes")
+    p.add_argument("--immutable-tags", metavar="REGEX", help="trust existing mirror tags for matching source tags")
+    p.add_argument("--concurrency", type=int, default=8, metavar="N", help="deployments in flight (default 8)")
+    p.add_argument("--blob-concurrency", type=int, default=8, metavar="N", help="blobs in flight (default 8)")
+    p.add_argument("--no-ledger", action="store_true", help="do not read or write the blob ledger")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress, no summary")
+    _common(p)
+
+    p = sub.add_parser(
+        "build-key",
+        help="print the build key of build inputs",
+        description="Print the build key (the mirror tag of a build) for the given inputs.",
+    )
+    p.add_argument("--repository", required=True, metavar="URL", help="git repository URL")
+    p.add_argument("--commit", required=True, metavar="SHA", help="full commit id")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="environment variable")
+    p.add_argument("--build-arg", action="append", default=[], metavar="NAME=VALUE", help="build argument")
+    p.add_argument("--dockerfile", default="Dockerfile", metavar="PATH")
+    p.add_argument("--target", metavar="STAGE")
+    p.add_argument("--json", action="store_true", help="print the key with its canonical inputs")
+
+    p = sub.add_parser(
+        "lookup",
+        help="is REF in the registry? (exit 0 found, 3 not found)",
+        description="Look REF up with one HEAD. Exit 0 and print the digest when found; exit 3 when not found; "
+        "1 on other failures; 2 on usage errors.",
+    )
+    p.add_argument("ref", metavar="REF")
+    p.add_argument("--creds", metavar="USER:PASSWORD", help="credentials for the registry")
+    _common(p)
 
 
 def _creds(value: str | None, ref: str) -> dict[str, Credentials]:
@@ -140,7 +199,102 @@ async def _digest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"copy": _copy, "inspect": _inspect, "digest": _digest}
+async def _mirror(args: argparse.Namespace) -> int:
+    plan = load_plan(args.plan).with_mode(args.mode)
+    if args.concurrency < 1 or args.blob_concurrency < 1:
+        raise InputError("--concurrency and --blob-concurrency must be at least 1")
+    options = plan.client_options(ClientOptions(use_docker_config=not args.no_docker_config))
+    options = options.model_copy(
+        update={"blob_concurrency": args.blob_concurrency, "plain_http": options.plain_http | set(args.plain_http)}
+    )
+    lines_to = sys.stderr if args.json == "-" else sys.stdout
+    live = sys.stderr.isatty() and not args.quiet
+    progress: Any = MirrorTerminal(len(plan.deployments)) if live else None if args.quiet else MirrorLines(lines_to)
+    async with Client(options, progress=progress if live else None) as client:
+        try:
+            report = await client.mirror(
+                plan,
+                dry_run=args.dry_run,
+                immutable_tags=args.immutable_tags,
+                concurrency=args.concurrency,
+                ledger=False if args.no_ledger else None,
+                progress=progress,
+            )
+        finally:
+            if live:
+                progress.close()
+    _mirror_output(args, report, lines_to, live)
+    return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+def _mirror_output(args: argparse.Namespace, report: MirrorReport, out: Any, live: bool) -> None:
+    if args.json == "-":
+        print(report.model_dump_json(indent=2))
+    elif args.json:
+        write_atomic(args.json, report.model_dump_json(indent=2) + "\n")
+    if args.lock and not args.dry_run:
+        write_lock(report, args.lock)
+    for d in report.deployments:
+        if live and not args.quiet:
+            print(deployment_line(d), file=out)
+        for warning in d.warnings:
+            print(f"ocicopy: warning: {d.service}/{d.environment}: {warning}", file=sys.stderr)
+    for warning in report.warnings:
+        print(f"ocicopy: warning: {warning}", file=sys.stderr)
+    if not args.quiet:
+        print(mirror_summary(report), file=out)
+
+
+def _pairs(values: Sequence[str], what: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        name, sep, val = value.partition("=")
+        if not sep or not name:
+            raise InputError(f"{what} must be NAME=VALUE, got {value!r}")
+        out[name] = val
+    return out
+
+
+async def _build_key(args: argparse.Namespace) -> int:
+    data = {
+        "repository": args.repository,
+        "commit": args.commit,
+        "env": _pairs(args.env, "--env"),
+        "build_args": _pairs(args.build_arg, "--build-arg"),
+        "dockerfile": args.dockerfile,
+        "target": args.target,
+    }
+    try:
+        spec = BuildSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InputError(f"{'.'.join(map(str, err['loc']))}: {str(err['msg']).removeprefix('Value error, ')}") from None
+    key = build_key(spec)
+    if args.json:
+        print(json.dumps({"key": key, "inputs": build_inputs(spec)}, indent=2))
+    else:
+        print(key)
+    return EXIT_OK
+
+
+async def _lookup(args: argparse.Namespace) -> int:
+    async with _client(args, _creds(args.creds, args.ref)) as client:
+        info = await client.resolve(args.ref)
+    if info is None:
+        print(f"not found: {parse_reference(args.ref)}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    print(info.digest)
+    return EXIT_OK
+
+
+COMMANDS = {
+    "copy": _copy,
+    "inspect": _inspect,
+    "digest": _digest,
+    "mirror": _mirror,
+    "build-key": _build_key,
+    "lookup": _lookup,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

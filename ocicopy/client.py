@@ -9,16 +9,19 @@ from typing import Any
 import anyio
 import httpx
 
-from ocicopy.copier import BlobCopier, Endpoint, TreeCopier, fetch_child, select_platforms, subset_index
+from ocicopy.copier import BlobCopier, Endpoint, MountFrom, TreeCopier, fetch_child, select_platforms, subset_index
 from ocicopy.credentials import ChainCredentials, Credentials, CredentialSource, default_credentials
 from ocicopy.digest import Digest
 from ocicopy.errors import InputError, NotFoundError, unwrap_group
+from ocicopy.mirror import Mirror, MirrorOptions, MirrorProgress
 from ocicopy.models import Manifest
 from ocicopy.options import ClientOptions
+from ocicopy.plan import Mode, Plan
 from ocicopy.platforms import PlatformSpec, parse_platform
 from ocicopy.progress import NoProgress, Progress
 from ocicopy.reference import Reference, parse_reference
 from ocicopy.registry import ManifestInfo, Registry
+from ocicopy.report import MirrorReport
 from ocicopy.result import CopyAction, CopyResult
 from ocicopy.transport import Transport
 
@@ -98,7 +101,7 @@ class Client:
         dst: RefLike,
         *,
         platforms: Sequence[str | PlatformSpec] = (),
-        mount_from: Sequence[str] = (),
+        mount_from: MountFrom = (),
     ) -> CopyResult:
         """Copy an image, index or artifact from ``src`` to ``dst``.
 
@@ -107,11 +110,29 @@ class Client:
         index (a new digest, reported as ``transformed``). ``mount_from`` names further repositories of the
         destination registry to mount blobs from.
         """
-        started, requests_before = time.monotonic(), self.transport.stats.total_requests
         s, d = as_reference(src), _destination(as_reference(dst, default_tag=None), as_reference(src))
         specs = [p if isinstance(p, PlatformSpec) else parse_platform(p) for p in platforms]
+        requests_before = self.transport.stats.total_requests
+        source_digest = s.digest or await self._resolve_source(self.endpoint(s), s)
+        result = await self.copy_resolved(s, d, source_digest, specs, mount_from)
+        result.requests = self.transport.stats.total_requests - requests_before
+        return result
+
+    async def copy_resolved(
+        self,
+        s: Reference,
+        d: Reference,
+        source_digest: Digest,
+        specs: Sequence[PlatformSpec] = (),
+        mount_from: MountFrom = (),
+        check_destination: bool = True,
+    ) -> CopyResult:
+        """:meth:`copy` once the source digest is known (the mirror engine resolves and dedupes HEADs itself).
+
+        ``check_destination=False``: the caller already knows the destination lacks this digest.
+        """
+        started, requests_before = time.monotonic(), self.transport.stats.total_requests
         src_ep, dst_ep = self.endpoint(s), self.endpoint(d)
-        source_digest = s.digest or await self._resolve_source(src_ep, s)
         result = CopyResult(
             source=str(s),
             destination=str(d),
@@ -123,12 +144,12 @@ class Client:
         )
         # Without a platform selection the destination digest is the source digest: one HEAD on each side
         # decides a skip, before any manifest is downloaded.
-        existing = None if specs else await self._existing(dst_ep, d, source_digest)
+        existing = await self._existing(dst_ep, d, source_digest) if check_destination and not specs else None
         if existing is None:
             top = await src_ep.registry.manifest_get(src_ep.repository, source_digest)
             manifest, result.transformed = await self._select(src_ep, top, specs)
             result.digest, result.media_type = manifest.digest, manifest.media_type
-            existing = await self._existing(dst_ep, d, manifest.digest) if specs else None
+            existing = await self._existing(dst_ep, d, manifest.digest) if specs and check_destination else None
             if existing is None:
                 reference = d.tag or str(manifest.digest)
                 try:
@@ -141,6 +162,30 @@ class Client:
         result.seconds = round(time.monotonic() - started, 6)
         result.requests = self.transport.stats.total_requests - requests_before
         return result
+
+    # -- mirroring -------------------------------------------------------------------------------------------------
+
+    async def mirror(
+        self,
+        plan: Plan,
+        *,
+        mode: Mode | str | None = None,
+        dry_run: bool = False,
+        immutable_tags: str | None = None,
+        concurrency: int = 8,
+        ledger: bool | None = None,
+        progress: MirrorProgress | None = None,
+    ) -> MirrorReport:
+        """Mirror every deployment of ``plan`` (see :mod:`ocicopy.mirror`); never raises for one deployment.
+
+        The plan's ``registries`` settings (plain HTTP, credentials from the environment) are adopted by this
+        client. ``mode`` overrides the plan's mode; ``dry_run`` asks manifests only and predicts.
+        """
+        plan = plan.with_mode(mode)
+        self.options = plan.client_options(self.options)
+        self.transport.reconfigure(self.options)
+        options = MirrorOptions(dry_run=dry_run, immutable_tags=immutable_tags, concurrency=concurrency, ledger=ledger)
+        return await Mirror(self, plan, options, progress).run()
 
     async def _resolve_source(self, src: Endpoint, ref: Reference) -> Digest:
         assert ref.identifier is not None

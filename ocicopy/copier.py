@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -32,6 +32,12 @@ from ocicopy.progress import NoProgress, Progress
 from ocicopy.registry import Registry, UploadSession, verified
 from ocicopy.result import BlobAction, BlobResult, ManifestResult
 from ocicopy.retry import RetryPolicy, is_retryable_status
+
+#: An async callable giving, for a destination host and digest, repositories there that may hold the blob.
+MountHints = Callable[[str, Digest], Awaitable[Sequence[str]]]
+#: Where to try mounting from: fixed repository names, or hints looked up per blob (e.g. the mirror's ledger).
+MountFrom = Sequence[str] | MountHints
+MAX_MOUNT_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ class BlobCopier:
         self.transfers: SingleFlight[str] = SingleFlight()
         self.located: dict[tuple[str, Digest], list[str]] = {}
 
-    async def copy(self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: Sequence[str] = ()) -> BlobResult:
+    async def copy(self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: MountFrom = ()) -> BlobResult:
         """Make ``desc`` present in ``dst``; ``mount_from`` lists repositories of ``dst``'s registry to try."""
         key = (dst.host, dst.repository, desc.digest)
         result, leader = await self.flight.run(key, lambda: self._copy(src, dst, desc, mount_from))
@@ -78,7 +84,7 @@ class BlobCopier:
             return result
         return BlobResult(digest=desc.digest, size=desc.size, media_type=desc.media_type, action=BlobAction.SKIPPED)
 
-    async def _copy(self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: Sequence[str]) -> BlobResult:
+    async def _copy(self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: MountFrom) -> BlobResult:
         async with self.limiter:
             started = time.monotonic()
             action, sent, origin = BlobAction.SKIPPED, 0, None
@@ -94,21 +100,25 @@ class BlobCopier:
                 seconds=round(time.monotonic() - started, 6),
                 mounted_from=origin,
             )
-            self.located.setdefault((dst.host, desc.digest), []).append(dst.repository)
+            known = self.located.setdefault((dst.host, desc.digest), [])
+            if dst.repository not in known:
+                known.append(dst.repository)
             self.progress.blob_finished(result)
             return result
 
-    def _candidates(self, src: Endpoint, dst: Endpoint, digest: Digest, mount_from: Sequence[str]) -> list[str]:
+    async def _candidates(self, src: Endpoint, dst: Endpoint, digest: Digest, mount_from: MountFrom) -> list[str]:
         """Repositories of the destination registry to mount ``digest`` from, most likely first.
 
         The source repository when source and destination share a registry, then where this client already
         placed the blob on that registry, then the caller's hints. Never across registries: a mount is
         same-registry only (distribution-spec "Mounting a blob from another repository").
         """
-        ordered = [*self.located.get((dst.host, digest), ()), *mount_from]
+        hints = await mount_from(dst.host, digest) if callable(mount_from) else mount_from
+        ordered = [*self.located.get((dst.host, digest), ()), *hints]
         if src.host == dst.host:
             ordered.insert(0, src.repository)
-        return [r for r in dict.fromkeys(ordered) if r != dst.repository]
+        # Each declined mount costs a request and an upload session: try a few, then upload.
+        return [r for r in dict.fromkeys(ordered) if r != dst.repository][:MAX_MOUNT_TRIES]
 
     async def _try_mounts(
         self, dst: Endpoint, digest: Digest, candidates: Sequence[str]
@@ -129,9 +139,11 @@ class BlobCopier:
         return None, session
 
     async def _mount_or_stream(
-        self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: Sequence[str]
+        self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: MountFrom
     ) -> tuple[BlobAction, int, str | None]:
-        origin, session = await self._try_mounts(dst, desc.digest, self._candidates(src, dst, desc.digest, mount_from))
+        origin, session = await self._try_mounts(
+            dst, desc.digest, await self._candidates(src, dst, desc.digest, mount_from)
+        )
         if origin is not None:
             return BlobAction.MOUNTED, 0, origin
         # One transfer per destination registry and digest: a concurrent copy of the same blob into another
@@ -215,7 +227,7 @@ class TreeCopier:
         self.progress: Progress = progress or NoProgress()
 
     async def copy(
-        self, src: Endpoint, dst: Endpoint, manifest: Manifest, reference: str, mount_from: Sequence[str] = ()
+        self, src: Endpoint, dst: Endpoint, manifest: Manifest, reference: str, mount_from: MountFrom = ()
     ) -> TreeResult:
         """Copy ``manifest`` (already fetched and verified) from ``src`` and PUT it at ``dst`` as ``reference``."""
         out = TreeResult()
@@ -228,7 +240,7 @@ class TreeCopier:
         dst: Endpoint,
         manifest: Manifest,
         reference: str,
-        mount_from: Sequence[str],
+        mount_from: MountFrom,
         out: TreeResult,
     ) -> None:
         async with anyio.create_task_group() as tg:
@@ -249,12 +261,12 @@ class TreeCopier:
         )
 
     async def _copy_blob(
-        self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: Sequence[str], out: TreeResult
+        self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: MountFrom, out: TreeResult
     ) -> None:
         out.blobs.append(await self.blobs.copy(src, dst, desc, mount_from))
 
     async def _copy_child(
-        self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: Sequence[str], out: TreeResult
+        self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: MountFrom, out: TreeResult
     ) -> None:
         """Copy one index child by digest; skipped whole when the destination already has it."""
         present = await dst.registry.manifest_head(dst.repository, desc.digest)

@@ -7,6 +7,7 @@ import time
 from typing import TextIO
 
 from ocicopy.digest import Digest
+from ocicopy.report import DeploymentResult, MirrorAction, MirrorReport
 from ocicopy.result import BlobAction, BlobResult, CopyResult
 
 
@@ -53,16 +54,19 @@ class TerminalProgress:
         if not force and now - self._last < self.interval:
             return
         self._last = now
-        rate = self.sent / max(now - self.started, 1e-6)
-        line = (
-            f"blobs {self.done} done ({self.counts[BlobAction.COPIED]} copied, {self.counts[BlobAction.MOUNTED]} "
-            f"mounted, {self.counts[BlobAction.SKIPPED]} skipped) · {human_bytes(self.sent)} of "
-            f"{human_bytes(sum(self.sizes.values()))} streamed · {human_bytes(rate)}/s"
-        )
+        line = self._line(now)
         pad = max(self._width - len(line), 0)
         self._width = len(line)
         self.stream.write("\r" + line + " " * pad)
         self.stream.flush()
+
+    def _line(self, now: float) -> str:
+        rate = self.sent / max(now - self.started, 1e-6)
+        return (
+            f"blobs {self.done} done ({self.counts[BlobAction.COPIED]} copied, {self.counts[BlobAction.MOUNTED]} "
+            f"mounted, {self.counts[BlobAction.SKIPPED]} skipped) · {human_bytes(self.sent)} of "
+            f"{human_bytes(sum(self.sizes.values()))} streamed · {human_bytes(rate)}/s"
+        )
 
     def close(self) -> None:
         if self._width:
@@ -88,3 +92,63 @@ def copy_summary(result: CopyResult) -> str:
         f"  pinned     {result.pinned}",
     ]
     return "\n".join(lines)
+
+
+def deployment_line(d: DeploymentResult) -> str:
+    """One line per deployment (non-TTY output, and the final table)."""
+    what = d.pinned or d.destination
+    detail = ""
+    if d.action in (MirrorAction.COPIED, MirrorAction.UPDATED):
+        detail = (
+            f" ({d.blobs_copied} copied, {d.blobs_mounted} mounted, {d.blobs_skipped} skipped, "
+            f"{human_bytes(d.bytes_to_mirror)}, {d.seconds:.2f} s)"
+        )
+    if d.error:
+        detail = f": {d.error}"
+    label = f"{d.service}/{d.environment}"
+    return f"{d.action.value:<12} {label:<24} {d.source or d.build_key} -> {what}{detail}"
+
+
+class MirrorLines:
+    """Non-TTY progress: one line per finished deployment."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def deployment_finished(self, result: DeploymentResult, done: int, total: int) -> None:
+        print(deployment_line(result), file=self.stream, flush=True)
+
+
+class MirrorTerminal(TerminalProgress):
+    """TTY progress for a mirror run: deployments done/total and bytes, on one self-rewriting line."""
+
+    def __init__(self, total: int, stream: TextIO | None = None, interval: float = 0.1) -> None:
+        super().__init__(stream, interval)
+        self.total = total
+        self.deployments_done = 0
+        self.failed = 0
+
+    def deployment_finished(self, result: DeploymentResult, done: int, total: int) -> None:
+        self.deployments_done = done
+        self.failed += result.action is MirrorAction.FAILED
+        self._draw(force=True)
+
+    def _line(self, now: float) -> str:
+        rate = self.sent / max(now - self.started, 1e-6)
+        failed = f", {self.failed} failed" if self.failed else ""
+        return (
+            f"deployments {self.deployments_done}/{self.total} done{failed} · blobs {self.done} · "
+            f"{human_bytes(self.sent)} sent · {human_bytes(rate)}/s"
+        )
+
+
+def mirror_summary(report: MirrorReport) -> str:
+    t = report.totals
+    actions = ", ".join(f"{n} {a}" for a, n in t.deployments.items() if n)
+    verb = "would send" if report.dry_run else "sent"
+    return (
+        f"{'dry run: ' if report.dry_run else ''}{len(report.deployments)} deployments in {report.seconds:.2f} s "
+        f"({report.mode.value} mode): {actions}\n"
+        f"blobs: {t.blobs_copied} copied, {t.blobs_mounted} mounted, {t.blobs_skipped} skipped; "
+        f"{human_bytes(t.bytes_to_mirror)} {verb}; {t.requests} requests"
+    )

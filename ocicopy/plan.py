@@ -63,6 +63,9 @@ class MirrorSettings(_Strict):
     mode: Mode = Mode.SERVICE
     cluster: str | None = Field(default=None, description="cluster name: the shared repository in cluster mode")
     ledger: bool = Field(default=True, description="keep a blob-location ledger in the mirror (cross-run mounts)")
+    ledger_repository: str | None = Field(
+        default=None, description="where the ledger lives (default {prefix}/ocicopy-ledger); share it across prefixes"
+    )
 
     @field_validator("registry")
     @classmethod
@@ -75,6 +78,11 @@ class MirrorSettings(_Strict):
     @classmethod
     def _prefix(cls, v: str) -> str:
         return _as_value_error(validate_repository, v) if v else v
+
+    @field_validator("ledger_repository")
+    @classmethod
+    def _ledger_repository(cls, v: str | None) -> str | None:
+        return None if v is None else _as_value_error(validate_repository, v)
 
     @field_validator("cluster")
     @classmethod

@@ -108,4 +108,6 @@ def plan_targets(plan: Plan) -> list[Target]:
 
 def ledger_repository(plan: Plan) -> str:
     """Where the blob-location ledger lives in the mirror registry."""
+    if plan.mirror.ledger_repository:
+        return plan.mirror.ledger_repository
     return f"{plan.mirror.prefix}/ocicopy-ledger" if plan.mirror.prefix else "ocicopy-ledger"

@@ -131,6 +131,11 @@ class Transport:
         self._creds_cache: dict[str, Credentials | None] = {}
         self.stats = Stats()
 
+    def reconfigure(self, options: ClientOptions) -> None:
+        """Adopt new settings (e.g. a plan's registries); credentials are looked up again."""
+        self.options = options
+        self._creds_cache.clear()
+
     async def __aenter__(self) -> Transport:
         return self
 

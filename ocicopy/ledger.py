@@ -1,0 +1,163 @@
+"""A blob-location ledger kept in the mirror registry, so mounts work across runs and processes.
+
+Why: a fresh process mirroring into a populated mirror knows nothing of where blobs already are, and the
+distribution API has no "which repositories hold this digest" query. Trying a mount from every repository of
+the plan would cost up to one request per repository per blob. Instead, each run records where it placed or
+found blobs in a small OCI artifact in the mirror itself (``{prefix}/ocicopy-ledger:blobs-v1``, artifactType
+``application/vnd.ocicopy.ledger.v1``, one JSON layer ``{"version": 1, "blobs": {digest: [repo, ...]}}``).
+
+Cost, in requests: reading is lazy (only when a blob actually has to be placed, so a warm run never reads
+it): manifest GET + blob GET = 2 per run. Writing, at the end of a run that placed blobs: manifest GET + blob
+GET (merge with what others wrote meanwhile) + HEAD/POST/PUT for the new JSON blob (+ the 2-byte empty config
+once) + manifest PUT ≈ 6 per run. Each blob then costs a HEAD and one 201 mount instead of GET + PUT.
+
+It is a hint, never trusted for correctness: a stale entry costs one declined mount (202) and the blob is
+uploaded as usual. Concurrent writers may drop each other's newest entries (last write wins); later runs add
+them back. Entries are validated (digest and repository grammar) when read; the ledger is capped in size.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Final
+
+import anyio
+
+from ocicopy.digest import Digest
+from ocicopy.errors import InputError, ManifestError, OcicopyError
+from ocicopy.models import OCI_EMPTY, OCI_MANIFEST, ImageManifest, Manifest, parse_manifest
+from ocicopy.reference import validate_repository
+from ocicopy.registry import Registry, read_blob
+
+LEDGER_TAG: Final = "blobs-v1"
+ARTIFACT_TYPE: Final = "application/vnd.ocicopy.ledger.v1"
+LAYER_TYPE: Final = "application/vnd.ocicopy.ledger.v1+json"
+EMPTY_CONFIG: Final = b"{}"
+MAX_LEDGER_BYTES: Final = 8 * 1024 * 1024
+MAX_REPOS_PER_BLOB: Final = 4
+
+
+class Ledger:
+    """Where blobs are in one mirror registry: loaded lazily, recorded during a run, saved at its end."""
+
+    def __init__(self, registry: Registry, repository: str) -> None:
+        self.registry = registry
+        self.repository = validate_repository(repository)
+        self.blobs: dict[Digest, list[str]] = {}
+        self.added = 0
+        self.reads = 0
+        self._loaded = False
+        self._lock = anyio.Lock()
+
+    async def candidates(self, host: str, digest: Digest) -> Sequence[str]:
+        """Repositories of ``host`` that held ``digest`` (a :data:`~ocicopy.copier.MountHints` callable)."""
+        if host != self.registry.host:
+            return ()
+        await self.load()
+        return tuple(self.blobs.get(digest, ()))
+
+    def record(self, digest: Digest, repository: str) -> None:
+        repos = self.blobs.setdefault(digest, [])
+        if repository in repos:
+            return
+        repos.insert(0, repository)
+        del repos[MAX_REPOS_PER_BLOB:]
+        self.added += 1
+
+    async def load(self) -> None:
+        async with self._lock:
+            if not self._loaded:
+                self._merge(await self._read())
+                self._loaded = True
+
+    async def save(self) -> bool:
+        """Merge with the stored ledger and write it back when this run added entries; True if written."""
+        if not self.added:
+            return False
+        stored = await self._read()
+        mine = self.blobs
+        self.blobs = {}
+        self._merge(stored)
+        for digest, repos in mine.items():  # ours are newer: first
+            for repo in reversed(repos):
+                self.record(digest, repo)
+        await self._write(_encode(self.blobs))
+        self.added = 0
+        return True
+
+    def _merge(self, entries: dict[Digest, list[str]]) -> None:
+        for digest, repos in entries.items():
+            known = self.blobs.setdefault(digest, [])
+            known.extend(r for r in repos if r not in known)
+            del known[MAX_REPOS_PER_BLOB:]
+
+    async def _read(self) -> dict[Digest, list[str]]:
+        self.reads += 1
+        try:
+            manifest = await self.registry.manifest_get(self.repository, LEDGER_TAG)
+        except OcicopyError:
+            return {}  # absent (404) or unreadable: start afresh, it is only a hint
+        layers = manifest.blobs()[1:]
+        if not layers or layers[0].media_type != LAYER_TYPE or layers[0].size > MAX_LEDGER_BYTES:
+            return {}
+        try:
+            data = await read_blob(self.registry, self.repository, layers[0].digest, MAX_LEDGER_BYTES)
+            return _decode(data)
+        except OcicopyError:
+            return {}
+
+    async def _write(self, data: bytes) -> None:
+        for blob in (EMPTY_CONFIG, data):
+            digest = Digest.of(blob)
+            if await self.registry.blob_exists(self.repository, digest) is None:
+                session = await self.registry.start_upload(self.repository)
+                assert session is not None
+                await self.registry.upload(session, digest, len(blob), _once(blob))
+        await self.registry.manifest_put(self.repository, LEDGER_TAG, _manifest(data))
+
+
+def _manifest(data: bytes) -> Manifest:
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": ARTIFACT_TYPE,
+        "config": {"mediaType": OCI_EMPTY, "digest": Digest.of(EMPTY_CONFIG), "size": len(EMPTY_CONFIG)},
+        "layers": [{"mediaType": LAYER_TYPE, "digest": Digest.of(data), "size": len(data)}],
+    }
+    raw = json.dumps(doc, separators=(",", ":")).encode()
+    manifest = parse_manifest(raw, OCI_MANIFEST)
+    assert isinstance(manifest.view, ImageManifest)
+    return manifest
+
+
+def _encode(blobs: dict[Digest, list[str]]) -> bytes:
+    data = json.dumps({"version": 1, "blobs": blobs}, separators=(",", ":"), sort_keys=True).encode()
+    while len(data) > MAX_LEDGER_BYTES and blobs:  # drop the oldest entries to stay under the cap
+        for key in list(blobs)[: max(1, len(blobs) // 10)]:
+            del blobs[key]
+        data = json.dumps({"version": 1, "blobs": blobs}, separators=(",", ":"), sort_keys=True).encode()
+    return data
+
+
+def _decode(data: bytes) -> dict[Digest, list[str]]:
+    """Parse an untrusted ledger: only valid digests and repository names survive."""
+    try:
+        doc: Any = json.loads(data)
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(doc, dict) or doc.get("version") != 1 or not isinstance(doc.get("blobs"), dict):
+        return {}
+    out: dict[Digest, list[str]] = {}
+    for key, repos in doc["blobs"].items():
+        try:
+            digest = Digest(key)
+            if isinstance(repos, list):
+                out[digest] = [validate_repository(r) for r in repos[:MAX_REPOS_PER_BLOB] if isinstance(r, str)]
+        except (InputError, ManifestError):
+            continue
+    return out
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data

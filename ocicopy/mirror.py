@@ -1,0 +1,234 @@
+"""The mirroring engine: run a plan's deployments concurrently and report what each did.
+
+Per image deployment: HEAD the mirror tag and HEAD the source (each at most once per run for the same
+reference); equal digests → ``skipped``; a mirror tag that holds another digest → copy again, ``updated`` and a
+warning that the source tag moved; absent → ``copied``. With ``immutable_tags`` a matching source tag whose
+mirror tag exists is trusted without asking the source. The same destination (cluster mode: the same source
+for several services or environments) is copied once; the others report ``skipped``. Per build deployment:
+HEAD ``mirror-repository:build-key`` → ``build-cached`` (with the pinned reference) or ``build-needed``.
+
+Blobs: one transfer per mirror registry and digest per run (the client's single flight), mounts from
+repositories where this run or earlier runs placed a blob (the :class:`~ocicopy.ledger.Ledger`), manifests
+after their blobs and children, tags last (the copier's guarantees). One failing deployment does not stop
+the others; it is reported ``failed`` with its error.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+
+from ocicopy.copier import MountFrom, fetch_child
+from ocicopy.digest import Digest
+from ocicopy.errors import NotFoundError, OcicopyError, unwrap_group
+from ocicopy.flight import SingleFlight
+from ocicopy.ledger import Ledger
+from ocicopy.plan import Plan
+from ocicopy.planner import Target, ledger_repository, plan_targets
+from ocicopy.platforms import parse_platform
+from ocicopy.reference import Reference
+from ocicopy.registry import ManifestInfo
+from ocicopy.report import DeploymentResult, MirrorAction, MirrorReport, totals_of
+from ocicopy.result import BlobAction, CopyAction, CopyResult
+
+if TYPE_CHECKING:  # avoids an import cycle: client.py imports this module
+    from ocicopy.client import Client
+
+
+class MirrorProgress(Protocol):
+    def deployment_finished(self, result: DeploymentResult, done: int, total: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class MirrorOptions:
+    dry_run: bool = False
+    immutable_tags: str | None = None  # regex, full match on the source tag
+    concurrency: int = 8  # deployments in flight (blob transfers are bounded by the client)
+    ledger: bool | None = None  # None: as the plan says
+
+
+class Mirror:
+    """One run of a plan against a :class:`~ocicopy.client.Client`."""
+
+    def __init__(
+        self, client: Client, plan: Plan, options: MirrorOptions | None = None, progress: MirrorProgress | None = None
+    ) -> None:
+        self.client = client
+        self.plan = plan
+        self.options = options or MirrorOptions()
+        self.progress = progress
+        pattern = self.options.immutable_tags or plan.immutable_tags
+        self.immutable = re.compile(pattern) if pattern else None
+        self.heads: SingleFlight[ManifestInfo | None] = SingleFlight(keep_results=True)
+        self.copies: SingleFlight[CopyResult] = SingleFlight(keep_results=True)
+        self.planned_blobs: set[Digest] = set()
+        use_ledger = plan.mirror.ledger if self.options.ledger is None else self.options.ledger
+        registry = client.registry(plan.mirror.registry)
+        self.ledger = Ledger(registry, ledger_repository(plan)) if use_ledger and not self.options.dry_run else None
+        self.done = 0
+
+    async def run(self) -> MirrorReport:
+        started, requests_before = time.monotonic(), self.client.transport.stats.total_requests
+        targets = plan_targets(self.plan)
+        results: list[DeploymentResult | None] = [None] * len(targets)
+        limiter = anyio.CapacityLimiter(self.options.concurrency)
+
+        async def one(target: Target) -> None:
+            async with limiter:
+                results[target.index] = await self._deployment(target)
+                self.done += 1
+                if self.progress is not None:
+                    self.progress.deployment_finished(results[target.index], self.done, len(targets))  # type: ignore[arg-type]
+
+        async with anyio.create_task_group() as tg:
+            for target in targets:
+                tg.start_soon(one, target)
+        final = [r for r in results if r is not None]
+        warnings = await self._save_ledger(final)
+        return MirrorReport(
+            mode=self.plan.mirror.mode,
+            dry_run=self.options.dry_run,
+            seconds=round(time.monotonic() - started, 6),
+            totals=totals_of(final, self.client.transport.stats.total_requests - requests_before),
+            deployments=final,
+            warnings=warnings,
+        )
+
+    async def _save_ledger(self, results: list[DeploymentResult]) -> list[str]:
+        if self.ledger is None:
+            return []
+        try:
+            await self.ledger.save()
+        except OcicopyError as exc:
+            return [f"the blob ledger was not updated (mounts in later runs may upload instead): {exc}"]
+        return []
+
+    # -- one deployment ------------------------------------------------------------------------------------------
+
+    async def _deployment(self, target: Target) -> DeploymentResult:
+        started = time.monotonic()
+        result = DeploymentResult(
+            service=target.deployment.service,
+            environment=target.deployment.environment,
+            source=str(target.source) if target.source is not None else None,
+            destination=str(target.destination),
+            build_key=target.build_key,
+            action=MirrorAction.FAILED,
+        )
+        try:
+            if target.build_key is not None:
+                await self._build(target, result)
+            else:
+                await self._image(target, result)
+        except BaseExceptionGroup as group:
+            result.action, result.error = MirrorAction.FAILED, str(unwrap_group(group))
+        except OcicopyError as exc:
+            result.action, result.error = MirrorAction.FAILED, " ".join(str(exc).split())
+        result.seconds = round(time.monotonic() - started, 6)
+        return result
+
+    async def _head(self, ref: Reference) -> ManifestInfo | None:
+        assert ref.identifier is not None
+        registry = self.client.registry(ref.api_host)
+        info, _ = await self.heads.run(str(ref), lambda: registry.manifest_head(ref.repository, ref.identifier or ""))
+        return info
+
+    async def _build(self, target: Target, result: DeploymentResult) -> None:
+        found = await self._head(target.destination)
+        if found is None:
+            result.action = MirrorAction.BUILD_NEEDED
+            return
+        result.action = MirrorAction.BUILD_CACHED
+        result.source_digest = found.digest
+        result.pinned = _pinned(target.destination, found.digest)
+
+    async def _image(self, target: Target, result: DeploymentResult) -> None:
+        assert target.source is not None
+        source, dest = target.source, target.destination
+        mirrored = await self._head(dest)
+        if self._trusted(source) and mirrored is not None:
+            result.action, result.source_digest = MirrorAction.SKIPPED, mirrored.digest
+            result.pinned = _pinned(dest, mirrored.digest)
+            result.warnings.append(f"source tag {source.tag!r} trusted as immutable: source not checked")
+            return
+        source_digest = source.digest or await self._source_digest(source)
+        result.source_digest = source_digest
+        specs = [parse_platform(p) for p in target.deployment.platforms]
+        if not specs and mirrored is not None and mirrored.digest == source_digest:
+            result.action, result.pinned = MirrorAction.SKIPPED, _pinned(dest, source_digest)
+            return
+        if self.options.dry_run:
+            await self._predict(target, source_digest, mirrored, result)
+            return
+        copy, leader = await self.copies.run(str(dest), lambda: self._copy(target, source_digest, mirrored))
+        result.pinned = _pinned(dest, copy.digest)
+        if not leader or copy.action is CopyAction.SKIPPED:
+            result.action = MirrorAction.SKIPPED  # mirrored by another deployment of this run, or already there
+            return
+        _count(result, copy)
+        result.action = MirrorAction.COPIED
+        if mirrored is not None and mirrored.digest != copy.digest:
+            result.action = MirrorAction.UPDATED
+            result.warnings.append(
+                f"source tag {source.tag!r} moved: the mirror had {mirrored.digest}, now {copy.digest} (mutable tag)"
+            )
+
+    def _trusted(self, source: Reference) -> bool:
+        return bool(self.immutable and source.digest is None and source.tag and self.immutable.fullmatch(source.tag))
+
+    async def _source_digest(self, source: Reference) -> Digest:
+        info = await self._head(source)
+        if info is None:
+            raise NotFoundError(404, "HEAD", str(source), (), "source manifest unknown")
+        return info.digest
+
+    async def _copy(self, target: Target, source_digest: Digest, mirrored: ManifestInfo | None) -> CopyResult:
+        assert target.source is not None
+        specs = [parse_platform(p) for p in target.deployment.platforms]
+        hints: MountFrom = self.ledger.candidates if self.ledger is not None else ()
+        copy = await self.client.copy_resolved(
+            target.source, target.destination, source_digest, specs, hints, check_destination=bool(specs)
+        )
+        if self.ledger is not None:
+            for blob in copy.blobs:
+                self.ledger.record(blob.digest, target.destination.repository)
+        return copy
+
+    async def _predict(
+        self, target: Target, source_digest: Digest, mirrored: ManifestInfo | None, result: DeploymentResult
+    ) -> None:
+        """Dry run: manifests only (HEAD/GET); predict the action, the bytes and the requests of a copy."""
+        assert target.source is not None
+        endpoint = self.client.endpoint(target.source)
+        top = await endpoint.registry.manifest_get(endpoint.repository, source_digest)
+        manifests = [top]
+        for child in top.children():
+            manifests.append(await fetch_child(endpoint, child))
+        new_bytes, requests = 0, 1  # the tag PUT
+        for manifest in manifests:
+            requests += 1 if manifest is not top else 0
+            for blob in manifest.blobs():
+                requests += 4  # HEAD, POST, GET, PUT (a mount would be 2)
+                if blob.digest not in self.planned_blobs:
+                    self.planned_blobs.add(blob.digest)
+                    new_bytes += blob.size
+        result.action = MirrorAction.UPDATED if mirrored is not None else MirrorAction.COPIED
+        result.bytes_from_source = result.bytes_to_mirror = new_bytes
+        result.predicted_requests = requests
+
+
+def _count(result: DeploymentResult, copy: CopyResult) -> None:
+    totals = copy.totals
+    result.blobs_copied = totals.blobs_copied
+    result.blobs_mounted = totals.blobs_mounted
+    result.blobs_skipped = totals.blobs_skipped
+    sent = sum(b.bytes_sent for b in copy.blobs if b.action is BlobAction.COPIED)
+    result.bytes_from_source = result.bytes_to_mirror = sent
+
+
+def _pinned(dest: Reference, digest: Digest) -> str:
+    return str(dest.without_identifier().with_digest(digest))
