@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
+import ocicopy
 from tests.harness import images
 from tests.harness.oracle import docker_ref, skopeo_digest
 from tests.harness.registry import RegistryServer, manifest_puts
@@ -31,3 +33,13 @@ def test_readme_library_example_runs(registry: RegistryServer, registry2: Regist
     # The example copied once (one manifest PUT) and skipped twice; the mirror holds the exact source bytes.
     assert len(manifest_puts(registry2.requests(mark))) == 1
     assert skopeo_digest(docker_ref(registry2, "mirror/app", "1")) == image.digest
+
+
+def test_readme_plan_example_is_a_valid_plan() -> None:
+    section = README.read_text().split("## Mirroring", 1)[1]
+    match = re.search(r"```json\n(.*?)```", section, re.S)
+    assert match, "README has no JSON plan under '## Mirroring'"
+    plan = ocicopy.parse_plan(json.loads(match.group(1)))
+    assert plan.mirror.mode is ocicopy.Mode.CLUSTER
+    assert [d.service for d in plan.deployments] == ["api", "worker"]
+    assert plan.deployments[1].build is not None

@@ -4,7 +4,9 @@
 2. seeds the source with a multi-layer OCI image and a two-platform index (Docker media types);
 3. copies both to the mirror with ocicopy, then again (skipped by digest), then into another mirror
    repository (blobs mounted, not re-sent), then one platform of the index;
-4. checks every destination digest with skopeo and prints what was copied, mounted, skipped and how long.
+4. checks every destination digest with skopeo and prints what was copied, mounted, skipped and how long;
+5. mirrors a plan (3 services x 3 environments + a build) in cluster mode, then service mode, each cold then
+   warm; the service-mode run is a fresh client that mounts what the cluster run placed (the mirror's ledger).
 """
 
 from __future__ import annotations
@@ -77,6 +79,55 @@ async def run_copies(src: RegistryServer, dst: RegistryServer) -> list[tuple[str
     return out
 
 
+def seed_versions(source: RegistryServer, scale: float) -> None:
+    """Version 2 of each service (dev runs it): only the app layer differs from version 1."""
+    base = images.layer(1, int(24 * MiB * scale))
+    runtime = images.layer(2, int(12 * MiB * scale))
+    api2 = images.make_image([base, runtime, images.layer(3, int(3 * MiB * scale)), images.layer(40, 300_000)])
+    images.push(source, "shop/api", "1.1", api2)
+    worker = images.make_image([base, runtime, images.layer(50, 2_000_000)])
+    worker2 = images.make_image([base, runtime, images.layer(51, 2_000_000)])
+    images.push(source, "shop/worker", "3.0", worker)
+    images.push(source, "shop/worker", "3.1", worker2)
+    images.push(source, "shop/web", "2.2", images.make_index([images.make_image([base, images.layer(52, 1_000_000)])]))
+
+
+def plan_for(source: RegistryServer, mirror: RegistryServer, mode: str) -> ocicopy.Plan:
+    versions = {"api": ("1.0", "1.1"), "web": ("2.1", "2.2"), "worker": ("3.0", "3.1")}
+    deployments = [
+        {"service": svc, "environment": env, "image": f"{source.host}/shop/{svc}:{old if env != 'dev' else new}"}
+        for svc, (old, new) in versions.items()
+        for env in ("prod", "staging", "dev")
+    ]
+    build = {"repository": "https://git.example.com/shop/batch", "commit": "3f9c2ab4e1d0c8b7a6f5e4d3c2b1a09f8e7d6c5b"}
+    deployments.append({"service": "batch", "environment": "prod", "build": build})
+    return ocicopy.parse_plan(
+        {
+            "mirror": {"registry": mirror.host, "prefix": "plans", "mode": mode, "cluster": "prod-eu-1"},
+            "registries": {source.host: {"plain_http": True}, mirror.host: {"plain_http": True}},
+            "deployments": deployments,
+        }
+    )
+
+
+async def run_mirrors(source: RegistryServer, mirror: RegistryServer) -> list[tuple[str, ocicopy.MirrorReport]]:
+    out = []
+    for mode in ("cluster", "service"):
+        for run in ("cold", "warm"):
+            async with ocicopy.Client(ocicopy.ClientOptions(use_docker_config=False)) as client:
+                out.append((f"{mode} mode, {run}", await client.mirror(plan_for(source, mirror, mode))))
+    return out
+
+
+def mirror_row(step: str, report: ocicopy.MirrorReport) -> str:
+    t = report.totals
+    acts = ", ".join(f"{n} {a}" for a, n in t.deployments.items() if n)
+    return (
+        f"{step:<20} {acts:<42} {t.blobs_copied:>6} {t.blobs_mounted:>7} {human_bytes(t.bytes_to_mirror):>11} "
+        f"{t.requests:>5} {report.seconds:>7.2f}s"
+    )
+
+
 def verify(results: list[tuple[str, ocicopy.CopyResult]]) -> bool:
     ok = True
     for step, result in results:
@@ -108,6 +159,18 @@ def main() -> int:
             say("")
             say("checking every destination with skopeo (digest of the raw manifest):")
             ok = verify(results)
+            seed_versions(source, args.scale)
+            say("")
+            say("mirroring a plan: 3 services x 3 environments (prod and staging share a version) + 1 build")
+            reports = anyio.run(run_mirrors, source, mirror)
+            header = ("run", "deployments", "copied", "mounted", "sent", "reqs", "time")
+            say("{:<20} {:<42} {:>6} {:>7} {:>11} {:>5} {:>8}".format(*header))
+            for step, report in reports:
+                say(mirror_row(step, report))
+                ok &= report.ok
+            pinned = [d for d in reports[0][1].deployments if d.pinned][:2]
+            for d in pinned:
+                say(f"  deploy {d.service}/{d.environment} as {d.pinned}")
     say("")
     say("all destinations byte-identical to what ocicopy reported" if ok else "MISMATCH: see above")
     return 0 if ok else 1
