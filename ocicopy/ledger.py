@@ -24,8 +24,8 @@ from typing import Any, Final
 
 import anyio
 
-from ocicopy.digest import Digest
-from ocicopy.errors import InputError, ManifestError, OcicopyError
+from ocicopy.digest import Digest, is_digest
+from ocicopy.errors import InputError, OcicopyError
 from ocicopy.models import OCI_EMPTY, OCI_MANIFEST, ImageManifest, Manifest, parse_manifest
 from ocicopy.reference import validate_repository
 from ocicopy.registry import Registry, read_blob
@@ -150,13 +150,19 @@ def _decode(data: bytes) -> dict[Digest, list[str]]:
         return {}
     out: dict[Digest, list[str]] = {}
     for key, repos in doc["blobs"].items():
-        try:
-            digest = Digest(key)
-            if isinstance(repos, list):
-                out[digest] = [validate_repository(r) for r in repos[:MAX_REPOS_PER_BLOB] if isinstance(r, str)]
-        except (InputError, ManifestError):
-            continue
+        if isinstance(key, str) and is_digest(key) and isinstance(repos, list):
+            valid = [r for r in repos if isinstance(r, str) and _is_repository(r)]
+            if valid:
+                out[Digest(key)] = valid[:MAX_REPOS_PER_BLOB]
     return out
+
+
+def _is_repository(name: str) -> bool:
+    try:
+        validate_repository(name)
+    except InputError:
+        return False
+    return True
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
