@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import httpx
 
-from ocicopy.copier import BlobCopier, Endpoint, MountFrom, TreeCopier, fetch_child, select_platforms, subset_index
+from ocicopy.copier import BlobCopier, Endpoint, MountFrom, TreeCopier, apply_selection, fetch_child
 from ocicopy.credentials import ChainCredentials, Credentials, CredentialSource, default_credentials
 from ocicopy.digest import Digest
 from ocicopy.errors import InputError, NotFoundError, unwrap_group
@@ -126,10 +126,12 @@ class Client:
         specs: Sequence[PlatformSpec] = (),
         mount_from: MountFrom = (),
         check_destination: bool = True,
+        top: Manifest | None = None,
     ) -> CopyResult:
         """:meth:`copy` once the source digest is known (the mirror engine resolves and dedupes HEADs itself).
 
-        ``check_destination=False``: the caller already knows the destination lacks this digest.
+        ``check_destination=False``: the caller already knows the destination lacks the result's digest.
+        ``top``: the source manifest at ``source_digest``, when the caller already fetched it.
         """
         started, requests_before = time.monotonic(), self.transport.stats.total_requests
         src_ep, dst_ep = self.endpoint(s), self.endpoint(d)
@@ -146,7 +148,7 @@ class Client:
         # decides a skip, before any manifest is downloaded.
         existing = await self._existing(dst_ep, d, source_digest) if check_destination and not specs else None
         if existing is None:
-            top = await src_ep.registry.manifest_get(src_ep.repository, source_digest)
+            top = top or await src_ep.registry.manifest_get(src_ep.repository, source_digest)
             manifest, result.transformed = await self._select(src_ep, top, specs)
             result.digest, result.media_type = manifest.digest, manifest.media_type
             existing = await self._existing(dst_ep, d, manifest.digest) if specs and check_destination else None
@@ -202,15 +204,11 @@ class Client:
         return info if info is not None and info.digest == digest else None
 
     async def _select(self, src: Endpoint, top: Manifest, specs: Sequence[PlatformSpec]) -> tuple[Manifest, bool]:
-        """Apply a platform selection: the same manifest, one child, or a subset index."""
-        if not specs or not top.is_index:
-            return top, False
-        chosen = select_platforms(top, specs)
-        if len(specs) == 1:
-            return await fetch_child(src, chosen[0]), True
-        if len(chosen) == len(top.children()):
-            return top, False
-        return subset_index(top, chosen), True
+        """Apply a platform selection: the same manifest, one child (fetched), or a subset index."""
+        chosen = apply_selection(top, specs)
+        if isinstance(chosen, Manifest):
+            return chosen, chosen is not top
+        return await fetch_child(src, chosen), True
 
 
 def _destination(dst: Reference, src: Reference) -> Reference:

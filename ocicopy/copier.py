@@ -307,6 +307,19 @@ def select_platforms(index: Manifest, specs: Sequence[PlatformSpec]) -> list[Des
     return sorted(chosen, key=lambda d: order[d.digest])
 
 
+def apply_selection(top: Manifest, specs: Sequence[PlatformSpec]) -> Manifest | Descriptor:
+    """What a platform selection of ``top`` yields, without I/O: ``top`` itself (no selection, not an index,
+    or every platform), a subset index (several platforms), or the descriptor of one child (one platform)."""
+    if not specs or not top.is_index:
+        return top
+    chosen = select_platforms(top, specs)
+    if len(specs) == 1:
+        return chosen[0]
+    if len(chosen) == len(top.children()):
+        return top
+    return subset_index(top, chosen)
+
+
 def subset_index(index: Manifest, keep: Sequence[Descriptor]) -> Manifest:
     """A new index listing only ``keep`` (a transformation: the digest changes; serialised compactly)."""
     doc = json.loads(index.raw)

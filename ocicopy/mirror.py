@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from ocicopy.copier import MountFrom, fetch_child
+from ocicopy.copier import MountFrom, apply_selection, fetch_child
 from ocicopy.digest import Digest
 from ocicopy.errors import NotFoundError, OcicopyError, unwrap_group
 from ocicopy.flight import SingleFlight
 from ocicopy.ledger import Ledger
+from ocicopy.models import Manifest
 from ocicopy.plan import Plan
 from ocicopy.planner import Target, ledger_repository, plan_targets
 from ocicopy.platforms import parse_platform
@@ -65,7 +66,9 @@ class Mirror:
         self.immutable = re.compile(pattern) if pattern else None
         self.heads: SingleFlight[ManifestInfo | None] = SingleFlight(keep_results=True)
         self.copies: SingleFlight[CopyResult] = SingleFlight(keep_results=True)
+        self.manifests: SingleFlight[Manifest] = SingleFlight(keep_results=True)
         self.planned_blobs: set[Digest] = set()
+        self.predicted: set[str] = set()
         use_ledger = plan.mirror.ledger if self.options.ledger is None else self.options.ledger
         registry = client.registry(plan.mirror.registry)
         self.ledger = Ledger(registry, ledger_repository(plan)) if use_ledger and not self.options.dry_run else None
@@ -158,20 +161,23 @@ class Mirror:
         source_digest = source.digest or await self._source_digest(source)
         result.source_digest = source_digest
         specs = [parse_platform(p) for p in target.deployment.platforms]
-        if not specs and mirrored is not None and mirrored.digest == source_digest:
-            result.action, result.pinned = MirrorAction.SKIPPED, _pinned(dest, source_digest)
+        top = await self._source_manifest(source, source_digest) if specs else None
+        # What the mirror tag must hold: the source digest, or what the platform selection yields.
+        expected = apply_selection(top, specs).digest if top is not None else source_digest
+        if mirrored is not None and mirrored.digest == expected:
+            result.action, result.pinned = MirrorAction.SKIPPED, _pinned(dest, expected)
             return
         if self.options.dry_run:
-            await self._predict(target, source_digest, mirrored, result)
+            await self._predict(target, source_digest, top, mirrored, result)
             return
-        copy, leader = await self.copies.run(str(dest), lambda: self._copy(target, source_digest, mirrored))
+        copy, leader = await self.copies.run(str(dest), lambda: self._copy(target, source_digest, top))
         result.pinned = _pinned(dest, copy.digest)
         if not leader or copy.action is CopyAction.SKIPPED:
             result.action = MirrorAction.SKIPPED  # mirrored by another deployment of this run, or already there
             return
         _count(result, copy)
         result.action = MirrorAction.COPIED
-        if mirrored is not None and mirrored.digest != copy.digest:
+        if mirrored is not None:
             result.action = MirrorAction.UPDATED
             result.warnings.append(
                 f"source tag {source.tag!r} moved: the mirror had {mirrored.digest}, now {copy.digest} (mutable tag)"
@@ -186,12 +192,19 @@ class Mirror:
             raise NotFoundError(404, "HEAD", str(source), (), "source manifest unknown")
         return info.digest
 
-    async def _copy(self, target: Target, source_digest: Digest, mirrored: ManifestInfo | None) -> CopyResult:
+    async def _source_manifest(self, source: Reference, digest: Digest) -> Manifest:
+        """The source manifest at ``digest``, fetched once per run."""
+        endpoint = self.client.endpoint(source)
+        key = (endpoint.host, endpoint.repository, digest)
+        manifest, _ = await self.manifests.run(key, lambda: endpoint.registry.manifest_get(endpoint.repository, digest))
+        return manifest
+
+    async def _copy(self, target: Target, source_digest: Digest, top: Manifest | None) -> CopyResult:
         assert target.source is not None
         specs = [parse_platform(p) for p in target.deployment.platforms]
         hints: MountFrom = self.ledger.candidates if self.ledger is not None else ()
         copy = await self.client.copy_resolved(
-            target.source, target.destination, source_digest, specs, hints, check_destination=bool(specs)
+            target.source, target.destination, source_digest, specs, hints, check_destination=False, top=top
         )
         if self.ledger is not None:
             for blob in copy.blobs:
@@ -199,19 +212,27 @@ class Mirror:
         return copy
 
     async def _predict(
-        self, target: Target, source_digest: Digest, mirrored: ManifestInfo | None, result: DeploymentResult
+        self,
+        target: Target,
+        source_digest: Digest,
+        top: Manifest | None,
+        mirrored: ManifestInfo | None,
+        result: DeploymentResult,
     ) -> None:
         """Dry run: manifests only (HEAD/GET); predict the action, the bytes and the requests of a copy."""
         assert target.source is not None
+        if str(target.destination) in self.predicted:
+            result.action = MirrorAction.SKIPPED  # another deployment of this run copies it
+            return
+        self.predicted.add(str(target.destination))
         endpoint = self.client.endpoint(target.source)
-        top = await endpoint.registry.manifest_get(endpoint.repository, source_digest)
-        manifests = [top]
-        for child in top.children():
-            manifests.append(await fetch_child(endpoint, child))
-        new_bytes, requests = 0, 1  # the tag PUT
-        for manifest in manifests:
-            requests += 1 if manifest is not top else 0
-            for blob in manifest.blobs():
+        top = top or await self._source_manifest(target.source, source_digest)
+        chosen = apply_selection(top, [parse_platform(p) for p in target.deployment.platforms])
+        manifest = chosen if isinstance(chosen, Manifest) else await fetch_child(endpoint, chosen)
+        manifests = [manifest] + [await fetch_child(endpoint, child) for child in manifest.children()]
+        new_bytes, requests = 0, len(manifests)  # one PUT per manifest
+        for m in manifests:
+            for blob in m.blobs():
                 requests += 4  # HEAD, POST, GET, PUT (a mount would be 2)
                 if blob.digest not in self.planned_blobs:
                     self.planned_blobs.add(blob.digest)

@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from ocicopy.errors import InputError
 from ocicopy.options import ClientOptions, RegistryConfig
@@ -23,7 +23,6 @@ from ocicopy.platforms import parse_platform
 from ocicopy.reference import Reference, parse_reference, validate_repository
 
 _NAME: Final = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-_HOST: Final = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _COMMIT: Final = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_PLAN_BYTES: Final = 16 * 1024 * 1024
@@ -53,7 +52,38 @@ class _Strict(BaseModel):
 
 def _check_name(value: str, what: str) -> str:
     if not _NAME.fullmatch(value) or len(value) > 128:
-        raise ValueError(f"{what} {value!r} must be lower-case letters and digits, separated by . _ or -")
+        raise ValueError(f"{what} {_shown(value)} must be lower-case letters and digits, separated by . _ or -")
+    if value == "ocicopy-ledger":
+        raise ValueError(f"{what} 'ocicopy-ledger' is reserved for the blob ledger")
+    return value
+
+
+def registry_host(value: str) -> str:
+    """A registry ``host[:port]`` as the reference grammar reads it (lower-case; Docker Hub → docker.io).
+
+    It must name a registry by itself: a dot, a port, ``localhost`` or an IPv6 literal (``mirror`` alone
+    would be a Docker Hub namespace).
+    """
+    try:
+        ref = parse_reference(f"{value}/x/y", default_tag=None)
+    except InputError as exc:
+        raise ValueError(f"{_shown(value)} is not a registry host[:port]: {exc}") from None
+    if ref.repository != "x/y":
+        raise ValueError(f"{_shown(value)} is not a registry host[:port] (needs a dot, a port or localhost)")
+    return ref.registry
+
+
+def _shown(value: str, limit: int = 80) -> str:
+    """A value fit for a one-line message: control characters escaped, long values cut."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+def _utf8(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text is not valid Unicode (lone surrogate)") from None
     return value
 
 
@@ -62,7 +92,7 @@ class MirrorSettings(_Strict):
     prefix: str = Field(default="mirror", description="repository path prefix ('' for none)")
     mode: Mode = Mode.SERVICE
     cluster: str | None = Field(default=None, description="cluster name: the shared repository in cluster mode")
-    ledger: bool = Field(default=True, description="keep a blob-location ledger in the mirror (cross-run mounts)")
+    ledger: StrictBool = Field(default=True, description="keep a blob-location ledger in the mirror (cross-run mounts)")
     ledger_repository: str | None = Field(
         default=None, description="where the ledger lives (default {prefix}/ocicopy-ledger); share it across prefixes"
     )
@@ -70,9 +100,7 @@ class MirrorSettings(_Strict):
     @field_validator("registry")
     @classmethod
     def _registry(cls, v: str) -> str:
-        if not _HOST.fullmatch(v):
-            raise ValueError(f"mirror registry {v!r} must be host[:port]")
-        return v
+        return registry_host(v)
 
     @field_validator("prefix")
     @classmethod
@@ -91,7 +119,7 @@ class MirrorSettings(_Strict):
 
 
 class RegistrySettings(_Strict):
-    plain_http: bool = False
+    plain_http: StrictBool = False
     username: str | None = None
     password_env: str | None = Field(default=None, description="environment variable holding the password")
 
@@ -130,9 +158,22 @@ class BuildSpec(_Strict):
     @field_validator("env", "build_args")
     @classmethod
     def _names(cls, v: dict[str, str]) -> dict[str, str]:
-        for key in v:
+        for key, value in v.items():
             if not _ENV_NAME.fullmatch(key):
-                raise ValueError(f"{key!r} is not a variable name")
+                raise ValueError(f"{_shown(key)} is not a variable name")
+            _utf8(value)
+        return v
+
+    @field_validator("repository", "dockerfile", "target")
+    @classmethod
+    def _text(cls, v: str | None) -> str | None:
+        return None if v is None else _utf8(v)
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, v: str) -> str:
+        if not v.strip().rstrip("/").removesuffix(".git"):
+            raise ValueError("repository is empty")
         return v
 
 
@@ -188,10 +229,13 @@ class Plan(_Strict):
     @field_validator("registries")
     @classmethod
     def _hosts(cls, v: dict[str, RegistrySettings]) -> dict[str, RegistrySettings]:
-        for host in v:
-            if not _HOST.fullmatch(host):
-                raise ValueError(f"registry key {host!r} must be host[:port]")
-        return v
+        out: dict[str, RegistrySettings] = {}
+        for key, settings in v.items():
+            host = registry_host(key)
+            if host in out:
+                raise ValueError(f"registry {_shown(key)} is listed twice (as another spelling of {host})")
+            out[host] = settings
+        return out
 
     @field_validator("immutable_tags")
     @classmethod
@@ -207,6 +251,13 @@ class Plan(_Strict):
     def _checks(self) -> Plan:
         if self.mirror.mode is Mode.CLUSTER and self.mirror.cluster is None:
             raise ValueError("mirror.cluster is required in cluster mode")
+        for i, d in enumerate(self.deployments):
+            name = self.mirror.cluster if self.mirror.mode is Mode.CLUSTER else d.service
+            full = "/".join(p for p in (self.mirror.registry, self.mirror.prefix, name) if p)
+            if len(full) > 255:
+                raise ValueError(
+                    f"deployments[{i}] ({d.label}): mirror repository {full[:60]}... is over 255 characters"
+                )
         seen: dict[tuple[str, str], int] = {}
         for i, d in enumerate(self.deployments):
             key = (d.service, d.environment)
@@ -220,8 +271,12 @@ class Plan(_Strict):
         """The plan with ``mirror.mode`` overridden (``--mode``), re-validated."""
         if mode is None:
             return self
+        try:
+            chosen = Mode(mode)
+        except ValueError:
+            raise PlanError(f"mode {_shown(str(mode))} must be 'service' or 'cluster'") from None
         data = self.model_dump(mode="json")
-        data["mirror"]["mode"] = str(Mode(mode))
+        data["mirror"]["mode"] = chosen.value
         return parse_plan(data)
 
     def client_options(self, base: ClientOptions | None = None, env: Mapping[str, str] | None = None) -> ClientOptions:
@@ -235,7 +290,7 @@ class Plan(_Strict):
                 if settings.password_env not in env:
                     raise PlanError(f"registries[{host!r}]: environment variable {settings.password_env} is not set")
                 password = env[settings.password_env]
-            registries[host] = RegistryConfig(
+            registries[Reference(host, "x").api_host] = RegistryConfig(
                 plain_http=settings.plain_http, username=settings.username, password=password
             )
         return base.model_copy(update={"registries": registries})
@@ -253,7 +308,8 @@ def load_plan(path: str | Path) -> Plan:
     """Read a plan file: JSON, or YAML (``.yaml``/``.yml``) when PyYAML is installed."""
     p = Path(path)
     try:
-        raw = p.read_bytes()[: MAX_PLAN_BYTES + 1]
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_PLAN_BYTES + 1)
     except OSError as exc:
         raise PlanError(f"cannot read plan {p}: {exc.strerror}") from None
     if len(raw) > MAX_PLAN_BYTES:
@@ -287,19 +343,25 @@ def _describe(exc: ValidationError, data: object) -> str:
         loc = loc[2:]
     elif loc:
         where = str(loc.pop(0))
-    field = ".".join(str(p) for p in loc)
+    field = ".".join(p if isinstance(p, int) else _shown(p).strip("'\"") for p in map(_loc, loc))
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown field"
     elif err["type"] == "missing":
         msg = "required field missing"
     parts = [p for p in (where, field) if p]
-    return f"plan: {': '.join(parts)}: {msg}" if parts else f"plan: {msg}"
+    text = f"plan: {': '.join(parts)}: {msg}" if parts else f"plan: {msg}"
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)[:1000]
+
+
+def _loc(part: object) -> str:
+    return str(part)
 
 
 def _deployment_label(data: object, index: int) -> str:
     try:
         entry = data["deployments"][index]  # type: ignore[index]
-        return f" ({entry['service']}/{entry['environment']})"
+        label = f"{entry['service']}/{entry['environment']}"
+        return f" ({label})" if len(label) <= 80 and label.isprintable() else f" ({_shown(label)})"
     except (TypeError, KeyError, IndexError):
         return ""

@@ -6,10 +6,11 @@ Mirror repository
 Mirror tag (:func:`mirror_tag`) for a source image
     ``{readable}--{hash}`` where ``readable`` is the source ``registry/repository[:tag][@alg-hex12]`` with every
     character outside ``[A-Za-z0-9_.-]`` turned into ``-`` (so ``ghcr.io/acme/api:1.4.2`` reads
-    ``ghcr.io-acme-api-1.4.2``), cut to fit, and ``hash`` is the first 24 hex digits (96 bits) of the SHA-256 of
-    the normalised source reference. At most 128 characters, valid tag grammar, the same for the same source
-    on every machine, and distinct sources get distinct tags (the readable part is for people; the hash
-    decides; a collision needs 2^48 sources).
+    ``ghcr.io-acme-api-1.4.2``), leading ``-``/``.`` dropped (a tag starts with a word character: an IPv6
+    registry ``[::1]:5000`` reads ``1--5000``), cut to fit, and ``hash`` is the first 24 hex digits (96 bits)
+    of the SHA-256 of the normalised source reference. At most 128 characters, valid tag grammar, the same
+    for the same source on every machine, and distinct sources get distinct tags (the readable part is for
+    people; the hash decides; a collision needs 2^48 sources).
 
 Build key (:func:`build_key`) for a build from git
     ``build-v1-`` + SHA-256 over canonical JSON (sorted keys, no spaces, UTF-8) of
@@ -44,7 +45,8 @@ def mirror_tag(source: Reference) -> str:
         readable += f":{source.tag}"
     if source.digest is not None:
         readable += f"@{source.digest.algorithm}-{source.digest.hex[:12]}"
-    readable = _UNSAFE.sub("-", readable)[: MAX_TAG - HASH_HEX - 2]
+    # A tag must start with [A-Za-z0-9_]: an IPv6 registry ("[::1]:5000") would start with "-".
+    readable = _UNSAFE.sub("-", readable).lstrip("-.")[: MAX_TAG - HASH_HEX - 2] or "_"
     digest = hashlib.sha256(str(source).encode()).hexdigest()[:HASH_HEX]
     return f"{readable}--{digest}"
 
