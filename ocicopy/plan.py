@@ -326,7 +326,7 @@ def _decode(raw: bytes, path: Path) -> object:
         try:
             return yaml.safe_load(raw)
         except yaml.YAMLError as exc:
-            raise PlanError(f"plan {path} is not valid YAML: {exc}") from None
+            raise PlanError(f"plan {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:

@@ -574,3 +574,19 @@ def test_client_options_reach_the_host_the_client_asks_for(key: str, image: str)
     host = parse_reference(image).api_host
     assert options.registry(host).username == "u", f"plan key {key!r} does not reach host {host!r}"
     assert options.is_plain_http(host)
+
+
+def test_load_yaml_syntax_and_yaml_errors(tmp_path: Path) -> None:
+    """With the yaml extra (part of the test extra), real YAML loads and broken YAML is one clear line."""
+    path = tmp_path / "plan.yaml"
+    path.write_text(
+        "mirror:\n  registry: mirror.example.com\n  mode: service\n"
+        "deployments:\n  - service: api\n    environment: prod\n    image: ghcr.io/acme/api:1.4.2\n",
+        encoding="utf-8",
+    )
+    plan = load_plan(path)
+    assert plan.deployments[0].image == "ghcr.io/acme/api:1.4.2"
+    path.write_text("mirror: [unclosed\n", encoding="utf-8")
+    with pytest.raises(PlanError, match="not valid YAML") as info:
+        load_plan(path)
+    assert len(str(info.value).splitlines()) == 1
