@@ -181,6 +181,11 @@ class BlobCopier:
                     await dst.registry.cancel_upload(session)
                 session = None
                 if attempt >= self.retry.attempts or not _transient(exc):
+                    if isinstance(exc, httpx.TransportError):  # a stream broke mid-body: say which blob, as data
+                        reason = f"{type(exc).__name__} after {attempt} attempts"
+                        raise TransportError(
+                            "GET/PUT", f"blob {desc.digest} {src.host} -> {dst.host}", reason
+                        ) from None
                     raise
                 await anyio.sleep(self.retry.delay(attempt))
             except BaseException:

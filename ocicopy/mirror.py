@@ -82,16 +82,16 @@ class Mirror:
 
         async def one(target: Target) -> None:
             async with limiter:
-                results[target.index] = await self._deployment(target)
+                result = results[target.index] = await self._deployment(target)
                 self.done += 1
                 if self.progress is not None:
-                    self.progress.deployment_finished(results[target.index], self.done, len(targets))  # type: ignore[arg-type]
+                    self.progress.deployment_finished(result, self.done, len(targets))
 
         async with anyio.create_task_group() as tg:
             for target in targets:
                 tg.start_soon(one, target)
         final = [r for r in results if r is not None]
-        warnings = await self._save_ledger(final)
+        warnings = await self._save_ledger()
         return MirrorReport(
             mode=self.plan.mirror.mode,
             dry_run=self.options.dry_run,
@@ -101,7 +101,7 @@ class Mirror:
             warnings=warnings,
         )
 
-    async def _save_ledger(self, results: list[DeploymentResult]) -> list[str]:
+    async def _save_ledger(self) -> list[str]:
         if self.ledger is None:
             return []
         try:
@@ -128,7 +128,10 @@ class Mirror:
             else:
                 await self._image(target, result)
         except BaseExceptionGroup as group:
-            result.action, result.error = MirrorAction.FAILED, str(unwrap_group(group))
+            error = unwrap_group(group)
+            if not isinstance(error, OcicopyError):
+                raise error from None
+            result.action, result.error = MirrorAction.FAILED, " ".join(str(error).split())
         except OcicopyError as exc:
             result.action, result.error = MirrorAction.FAILED, " ".join(str(exc).split())
         result.seconds = round(time.monotonic() - started, 6)

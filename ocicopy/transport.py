@@ -71,10 +71,14 @@ async def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyTooLargeError(what, limit)
     buf = bytearray()
-    async for chunk in response.aiter_bytes():
-        buf += chunk
-        if len(buf) > limit:
-            raise BodyTooLargeError(what, limit)
+    try:
+        async for chunk in response.aiter_bytes():
+            buf += chunk
+            if len(buf) > limit:
+                raise BodyTooLargeError(what, limit)
+    except httpx.HTTPError as exc:  # a broken or undecodable body (e.g. bad gzip content-encoding)
+        request = response.request
+        raise TransportError(request.method, redact(request.url), f"reading {what}: {type(exc).__name__}") from None
     return bytes(buf)
 
 

@@ -332,3 +332,14 @@ async def test_endless_manifest_stream_is_cut_at_the_cap() -> None:
         with pytest.raises(BodyTooLargeError):
             await Registry(t, HOST).manifest_get("app", "v1")
     assert sent <= 8192 + 2048
+
+
+async def test_undecodable_content_encoding_is_a_transport_error() -> None:
+    script = Script(
+        lambda r: httpx.Response(
+            200, content=b"definitely not gzip", headers={"Content-Encoding": "gzip", "Content-Type": "x/y"}
+        )
+    )
+    async with make(script) as t:
+        with pytest.raises(TransportError, match="reading manifest: DecodingError"):
+            await Registry(t, HOST).manifest_get("app", "v1")
