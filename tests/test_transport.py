@@ -336,8 +336,8 @@ async def test_endless_manifest_stream_is_cut_at_the_cap() -> None:
 
 async def test_undecodable_content_encoding_is_a_transport_error() -> None:
     script = Script(
-        lambda r: httpx.Response(
-            200, content=b"definitely not gzip", headers={"Content-Encoding": "gzip", "Content-Type": "x/y"}
+        lambda r: httpx.Response(  # a stream, as from the network: decoding happens while reading
+            200, stream=httpx.ByteStream(b"definitely not gzip"), headers={"Content-Encoding": "gzip"}
         )
     )
     async with make(script) as t:
