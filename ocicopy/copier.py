@@ -73,7 +73,7 @@ class BlobCopier:
         self.retry = retry
         self.progress: Progress = progress or NoProgress()
         self.flight: SingleFlight[BlobResult] = SingleFlight()
-        self.transfers: SingleFlight[str] = SingleFlight()
+        self.transfers: SingleFlight[str] = SingleFlight(keep_results=True)
         self.located: dict[tuple[str, Digest], list[str]] = {}
 
     async def copy(self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: MountFrom = ()) -> BlobResult:
@@ -85,26 +85,24 @@ class BlobCopier:
         return BlobResult(digest=desc.digest, size=desc.size, media_type=desc.media_type, action=BlobAction.SKIPPED)
 
     async def _copy(self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: MountFrom) -> BlobResult:
-        async with self.limiter:
-            started = time.monotonic()
-            action, sent, origin = BlobAction.SKIPPED, 0, None
-            same_repo = src.host == dst.host and src.repository == dst.repository
-            if not same_repo and await dst.registry.blob_exists(dst.repository, desc.digest) is None:
-                action, sent, origin = await self._mount_or_stream(src, dst, desc, mount_from)
-            result = BlobResult(
-                digest=desc.digest,
-                size=desc.size,
-                media_type=desc.media_type,
-                action=action,
-                bytes_sent=sent,
-                seconds=round(time.monotonic() - started, 6),
-                mounted_from=origin,
-            )
-            known = self.located.setdefault((dst.host, desc.digest), [])
-            if dst.repository not in known:
-                known.append(dst.repository)
-            self.progress.blob_finished(result)
-            return result
+        started = time.monotonic()
+        action, sent, origin = BlobAction.SKIPPED, 0, None
+        if not (src.host == dst.host and src.repository == dst.repository):
+            action, sent, origin = await self._place(src, dst, desc, mount_from)
+        result = BlobResult(
+            digest=desc.digest,
+            size=desc.size,
+            media_type=desc.media_type,
+            action=action,
+            bytes_sent=sent,
+            seconds=round(time.monotonic() - started, 6),
+            mounted_from=origin,
+        )
+        known = self.located.setdefault((dst.host, desc.digest), [])
+        if dst.repository not in known:
+            known.append(dst.repository)
+        self.progress.blob_finished(result)
+        return result
 
     async def _candidates(self, src: Endpoint, dst: Endpoint, digest: Digest, mount_from: MountFrom) -> list[str]:
         """Repositories of the destination registry to mount ``digest`` from, most likely first.
@@ -138,31 +136,37 @@ class BlobCopier:
                 return origin, None
         return None, session
 
-    async def _mount_or_stream(
+    async def _place(
         self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: MountFrom
     ) -> tuple[BlobAction, int, str | None]:
-        origin, session = await self._try_mounts(
-            dst, desc.digest, await self._candidates(src, dst, desc.digest, mount_from)
-        )
+        """HEAD → mount → (one transfer per registry and digest) → stream. The limiter is held only while this
+        copy talks to a registry, never while it waits for another copy's transfer of the same blob."""
+        async with self.limiter:
+            if await dst.registry.blob_exists(dst.repository, desc.digest) is not None:
+                return BlobAction.SKIPPED, 0, None
+            candidates = await self._candidates(src, dst, desc.digest, mount_from)
+            origin, session = await self._try_mounts(dst, desc.digest, candidates)
         if origin is not None:
             return BlobAction.MOUNTED, 0, origin
-        # One transfer per destination registry and digest: a concurrent copy of the same blob into another
-        # repository waits for it, then mounts from where it landed.
+        # A concurrent or earlier copy of the same blob into another repository of this registry: wait for it,
+        # then mount from where it landed (kept for the client's life; a failed mount streams after all).
         landed, leader = await self.transfers.run(
             (dst.host, desc.digest), lambda: self._stream_into(src, dst, desc, session)
         )
         if leader:
             return BlobAction.COPIED, desc.size, None
-        if session is not None:  # the declined mount's session is not needed if the mount below works
-            await dst.registry.cancel_upload(session)
-        origin, session = await self._try_mounts(dst, desc.digest, [landed])
-        if origin is not None:
-            return BlobAction.MOUNTED, 0, origin
-        await self.stream(src, dst, desc, session)
+        async with self.limiter:
+            if session is not None:  # the declined mount's session is not needed if the mount below works
+                await dst.registry.cancel_upload(session)
+            origin, session = await self._try_mounts(dst, desc.digest, [landed])
+            if origin is not None:
+                return BlobAction.MOUNTED, 0, origin
+            await self.stream(src, dst, desc, session)
         return BlobAction.COPIED, desc.size, None
 
     async def _stream_into(self, src: Endpoint, dst: Endpoint, desc: Descriptor, session: UploadSession | None) -> str:
-        await self.stream(src, dst, desc, session)
+        async with self.limiter:
+            await self.stream(src, dst, desc, session)
         return dst.repository
 
     async def stream(self, src: Endpoint, dst: Endpoint, desc: Descriptor, session: UploadSession | None) -> None:

@@ -82,6 +82,21 @@ async def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
     return bytes(buf)
 
 
+async def _drain(response: httpx.Response, limit: int) -> None:
+    """Read a small unwanted body to its end, so the connection goes back to the pool (httpcore drops a
+    connection whose response is closed unread); a body over ``limit`` is left and the connection dropped."""
+    if response.is_stream_consumed:
+        return
+    seen = 0
+    try:
+        async for chunk in response.aiter_raw():
+            seen += len(chunk)
+            if seen > limit:
+                return
+    except httpx.HTTPError:
+        return
+
+
 def parse_error_body(body: bytes) -> list[SpecError]:
     """The spec's ``{"errors": [{"code","message"}]}``; anything else yields no codes."""
     try:
@@ -123,13 +138,8 @@ class Transport:
     ) -> None:
         self.options = options
         self._credentials = credentials
-        t = options.timeouts
-        self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=t.pool),
-            limits=httpx.Limits(max_connections=128, max_keepalive_connections=64),
-            follow_redirects=False,
-            trust_env=True,
-        )
+        self._given = client
+        self._clients: dict[str, httpx.AsyncClient] = {}
         self._auth: dict[str, HostAuthState] = {}
         self._auth_locks: dict[str, anyio.Lock] = {}
         self._creds_cache: dict[str, Credentials | None] = {}
@@ -147,7 +157,31 @@ class Transport:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for client in [self._given, *self._clients.values()]:
+            if client is not None:
+                await client.aclose()
+        self._clients.clear()
+
+    def _client(self, url: httpx.URL) -> httpx.AsyncClient:
+        """The pool for ``url``'s scheme, made on first use.
+
+        https always verifies TLS. The http pool is built without a TLS context (loading the CA bundle costs
+        ~50 ms at start-up) and only ever sends http:// URLs: every request and redirect hop picks its pool
+        by its own URL's scheme.
+        """
+        if self._given is not None:
+            return self._given
+        scheme = "https" if url.scheme == "https" else "http"
+        if scheme not in self._clients:
+            t = self.options.timeouts
+            self._clients[scheme] = httpx.AsyncClient(
+                timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=t.pool),
+                limits=httpx.Limits(max_connections=128, max_keepalive_connections=64),
+                follow_redirects=False,
+                trust_env=True,
+                verify=scheme == "https",
+            )
+        return self._clients[scheme]
 
     def url(self, host: str, path: str, params: Mapping[str, str] | None = None) -> httpx.URL:
         scheme = "http" if self.options.is_plain_http(host) else "https"
@@ -170,8 +204,10 @@ class Transport:
     ) -> tuple[httpx.Response, bytes]:
         """Send a request whose body (if any) is replayable; return the answer and its capped body."""
         async with self.stream(method, host, url, scopes=scopes, expect=expect, headers=headers, content=content) as r:
-            body = await read_capped(r, body_limit, what) if body_limit and method != "HEAD" else b""
-            return r, body
+            if body_limit and method != "HEAD":
+                return r, await read_capped(r, body_limit, what)
+            await _drain(r, self.options.limits.error_body_bytes)
+            return r, b""
 
     @asynccontextmanager
     async def stream(
@@ -259,7 +295,7 @@ class Transport:
         hdrs = {"User-Agent": self.options.user_agent, **headers}
         request = httpx.Request(method, url, headers=hdrs, content=content)
         self.stats.count(host)
-        response = await self._client.send(request, stream=True)
+        response = await self._client(url).send(request, stream=True)
         hops = 0
         while follow_redirects and response.status_code in _REDIRECTS and "location" in response.headers:
             hops += 1
@@ -270,7 +306,8 @@ class Transport:
             same_origin = (target.scheme, target.netloc) == (url.scheme, url.netloc)
             hop_headers = hdrs if same_origin else {k: v for k, v in hdrs.items() if k.lower() != "authorization"}
             self.stats.count(target.netloc.decode())
-            response = await self._client.send(httpx.Request("GET", target, headers=hop_headers), stream=True)
+            hop = httpx.Request("GET", target, headers=hop_headers)
+            response = await self._client(target).send(hop, stream=True)
             url = target
         return response
 
@@ -369,7 +406,7 @@ class Transport:
         shown = redact(request.url)
         try:
             self.stats.count(request.url.netloc.decode())
-            response = await self._client.send(request, stream=True)  # never follows redirects
+            response = await self._client(request.url).send(request, stream=True)  # never follows redirects
         except httpx.TransportError as exc:
             raise TransportError(request.method, shown, f"token request failed: {type(exc).__name__}") from None
         try:

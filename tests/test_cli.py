@@ -351,3 +351,13 @@ def test_basic_auth_creds_flags(
     assert got.returncode == 0, got.stderr.decode()
     assert got.stdout.decode().strip() == img.digest
     assert basic_registry.password.encode() not in ok.stdout + ok.stderr + got.stdout + got.stderr
+
+
+def test_version_matches_the_project_metadata() -> None:
+    import tomllib
+    from pathlib import Path
+
+    import ocicopy
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    assert ocicopy.__version__ == pyproject["project"]["version"]

@@ -113,3 +113,18 @@ async def test_manifest_get_by_digest_and_head_agree(registry: RegistryServer, u
         assert await reg.manifest_head(unique_repo, "missing") is None
         with pytest.raises(NotFoundError):
             await reg.manifest_get(unique_repo, "missing")
+
+
+async def test_connections_are_reused_across_requests(registry: RegistryServer, unique_repo: str) -> None:
+    image = images.make_image([images.layer(906, 2000)])
+    images.push(registry, unique_repo, "v1", image)
+    async with transport_for(registry) as transport:
+        reg = Registry(transport, registry.host)
+        mark = registry.mark()
+        for _ in range(5):
+            assert await reg.manifest_head(unique_repo, "v1") is not None
+            assert await reg.blob_exists(unique_repo, Digest(image.layers[0].digest)) is not None
+            assert await reg.blob_exists(unique_repo, Digest("sha256:" + "0" * 64)) is None  # 404 with a body
+        entries = registry.requests(mark)
+    assert len(entries) == 15
+    assert len({e.remote for e in entries}) == 1  # one TCP connection for all fifteen

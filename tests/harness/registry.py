@@ -109,6 +109,7 @@ class AccessEntry:
     error_code: str | None = None
     request_id: str = ""
     message: str = ""
+    remote: str = ""  # client address:port: one value per TCP connection
 
     @property
     def path(self) -> str:
@@ -166,6 +167,7 @@ class AccessEntry:
             error_code=rec.get("err.code"),
             request_id=rec.get("http.request.id", ""),
             message=msg,
+            remote=rec.get("http.request.remoteaddr", ""),
         )
 
 
