@@ -70,7 +70,7 @@ class Mirror:
         self.planned_blobs: set[Digest] = set()
         self.predicted: set[str] = set()
         use_ledger = plan.mirror.ledger if self.options.ledger is None else self.options.ledger
-        registry = client.registry(plan.mirror.registry)
+        registry = client.registry(Reference(plan.mirror.registry, "x").api_host)  # docker.io → its API host
         self.ledger = Ledger(registry, ledger_repository(plan)) if use_ledger and not self.options.dry_run else None
         self.done = 0
 
