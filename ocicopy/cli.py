@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="copy only this platform of an index; repeatable (one: that image; several: a new index)",
     )
     p.add_argument("--mount-from", action="append", default=[], metavar="REPO", help="also try mounting from REPO")
+    p.add_argument("--no-mount", action="store_true", help="never mount blobs across repositories (upload instead)")
     p.add_argument("--src-creds", metavar="USER:PASSWORD", help="credentials for the source registry")
     p.add_argument("--dest-creds", metavar="USER:PASSWORD", help="credentials for the destination registry")
     p.add_argument("--concurrency", type=int, default=8, metavar="N", help="blobs in flight (default 8)")
@@ -109,6 +110,7 @@ def _mirror_parsers(sub: Any) -> None:
     p.add_argument("--concurrency", type=int, default=8, metavar="N", help="deployments in flight (default 8)")
     p.add_argument("--blob-concurrency", type=int, default=8, metavar="N", help="blobs in flight (default 8)")
     p.add_argument("--no-ledger", action="store_true", help="do not read or write the blob ledger")
+    p.add_argument("--no-mount", action="store_true", help="never mount blobs across repositories (upload instead)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, no summary")
     _common(p)
 
@@ -156,7 +158,7 @@ async def _copy(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise InputError("--concurrency must be at least 1")
     progress = TerminalProgress() if sys.stderr.isatty() and not (args.quiet or args.json) else None
-    async with _client(args, creds, blob_concurrency=args.concurrency) as client:
+    async with _client(args, creds, blob_concurrency=args.concurrency, mounts=not args.no_mount) as client:
         if progress is not None:
             client.progress = client.blobs.progress = client.trees.progress = progress
         try:
@@ -205,7 +207,11 @@ async def _mirror(args: argparse.Namespace) -> int:
         raise InputError("--concurrency and --blob-concurrency must be at least 1")
     options = plan.client_options(ClientOptions(use_docker_config=not args.no_docker_config))
     options = options.model_copy(
-        update={"blob_concurrency": args.blob_concurrency, "plain_http": options.plain_http | set(args.plain_http)}
+        update={
+            "blob_concurrency": args.blob_concurrency,
+            "plain_http": options.plain_http | set(args.plain_http),
+            "mounts": not args.no_mount,
+        }
     )
     lines_to = sys.stderr if args.json == "-" else sys.stdout
     live = sys.stderr.isatty() and not args.quiet

@@ -55,7 +55,9 @@ class Client:
         self.progress: Progress = progress or NoProgress()
         self.transport = Transport(options, _credential_source(credentials, options), http_client)
         self._registries: dict[str, Registry] = {}
-        self.blobs = BlobCopier(anyio.CapacityLimiter(options.blob_concurrency), options.retry, self.progress)
+        self.blobs = BlobCopier(
+            anyio.CapacityLimiter(options.blob_concurrency), options.retry, self.progress, mounts=options.mounts
+        )
         self.trees = TreeCopier(self.blobs, self.progress)
 
     async def __aenter__(self) -> Client:

@@ -68,8 +68,10 @@ class BlobCopier:
         limiter: anyio.CapacityLimiter,
         retry: RetryPolicy,
         progress: Progress | None = None,
+        mounts: bool = True,
     ) -> None:
         self.limiter = limiter
+        self.mounts = mounts
         self.retry = retry
         self.progress: Progress = progress or NoProgress()
         self.flight: SingleFlight[BlobResult] = SingleFlight()
@@ -111,6 +113,8 @@ class BlobCopier:
         placed the blob on that registry, then the caller's hints. Never across registries: a mount is
         same-registry only (distribution-spec "Mounting a blob from another repository").
         """
+        if not self.mounts:
+            return []
         hints = await mount_from(dst.host, digest) if callable(mount_from) else mount_from
         ordered = [*self.located.get((dst.host, digest), ()), *hints]
         if src.host == dst.host:
@@ -150,9 +154,8 @@ class BlobCopier:
             return BlobAction.MOUNTED, 0, origin
         # A concurrent or earlier copy of the same blob into another repository of this registry: wait for it,
         # then mount from where it landed (kept for the client's life; a failed mount streams after all).
-        landed, leader = await self.transfers.run(
-            (dst.host, desc.digest), lambda: self._stream_into(src, dst, desc, session)
-        )
+        key = (dst.host, desc.digest) if self.mounts else (dst.host, dst.repository, desc.digest)
+        landed, leader = await self.transfers.run(key, lambda: self._stream_into(src, dst, desc, session))
         if leader:
             return BlobAction.COPIED, desc.size, None
         async with self.limiter:

@@ -47,6 +47,7 @@ class ClientOptions(_Frozen):
     plain_http: frozenset[str] = Field(default_factory=frozenset, description="hosts spoken to over http://")
     use_docker_config: bool = Field(default=True, description="read ~/.docker/config.json and helpers")
     blob_concurrency: int = Field(default=8, ge=1, le=128, description="blobs transferred at once in one copy")
+    mounts: bool = Field(default=True, description="mount blobs across repositories of a registry (False: upload)")
     limits: Limits = Field(default_factory=Limits)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
