@@ -24,7 +24,8 @@ About 255 MiB of unique blobs at ``scale=1`` (51 MiB at 0.2). Layer content (``c
 - ``random``: :func:`tests.harness.images.layer` pseudo-random bytes (incompressible; identical on every
   machine); the fallback when ``/usr`` is too small.
 
-Source layout: repository ``acme/<service>``, tags ``1.<i>.0`` (prod, staging) and ``1.<i>.1`` (dev). Run
+Source layout: repository ``acme/<service>``, tags ``1.<i>.0`` (prod, staging) and ``1.<i>.1`` (dev);
+:meth:`Workload.ship` adds ``1.<i>.2`` of one service (a new app layer) and moves its deployments to it. Run
 ``python -m benchmarks.workload [--scale S] [--content usr|random]`` to generate and describe it.
 """
 
@@ -40,7 +41,7 @@ import stat
 import sys
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -297,6 +298,8 @@ class Workload:
     deployments: list[Deployment]
     generation_seconds: float = 0.0
     pushed: bool = field(default=False, repr=False)
+    layers: dict[str, Layer] = field(default_factory=dict, repr=False)  # layer key -> layer
+    shipped: dict[str, str] = field(default_factory=dict)  # service -> the version :meth:`ship` added
 
     @staticmethod
     def repository(service: str) -> str:
@@ -359,16 +362,52 @@ class Workload:
             "generation_seconds": round(self.generation_seconds, 2),
         }
 
-    def push(self, server: RegistryServer, jobs: int = 4) -> None:
-        """Seed the source registry: every (service, version) under ``acme/<service>:<version>``."""
+    def push(self, server: RegistryServer, jobs: int = 4, only: Iterable[tuple[str, str]] | None = None) -> None:
+        """Seed the source registry: every (service, version) under ``acme/<service>:<version>`` (or ``only``)."""
+        wanted = None if only is None else set(only)
 
         def one(item: tuple[tuple[str, str], Image | Index]) -> None:
             (service, version), obj = item
             push(server, self.repository(service), version, obj)
 
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            list(pool.map(one, self.images.items()))
+            list(pool.map(one, [kv for kv in self.images.items() if wanted is None or kv[0] in wanted]))
         self.pushed = True
+
+    def ship(self, service: str, log: Callable[[str], None] | None = None) -> Workload:
+        """The workload after ``service`` ships its next version: a new app layer, everything else reused.
+
+        The new version (``1.<i>.2``) differs from the dev version only in its app layer (same size, new
+        content of the same kind), so in its config and manifest(s); every deployment of ``service`` (prod,
+        staging and dev) moves to it. Push it with ``push(server, only=[(service, version)])``.
+        """
+        index = next((i for i, s in enumerate(SERVICES) if s.name == service), None)
+        if index is None:
+            raise ValueError(f"unknown service {service!r} (one of {', '.join(s.name for s in SERVICES)})")
+        svc, version = SERVICES[index], f"1.{index}.2"
+        specs = {
+            key: LayerSpec(key, max(MIN_LAYER, int(svc.app_mib * self.scale * MiB)))
+            for key in dict.fromkeys(_app_key(svc, version, arch) for arch in svc.archs)
+        }
+        content: Content = "usr" if self.content == "usr" else "random"
+        new_layers, _ = generate_layers(specs, content, min(len(specs), os.cpu_count() or 1), log or (lambda _m: None))
+        layers = self.layers | new_layers
+        images = dict(self.images)
+        images[(service, version)] = _service_image(svc, version, layers)
+        deployments = [
+            Deployment(d.service, d.environment, d.repository, version) if d.service == service else d
+            for d in self.deployments
+        ]
+        return Workload(
+            self.scale,
+            self.content,
+            images,
+            self.layer_keys | {lay.digest: key for key, lay in new_layers.items()},
+            deployments,
+            self.generation_seconds,
+            layers=layers,
+            shipped=self.shipped | {service: version},
+        )
 
     def plan(
         self,
@@ -405,25 +444,30 @@ def build_workload(
     for i, svc in enumerate(SERVICES):
         live, dev = versions(i)
         for version in (live, dev):
-            children = []
-            for arch in svc.archs:
-                keys = [f"os/{arch}"]
-                if svc.runtime is not None:
-                    keys.append(f"{svc.runtime}/{arch}")
-                keys += [f"deps/{svc.name}/{arch}", _app_key(svc, version, arch)]
-                platform = ("linux", arch, "v8" if arch == "arm64" else None)
-                labels = {"org.opencontainers.image.title": svc.name, "org.opencontainers.image.version": version}
-                config = {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin"], "Labels": labels}
-                image = make_image(
-                    [layers[k] for k in keys], media=svc.media, platform=platform, config_extra={"config": config}
-                )
-                children.append(image)
-            images[(svc.name, version)] = make_index(children, media=svc.media) if svc.multi_arch else children[0]
+            images[(svc.name, version)] = _service_image(svc, version, layers)
         for env in ENVIRONMENTS:
             tag = live if env in LIVE_ENVIRONMENTS else dev
             deployments.append(Deployment(svc.name, env, Workload.repository(svc.name), tag))
     keys_by_digest = {lay.digest: key for key, lay in layers.items()}
-    return Workload(scale, used, images, keys_by_digest, deployments, time.monotonic() - started)
+    return Workload(scale, used, images, keys_by_digest, deployments, time.monotonic() - started, layers=layers)
+
+
+def _service_image(svc: ServiceSpec, version: str, layers: dict[str, Layer]) -> Image | Index:
+    """The image (or two-platform index) of ``svc`` at ``version``: OS, runtime, dependency and app layers."""
+    children = []
+    for arch in svc.archs:
+        keys = [f"os/{arch}"]
+        if svc.runtime is not None:
+            keys.append(f"{svc.runtime}/{arch}")
+        keys += [f"deps/{svc.name}/{arch}", _app_key(svc, version, arch)]
+        platform = ("linux", arch, "v8" if arch == "arm64" else None)
+        labels = {"org.opencontainers.image.title": svc.name, "org.opencontainers.image.version": version}
+        config = {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin"], "Labels": labels}
+        image = make_image(
+            [layers[k] for k in keys], media=svc.media, platform=platform, config_extra={"config": config}
+        )
+        children.append(image)
+    return make_index(children, media=svc.media) if svc.multi_arch else children[0]
 
 
 def main(argv: list[str] | None = None) -> int:

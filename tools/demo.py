@@ -6,7 +6,8 @@
    repository (blobs mounted, not re-sent), then one platform of the index;
 4. checks every destination digest with skopeo and prints what was copied, mounted, skipped and how long;
 5. mirrors a plan (3 services x 3 environments + a build) in cluster mode, then service mode, each cold then
-   warm; the service-mode run is a fresh client that mounts what the cluster run placed (the mirror's ledger).
+   warm; the service-mode run is a fresh client that mounts what the cluster run placed (the mirror's ledger);
+6. runs the quick benchmark (benchmarks.mirror: loopback and emulated WAN) and prints its table and targets.
 """
 
 from __future__ import annotations
@@ -173,7 +174,30 @@ def main() -> int:
                 say(f"  deploy {d.service}/{d.environment} as {d.pinned}")
     say("")
     say("all destinations byte-identical to what ocicopy reported" if ok else "MISMATCH: see above")
+    ok &= quick_benchmark()
     return 0 if ok else 1
+
+
+def quick_benchmark() -> bool:
+    """The benchmark harness's quick run (loopback scale 0.2, wan scale 0.1, once each; about 2 minutes)."""
+    from benchmarks.chart import render_table
+    from benchmarks.mirror import format_targets, run_benchmark
+
+    say("")
+    say("quick benchmark: naive copier, ocicopy (service, service+mount, cluster, one-change), skopeo and the")
+    say("curl floor, cold and warm, on loopback and on an emulated WAN (progress on stderr, about 2 minutes)…")
+    try:
+        doc = run_benchmark(quick=True, output=None, chart=None, command="tools/demo.py: run_benchmark(quick=True)")
+    except Exception as exc:
+        say(f"the quick benchmark failed: {type(exc).__name__}: {exc}")
+        return False
+    say("")
+    say(render_table(doc).rstrip())
+    say(format_targets(doc).rstrip())
+    say("")
+    say("quick figures are small workloads run once; for the full benchmark (medians of 3, about 9 minutes):")
+    say("  .venv/bin/python -m benchmarks run      (= python -m benchmarks.mirror; see benchmarks/README.md)")
+    return True
 
 
 if __name__ == "__main__":
