@@ -222,7 +222,7 @@ def describe_run(doc: Mapping[str, Any]) -> tuple[str, str, str]:
     bits = []
     if isinstance(workload.get("deployments"), int):
         bits.append(f"{workload['deployments']} deployments")
-    if isinstance(workload.get("unique_bytes"), int):
+    if isinstance(workload.get("unique_bytes"), int) and not isinstance(workload.get("by_profile"), Mapping):
         bits.append(f"{workload['unique_bytes'] / MiB:.1f} MiB unique")
     runs = sorted({s.runs for s in (result_stats(r) for r in _results(doc)) if s is not None})
     if runs:
@@ -419,6 +419,23 @@ def _tick_label(seconds: float) -> str:
     return f"{seconds * 1000:g} ms"
 
 
+def profile_note(doc: Mapping[str, Any], profile: str) -> str:
+    """The profile's own workload size and links, when the document has ``workload.by_profile``."""
+    workload = doc.get("workload") if isinstance(doc.get("workload"), Mapping) else {}
+    by_profile = workload.get("by_profile") if isinstance(workload, Mapping) else None
+    info = by_profile.get(profile) if isinstance(by_profile, Mapping) else None
+    if not isinstance(info, Mapping):
+        return ""
+    bits = []
+    if isinstance(info.get("unique_bytes"), int):
+        bits.append(f"{info['unique_bytes'] / MiB:.1f} MiB unique")
+    for side in ("source", "mirror"):
+        link = info.get(f"{side}_link")
+        if isinstance(link, Mapping) and isinstance(link.get("rtt_s"), int | float):
+            bits.append(f"{side} {link['rtt_s'] * 1000:g} ms RTT, {link.get('bandwidth_bps', 0) / 1e6:g} Mbit/s")
+    return ", ".join(bits)
+
+
 def render_svg(doc: Mapping[str, Any]) -> str:
     """The chart as a standalone SVG document (see the module docstring)."""
     panel_profiles = profiles(doc) or ["(no results)"]
@@ -456,10 +473,13 @@ def render_svg(doc: Mapping[str, Any]) -> str:
     y = 112
     for profile, rows in panels:
         body.append(f'<text x="16" y="{y + 16}" font-size="15" font-weight="bold" {text}>{_esc(profile)}</text>')
+        note = [profile_note(doc, profile)]
         if missing := missing_rows(doc, profile):
+            note.append("not measured in this profile: " + ", ".join(missing))
+        if any(note):
             body.append(
                 f'<text x="{PLOT_LEFT}" y="{y + 16}" font-size="11" fill="#666" {text}>'
-                f"{_esc('not measured in this profile: ' + ', '.join(missing))}</text>"
+                f"{_esc(' · '.join(n for n in note if n))}</text>"
             )
         top = y + 26
         height = max(len(rows), 1) * ROW_HEIGHT

@@ -107,7 +107,7 @@ def _mirror_parsers(sub: Any) -> None:
     p.add_argument("--lock", metavar="LOCK", help="write a lock file: source reference -> pinned mirror reference")
     p.add_argument("--dry-run", action="store_true", help="manifests only (HEAD/GET): predict actions and bytes")
     p.add_argument("--immutable-tags", metavar="REGEX", help="trust existing mirror tags for matching source tags")
-    p.add_argument("--concurrency", type=int, default=8, metavar="N", help="deployments in flight (default 8)")
+    p.add_argument("--concurrency", type=int, default=32, metavar="N", help="deployments in flight (default 32)")
     p.add_argument("--blob-concurrency", type=int, default=8, metavar="N", help="blobs in flight (default 8)")
     p.add_argument("--no-ledger", action="store_true", help="do not read or write the blob ledger")
     p.add_argument("--no-mount", action="store_true", help="never mount blobs across repositories (upload instead)")

@@ -176,7 +176,7 @@ class Client:
         mode: Mode | str | None = None,
         dry_run: bool = False,
         immutable_tags: str | None = None,
-        concurrency: int = 8,
+        concurrency: int = 32,
         ledger: bool | None = None,
         progress: MirrorProgress | None = None,
     ) -> MirrorReport:

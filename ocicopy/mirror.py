@@ -48,7 +48,7 @@ class MirrorProgress(Protocol):
 class MirrorOptions:
     dry_run: bool = False
     immutable_tags: str | None = None  # regex, full match on the source tag
-    concurrency: int = 8  # deployments in flight (blob transfers are bounded by the client)
+    concurrency: int = 32  # deployments in flight: mostly HEADs (blob transfers are bounded by the client)
     ledger: bool | None = None  # None: as the plan says
 
 
