@@ -16,6 +16,7 @@ the same destination blob is transferred at most once per client (:class:`Single
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -202,22 +203,37 @@ class BlobCopier:
 
     async def _stream_once(self, src: Endpoint, dst: Endpoint, desc: Descriptor, session: UploadSession) -> None:
         self.progress.blob_started(desc.digest, desc.size)
-        async with src.registry.blob_get(src.repository, desc.digest) as response:
-            if response.status_code != 200:
-                raise TransportError("GET", str(desc.digest), f"unexpected HTTP {response.status_code} for a full read")
-            length = response.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) != desc.size:
-                raise DigestMismatchError(
-                    desc.digest,
-                    None,
-                    int(length),
-                    desc.size,
-                    "Content-Length differs from descriptor size",
-                    f"{src.host}/{src.repository}",
-                )
-            verifier = Verifier(desc.digest, desc.size)
-            body = verified(self._counted(desc.digest, response.aiter_raw()), verifier)
-            await dst.registry.upload(session, desc.digest, desc.size, body)
+        verifier = Verifier(desc.digest, desc.size)
+        body = verified(self._counted(desc.digest, self._read(src, desc)), verifier)
+        await dst.registry.upload(session, desc.digest, desc.size, body)
+
+    async def _read(self, src: Endpoint, desc: Descriptor) -> AsyncIterator[bytes]:
+        """The blob's bytes, resuming a broken or short read with ``Range: bytes=N-``.
+
+        Only a 206 whose ``Content-Range`` starts at N is appended; any other answer to a resume means the
+        bytes already sent cannot be continued, and the transfer restarts from zero (a :class:`TransportError`
+        that :meth:`stream` retries with a new upload session). Bounded by the retry policy's attempts; the
+        digest and size are checked by the caller's :class:`Verifier` whatever happened.
+        """
+        offset, failures = 0, 0
+        where = f"{src.host}/{src.repository}@{desc.digest}"
+        while True:
+            try:
+                async with src.registry.blob_get(src.repository, desc.digest, offset) as response:
+                    _check_read(response, offset, desc, where)
+                    async for chunk in response.aiter_raw():
+                        offset += len(chunk)
+                        yield chunk
+            except httpx.TransportError as exc:
+                reason = f"{type(exc).__name__} at byte {offset} of {desc.size}"
+            else:
+                if offset >= desc.size:
+                    return  # complete (a longer body was already refused by the verifier)
+                reason = f"body ended at byte {offset} of {desc.size}"
+            failures += 1
+            if failures >= self.retry.attempts:
+                raise ReadGaveUp("GET", where, f"{reason}, after {failures} attempts")
+            await anyio.sleep(self.retry.delay(failures))
 
     async def _counted(self, digest: Digest, stream: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         async for chunk in stream:
@@ -225,7 +241,33 @@ class BlobCopier:
             yield chunk
 
 
+class ReadGaveUp(TransportError):
+    """A blob read that failed on every resume: not retried again one level up (the bound stays the policy's)."""
+
+
+def _check_read(response: httpx.Response, offset: int, desc: Descriptor, where: str) -> None:
+    """A full read must be a 200 of the descriptor's size; a resume must be a 206 starting at ``offset``."""
+    length = response.headers.get("content-length")
+    if offset == 0:
+        if response.status_code != 200:
+            raise TransportError("GET", where, f"unexpected HTTP {response.status_code} for a full read")
+        if length is not None and length.isdigit() and int(length) != desc.size:
+            raise DigestMismatchError(
+                desc.digest, None, int(length), desc.size, "Content-Length differs from descriptor size", where
+            )
+        return
+    content_range = response.headers.get("content-range", "")
+    m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", content_range.strip())
+    if response.status_code != 206 or m is None or int(m.group(1)) != offset:
+        # A 200 (Range ignored) or a range starting elsewhere cannot be appended: start the blob over.
+        raise TransportError("GET", where, f"cannot resume at byte {offset} (HTTP {response.status_code}): restarting")
+    if m.group(3) != "*" and int(m.group(3)) != desc.size:
+        raise DigestMismatchError(desc.digest, None, int(m.group(3)), desc.size, "Content-Range total differs", where)
+
+
 def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, ReadGaveUp):
+        return False
     if isinstance(exc, RegistryError):
         return is_retryable_status(exc.status, exc.codes)
     return isinstance(exc, TransportError | httpx.TransportError)
