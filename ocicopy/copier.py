@@ -302,7 +302,12 @@ class TreeCopier:
                 tg.start_soon(self._copy_child, src, dst, child, mount_from, out)
             for desc in manifest.blobs():
                 tg.start_soon(self._copy_blob, src, dst, desc, mount_from, out)
-        await dst.registry.manifest_put(dst.repository, reference, manifest)
+        try:
+            await dst.registry.manifest_put(dst.repository, reference, manifest)
+        except RegistryError as exc:
+            if "MANIFEST_BLOB_UNKNOWN" not in exc.codes or not await self._upload_mounted(src, dst, manifest, out):
+                raise
+            await dst.registry.manifest_put(dst.repository, reference, manifest)  # once more, not in a loop
         self.progress.manifest_pushed(manifest.digest, reference)
         out.manifests.append(
             ManifestResult(
@@ -313,6 +318,19 @@ class TreeCopier:
                 reference=reference,
             )
         )
+
+    async def _upload_mounted(self, src: Endpoint, dst: Endpoint, manifest: Manifest, out: TreeResult) -> bool:
+        """After ``MANIFEST_BLOB_UNKNOWN``: upload the blobs of ``manifest`` that were mounted; False if none were.
+
+        A registry may accept a mount (201) yet not count the blob for manifests of the new repository (ECR
+        mounts only blobs of committed manifests; see REGISTRY-QUIRKS.md, "Mounts").
+        """
+        digests = {d.digest for d in manifest.blobs()}
+        mounted = [b for b in out.blobs if b.action is BlobAction.MOUNTED and b.digest in digests]
+        for blob in mounted:
+            desc = next(d for d in manifest.blobs() if d.digest == blob.digest)
+            await self.blobs.stream(src, dst, desc, None)
+        return bool(mounted)
 
     async def _copy_blob(
         self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: MountFrom, out: TreeResult

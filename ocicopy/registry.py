@@ -118,7 +118,22 @@ class Registry:
     async def manifest_put(self, repository: str, reference: str, manifest: Manifest) -> Digest:
         """PUT the exact bytes under ``reference`` (a tag, or the manifest's own digest)."""
         url = self._url(repository, f"manifests/{_ref_path(reference)}")
-        response, _ = await self.transport.request(
+        try:
+            response, _ = await self._put_manifest(url, repository, manifest)
+        except RegistryError as exc:
+            if exc.status != 413:
+                raise
+            # Not retried: the same bytes will be refused again. Say how big they were.
+            raise RegistryError(
+                413, "PUT", exc.url, exc.errors, f"the registry refused a {manifest.size}-byte manifest as too large"
+            ) from None
+        echoed = response.headers.get("docker-content-digest")
+        if echoed and echoed.startswith(manifest.digest.algorithm + ":") and echoed != manifest.digest:
+            raise DigestMismatchError(manifest.digest, echoed, None, None, "registry stored other bytes", redact(url))
+        return manifest.digest
+
+    async def _put_manifest(self, url: httpx.URL, repository: str, manifest: Manifest) -> tuple[httpx.Response, bytes]:
+        return await self.transport.request(
             "PUT",
             self.host,
             url,
@@ -127,10 +142,6 @@ class Registry:
             headers={"Content-Type": manifest.media_type},
             content=manifest.raw,
         )
-        echoed = response.headers.get("docker-content-digest")
-        if echoed and echoed.startswith(manifest.digest.algorithm + ":") and echoed != manifest.digest:
-            raise DigestMismatchError(manifest.digest, echoed, None, None, "registry stored other bytes", redact(url))
-        return manifest.digest
 
     # -- blobs ------------------------------------------------------------------------------------------------
 

@@ -143,6 +143,7 @@ class Transport:
         self._auth: dict[str, HostAuthState] = {}
         self._auth_locks: dict[str, anyio.Lock] = {}
         self._creds_cache: dict[str, Credentials | None] = {}
+        self._paused_until: dict[str, float] = {}
         self.stats = Stats()
 
     def reconfigure(self, options: ClientOptions) -> None:
@@ -252,6 +253,7 @@ class Transport:
         attempt, auth_retries = 0, 0
         while True:
             attempt += 1
+            await self._host_pause(host)
             auth = await self._authorization(host, scopes)
             try:
                 response = await self._send_once(method, host, url, {**headers, **auth}, content, follow_redirects)
@@ -272,12 +274,23 @@ class Transport:
             errors = parse_error_body(body)
             retryable = is_retryable_status(response.status_code, tuple(e.code for e in errors))
             if replayable and retryable and self._may_retry(attempt, started):
-                wait = policy.delay(attempt, parse_retry_after(response.headers.get("retry-after")))
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                wait = policy.delay(attempt, retry_after)
                 await response.aclose()
-                await anyio.sleep(wait)
+                if retry_after is not None:  # the registry asked this client to wait: every request to the host
+                    self._paused_until[host] = max(self._paused_until.get(host, 0.0), time.monotonic() + wait)
+                else:
+                    await anyio.sleep(wait)
                 continue
             await response.aclose()
             raise self._registry_error(method, host, url, response.status_code, errors)
+
+    async def _host_pause(self, host: str) -> None:
+        """Wait while ``host`` asked for a pause (``Retry-After`` on a 429/503); the wait is capped by policy."""
+        until = self._paused_until.get(host, 0.0)
+        now = time.monotonic()
+        if until > now:
+            await anyio.sleep(until - now)
 
     def _may_retry(self, attempt: int, started: float) -> bool:
         policy = self.options.retry
