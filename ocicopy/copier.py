@@ -181,11 +181,14 @@ class BlobCopier:
             session = session or await dst.registry.start_upload(dst.repository)
             if session is None:  # start_upload without a mount always opens a session
                 raise RegistryError(0, "POST", dst.host, (), "registry opened no upload session")
+            sent = _Sent()
             try:
-                await self._stream_once(src, dst, desc, session)
+                await self._stream_once(src, dst, desc, session, sent)
                 return
             except (TransportError, httpx.TransportError, RegistryError) as exc:
                 with anyio.CancelScope(shield=True):
+                    if sent.all and await _committed(dst, desc):
+                        return  # the answer to the committing PUT was lost, but the blob is there and verified
                     await dst.registry.cancel_upload(session)
                 session = None
                 if attempt >= self.retry.attempts or not _transient(exc):
@@ -197,15 +200,18 @@ class BlobCopier:
                     raise
                 await anyio.sleep(self.retry.delay(attempt))
             except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await dst.registry.cancel_upload(session)
+                if not sent.all:  # a session whose whole body went out may be committed: never DELETE it
+                    with anyio.CancelScope(shield=True):
+                        await dst.registry.cancel_upload(session)
                 raise
 
-    async def _stream_once(self, src: Endpoint, dst: Endpoint, desc: Descriptor, session: UploadSession) -> None:
+    async def _stream_once(
+        self, src: Endpoint, dst: Endpoint, desc: Descriptor, session: UploadSession, sent: _Sent
+    ) -> None:
         self.progress.blob_started(desc.digest, desc.size)
         verifier = Verifier(desc.digest, desc.size)
         body = verified(self._counted(desc.digest, self._read(src, desc)), verifier)
-        await dst.registry.upload(session, desc.digest, desc.size, body)
+        await dst.registry.upload(session, desc.digest, desc.size, sent.watch(body))
 
     async def _read(self, src: Endpoint, desc: Descriptor) -> AsyncIterator[bytes]:
         """The blob's bytes, resuming a broken or short read with ``Range: bytes=N-``.
@@ -239,6 +245,25 @@ class BlobCopier:
         async for chunk in stream:
             self.progress.blob_advanced(digest, len(chunk))
             yield chunk
+
+
+class _Sent:
+    """Whether a streamed upload body was handed over whole (then its session may already be committed)."""
+
+    def __init__(self) -> None:
+        self.all = False
+
+    async def watch(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in body:
+            yield chunk
+        self.all = True
+
+
+async def _committed(dst: Endpoint, desc: Descriptor) -> bool:
+    try:
+        return await dst.registry.blob_exists(dst.repository, desc.digest) == desc.size
+    except (TransportError, RegistryError):
+        return False
 
 
 class ReadGaveUp(TransportError):

@@ -79,17 +79,22 @@ class Registry:
             if exc.status not in (403, 405):
                 raise
             # Some registries (Artifactory) refuse HEAD where GET works: fall back to GET.
-            manifest = await self.manifest_get(repository, reference)
-            return ManifestInfo(manifest.digest, manifest.media_type, manifest.size)
+            return await self._head_by_get(repository, reference)
         digest = response.headers.get("docker-content-digest")
         length = response.headers.get("content-length", "")
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
         if not digest or not length.isdigit():
-            manifest = await self.manifest_get(repository, reference)
-            return ManifestInfo(manifest.digest, manifest.media_type, manifest.size)
+            return await self._head_by_get(repository, reference)
         if ":" in reference and Digest(digest) != Digest(reference):
             raise DigestMismatchError(reference, digest, None, None, "registry reports another digest", redact(url))
         return ManifestInfo(Digest(digest), media_type, int(length))
+
+    async def _head_by_get(self, repository: str, reference: str) -> ManifestInfo | None:
+        try:
+            manifest = await self.manifest_get(repository, reference)
+        except NotFoundError:
+            return None
+        return ManifestInfo(manifest.digest, manifest.media_type, manifest.size)
 
     async def manifest_get(self, repository: str, reference: str) -> Manifest:
         """GET a manifest; the digest is computed from the bytes (and checked when fetched by digest)."""
@@ -249,7 +254,9 @@ class Registry:
         location, offset, buf = session.location, 0, bytearray()
         async for piece in body:
             buf += piece
-            while len(buf) >= chunk and offset + len(buf) < size:
+            # PATCH whole chunks while bytes remain after them: the stream's last piece may hold the whole rest
+            # (the verifier withholds it until the digest checks), so decide by ``size``, not by what has arrived.
+            while len(buf) >= chunk and offset + chunk < size:
                 location = await self._patch(session, location, bytes(buf[:chunk]), offset)
                 offset += chunk
                 del buf[:chunk]

@@ -54,6 +54,10 @@ if isinstance(getattr(httpcore.AsyncHTTP11Connection, "READ_NUM_BYTES", None), i
     httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = max(httpcore.AsyncHTTP11Connection.READ_NUM_BYTES, 1 << 20)
 
 
+class BrokenBody(TransportError):
+    """The connection broke while a body was being read (retryable, unlike an undecodable body)."""
+
+
 def redact(url: httpx.URL | str) -> str:
     """A URL safe to print: no userinfo, no query string (signed URLs carry secrets there)."""
     u = httpx.URL(str(url))
@@ -76,9 +80,10 @@ async def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
             buf += chunk
             if len(buf) > limit:
                 raise BodyTooLargeError(what, limit)
-    except httpx.HTTPError as exc:  # a broken or undecodable body (e.g. bad gzip content-encoding)
+    except httpx.HTTPError as exc:  # a broken (retryable) or undecodable (not) body
         request = response.request
-        raise TransportError(request.method, redact(request.url), f"reading {what}: {type(exc).__name__}") from None
+        kind = BrokenBody if isinstance(exc, httpx.TransportError) else TransportError
+        raise kind(request.method, redact(request.url), f"reading {what}: {type(exc).__name__}") from None
     return bytes(buf)
 
 
@@ -203,12 +208,25 @@ class Transport:
         body_limit: int = 0,
         what: str = "response",
     ) -> tuple[httpx.Response, bytes]:
-        """Send a request whose body (if any) is replayable; return the answer and its capped body."""
-        async with self.stream(method, host, url, scopes=scopes, expect=expect, headers=headers, content=content) as r:
-            if body_limit and method != "HEAD":
-                return r, await read_capped(r, body_limit, what)
-            await _drain(r, self.options.limits.error_body_bytes)
-            return r, b""
+        """Send a request whose body (if any) is replayable; return the answer and its capped body.
+
+        An answer whose body breaks mid-way is asked again, under the same retry policy.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self.stream(
+                    method, host, url, scopes=scopes, expect=expect, headers=headers, content=content
+                ) as r:
+                    if body_limit and method != "HEAD":
+                        return r, await read_capped(r, body_limit, what)
+                    await _drain(r, self.options.limits.error_body_bytes)
+                    return r, b""
+            except BrokenBody:
+                if attempt >= self.options.retry.attempts:
+                    raise
+                await anyio.sleep(self.options.retry.delay(attempt))
 
     @asynccontextmanager
     async def stream(

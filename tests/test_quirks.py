@@ -1,0 +1,72 @@
+"""Vendor quirks played by the fake registry: ocicopy's fallbacks, observed request by request."""
+
+from __future__ import annotations
+
+import pytest
+
+import ocicopy
+from tests.harness import images
+from tests.harness.fake_registry import FakeRegistry, Quirks, fail, is_blob_upload, is_manifest_put, is_mount
+
+pytestmark = pytest.mark.anyio
+
+
+def client_for(*fakes: FakeRegistry) -> ocicopy.Client:
+    retry = ocicopy.RetryPolicy(attempts=3, base_delay=0.001)
+    options = ocicopy.ClientOptions(plain_http=frozenset(f.host for f in fakes), use_docker_config=False, retry=retry)
+    return ocicopy.Client(options)
+
+
+async def test_manifest_blob_unknown_after_mounts_uploads_them_and_retries_once() -> None:
+    """ECR-like: a mount answered 201 whose blob the manifest PUT then does not see (REGISTRY-QUIRKS.md)."""
+    image = images.make_image([images.layer(2001, 3000), images.layer(2002, 2000)])
+    with FakeRegistry() as fake:
+        fake.seed("src/app", "v1", image)
+        fake.before(fail(1, 400, when=is_manifest_put, code="MANIFEST_BLOB_UNKNOWN"))
+        async with client_for(fake) as client:
+            result = await client.copy(f"{fake.host}/src/app:v1", f"{fake.host}/dst/app:v1")
+        seen = fake.requests
+    assert fake.manifest("dst/app", "v1") == image.manifest
+    puts = [r for r in seen if is_manifest_put(r)]
+    assert [r.status for r in puts] == [400, 201]  # refused once, then accepted: no loop
+    mounts = [r for r in seen if is_mount(r) and r.status == 201]
+    uploads = [r for r in seen if is_blob_upload(r) and r.method == "PUT" and r.status == 201]
+    assert len(mounts) == 3 and len(uploads) == 3  # every mounted blob was uploaded after the refusal
+    assert all(u.start > puts[0].end for u in uploads) and puts[1].start > max(u.end for u in uploads)
+    assert result.action is ocicopy.CopyAction.COPIED
+
+
+async def test_manifest_blob_unknown_twice_fails_without_a_loop() -> None:
+    image = images.make_image([images.layer(2003, 3000)])
+    with FakeRegistry() as fake:
+        fake.seed("src/app", "v1", image)
+        fake.before(fail(5, 400, when=is_manifest_put, code="MANIFEST_BLOB_UNKNOWN"))
+        async with client_for(fake) as client:
+            with pytest.raises(ocicopy.RegistryError) as info:
+                await client.copy(f"{fake.host}/src/app:v1", f"{fake.host}/dst/app:v1")
+        puts = [r for r in fake.requests if is_manifest_put(r)]
+    assert "MANIFEST_BLOB_UNKNOWN" in info.value.codes and len(puts) == 2
+    assert fake.tags("dst/app") == []
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 500])
+async def test_any_mount_failure_falls_back_to_an_upload(status: int) -> None:
+    image = images.make_image([images.layer(2004 + status, 3000)])
+    with FakeRegistry() as fake:
+        fake.seed("src/app", "v1", image)
+        fake.before(fail(100, status, when=is_mount, code="DENIED"))
+        async with client_for(fake) as client:
+            result = await client.copy(f"{fake.host}/src/app:v1", f"{fake.host}/dst/app:v1")
+        assert fake.manifest("dst/app", "v1") == image.manifest
+    assert result.totals.blobs_copied == 2 and result.totals.blobs_mounted == 0
+
+
+async def test_registry_without_manifest_head_falls_back_to_get() -> None:
+    image = images.make_image([images.layer(2010, 3000)])
+    with FakeRegistry(Quirks(no_head=True)) as src, FakeRegistry(Quirks(no_head=True)) as dst:
+        src.seed("app", "v1", image)
+        async with client_for(src, dst) as client:
+            first = await client.copy(f"{src.host}/app:v1", f"{dst.host}/app:v1")
+            second = await client.copy(f"{src.host}/app:v1", f"{dst.host}/app:v1")
+        assert dst.manifest("app", "v1") == image.manifest
+    assert first.action is ocicopy.CopyAction.COPIED and second.action is ocicopy.CopyAction.SKIPPED
