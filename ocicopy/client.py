@@ -56,7 +56,11 @@ class Client:
         self.transport = Transport(options, _credential_source(credentials, options), http_client)
         self._registries: dict[str, Registry] = {}
         self.blobs = BlobCopier(
-            anyio.CapacityLimiter(options.blob_concurrency), options.retry, self.progress, mounts=options.mounts
+            anyio.CapacityLimiter(options.blob_concurrency),
+            options.retry,
+            self.progress,
+            mounts=options.mounts,
+            timeouts=options.timeouts,
         )
         self.trees = TreeCopier(self.blobs, self.progress)
 

@@ -28,6 +28,7 @@ from ocicopy.digest import Digest, Verifier
 from ocicopy.errors import DigestMismatchError, ManifestError, RegistryError, TransportError
 from ocicopy.flight import SingleFlight
 from ocicopy.models import Descriptor, Manifest, parse_manifest
+from ocicopy.options import Timeouts
 from ocicopy.platforms import PlatformSpec
 from ocicopy.progress import NoProgress, Progress
 from ocicopy.registry import Registry, UploadSession, verified
@@ -70,8 +71,10 @@ class BlobCopier:
         retry: RetryPolicy,
         progress: Progress | None = None,
         mounts: bool = True,
+        timeouts: Timeouts | None = None,
     ) -> None:
         self.limiter = limiter
+        self.timeouts = timeouts or Timeouts()
         self.mounts = mounts
         self.retry = retry
         self.progress: Progress = progress or NoProgress()
@@ -211,7 +214,12 @@ class BlobCopier:
         self.progress.blob_started(desc.digest, desc.size)
         verifier = Verifier(desc.digest, desc.size)
         body = verified(self._counted(desc.digest, self._read(src, desc)), verifier)
-        await dst.registry.upload(session, desc.digest, desc.size, sent.watch(body))
+        deadline = self.timeouts.transfer_deadline(desc.size)
+        with anyio.move_on_after(deadline) as scope:
+            await dst.registry.upload(session, desc.digest, desc.size, sent.watch(body))
+        if scope.cancelled_caught:
+            where = f"{src.host}/{src.repository}@{desc.digest}"
+            raise TransportError("GET/PUT", where, f"transfer exceeded its {deadline:.0f} s deadline (slow source?)")
 
     async def _read(self, src: Endpoint, desc: Descriptor) -> AsyncIterator[bytes]:
         """The blob's bytes, resuming a broken or short read with ``Range: bytes=N-``.

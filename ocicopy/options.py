@@ -38,6 +38,13 @@ class Timeouts(_Frozen):
     connect: float = Field(default=15.0, gt=0)
     read: float = Field(default=120.0, gt=0, description="inactivity timeout on a read or write")
     pool: float = Field(default=300.0, gt=0, description="wait for a free connection")
+    request: float = Field(default=300.0, gt=0, description="overall deadline of one request read into memory")
+    transfer_base: float = Field(default=120.0, gt=0, description="blob transfer deadline: this many seconds...")
+    min_rate: int = Field(default=64 * 1024, gt=0, description="...plus the blob's size at this many bytes/s")
+
+    def transfer_deadline(self, size: int) -> float:
+        """Overall deadline of one blob transfer attempt: a source that trickles (slow-loris) cannot hold it."""
+        return self.transfer_base + size / self.min_rate
 
 
 class ClientOptions(_Frozen):

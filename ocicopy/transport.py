@@ -216,13 +216,18 @@ class Transport:
         while True:
             attempt += 1
             try:
-                async with self.stream(
-                    method, host, url, scopes=scopes, expect=expect, headers=headers, content=content
-                ) as r:
-                    if body_limit and method != "HEAD":
-                        return r, await read_capped(r, body_limit, what)
-                    await _drain(r, self.options.limits.error_body_bytes)
-                    return r, b""
+                with anyio.fail_after(self.options.timeouts.request):
+                    async with self.stream(
+                        method, host, url, scopes=scopes, expect=expect, headers=headers, content=content
+                    ) as r:
+                        if body_limit and method != "HEAD":
+                            return r, await read_capped(r, body_limit, what)
+                        await _drain(r, self.options.limits.error_body_bytes)
+                        return r, b""
+            except TimeoutError:
+                raise TransportError(
+                    method, redact(url), f"no complete answer within {self.options.timeouts.request:.0f} s"
+                ) from None
             except BrokenBody:
                 if attempt >= self.options.retry.attempts:
                     raise
