@@ -302,7 +302,8 @@ def _transient(exc: BaseException) -> bool:
     if isinstance(exc, ReadGaveUp):
         return False
     if isinstance(exc, RegistryError):
-        return is_retryable_status(exc.status, exc.codes)
+        # 416 on a PATCH (the registry lost track of the offset) or a source range: start over, new session.
+        return exc.status == 416 or is_retryable_status(exc.status, exc.codes)
     return isinstance(exc, TransportError | httpx.TransportError)
 
 

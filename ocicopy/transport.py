@@ -306,7 +306,8 @@ class Transport:
                     await anyio.sleep(wait)
                 continue
             await response.aclose()
-            raise self._registry_error(method, host, url, response.status_code, errors)
+            challenge = parse_challenge(response.headers.get("www-authenticate"))
+            raise self._registry_error(method, host, url, response.status_code, errors, scopes, challenge)
 
     async def _host_pause(self, host: str) -> None:
         """Wait while ``host`` asked for a pause (``Retry-After`` on a 429/503); the wait is capped by policy."""
@@ -476,14 +477,24 @@ class Transport:
     # -- errors ----------------------------------------------------------------------------------------------
 
     def _registry_error(
-        self, method: str, host: str, url: httpx.URL, status: int, errors: list[SpecError]
+        self,
+        method: str,
+        host: str,
+        url: httpx.URL,
+        status: int,
+        errors: list[SpecError],
+        scopes: Scopes | None = None,
+        challenge: Challenge | None = None,
     ) -> RegistryError:
         shown = redact(url)
         codes = {e.code for e in errors}
         if status in (401, 403) or codes & {"UNAUTHORIZED", "DENIED"}:
+            needed = " ".join(scopes.strings()) if scopes is not None else ""
             hint = "authentication failed" if self._state(host).challenge is not None else ""
             if status == 401 and not self._creds_cache.get(host):
                 hint = f"authentication required and no credentials are configured for {host}"
+            elif (challenge is not None and challenge.error == "insufficient_scope") or status == 403:
+                hint = f"access denied: the credentials for {host} do not grant {needed or 'this operation'}"
             elif status == 401:
                 hint = f"credentials for {host} were rejected"
             return AuthenticationError(status, method, shown, errors, hint)

@@ -252,6 +252,7 @@ async def test_token_auth_pull_only_user_can_pull_but_not_push(
     exc = info.value
     assert exc.status in (401, 403)
     assert token_registry.host in str(exc)
+    assert f"do not grant repository:{dst_repo}:pull,push" in str(exc)  # the scope that was refused is named
     _assert_no_secrets(exc, password, *recorder.secrets())
     assert any(a.lower().startswith("bearer ") for a in recorder.authorizations)
     assert _writes_accepted(entries) == []

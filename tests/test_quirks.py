@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import ocicopy
@@ -11,10 +13,11 @@ from tests.harness.fake_registry import FakeRegistry, Quirks, fail, is_blob_uplo
 pytestmark = pytest.mark.anyio
 
 
-def client_for(*fakes: FakeRegistry) -> ocicopy.Client:
+def client_for(*fakes: FakeRegistry, chunk_size: int | None = None) -> ocicopy.Client:
     retry = ocicopy.RetryPolicy(attempts=3, base_delay=0.001)
-    options = ocicopy.ClientOptions(plain_http=frozenset(f.host for f in fakes), use_docker_config=False, retry=retry)
-    return ocicopy.Client(options)
+    limits = ocicopy.Limits(chunk_size=chunk_size) if chunk_size else ocicopy.Limits()
+    hosts = frozenset(f.host for f in fakes)
+    return ocicopy.Client(ocicopy.ClientOptions(plain_http=hosts, use_docker_config=False, retry=retry, limits=limits))
 
 
 async def test_manifest_blob_unknown_after_mounts_uploads_them_and_retries_once() -> None:
@@ -70,3 +73,33 @@ async def test_registry_without_manifest_head_falls_back_to_get() -> None:
             second = await client.copy(f"{src.host}/app:v1", f"{dst.host}/app:v1")
         assert dst.manifest("app", "v1") == image.manifest
     assert first.action is ocicopy.CopyAction.COPIED and second.action is ocicopy.CopyAction.SKIPPED
+
+
+async def test_416_on_a_patch_restarts_the_blob_with_a_new_session() -> None:
+    image = images.make_image([images.layer(2020, 6000)])
+    with FakeRegistry() as src, FakeRegistry(Quirks(chunk_min=1500)) as dst:
+        src.seed("app", "v1", image)
+        dst.before(fail(1, 416, when=lambda r: r.method == "PATCH", code="BLOB_UPLOAD_INVALID"))
+        async with client_for(src, dst, chunk_size=1024) as client:
+            await client.copy(f"{src.host}/app:v1", f"{dst.host}/app:v1")
+        assert dst.manifest("app", "v1") == image.manifest
+        patches = [r for r in dst.requests if r.method == "PATCH"]
+        starts = [r for r in dst.requests if r.method == "POST" and r.status == 202]
+    assert patches[0].status == 416 and all(p.status in (201, 202) for p in patches[1:])
+    assert len(starts) == 3  # config + layer, and a new session for the layer after the 416
+
+
+async def test_foreign_urls_are_never_fetched() -> None:
+    """A descriptor's ``urls`` (foreign layers) point elsewhere: ocicopy reads blobs from the registry only."""
+    layer = images.layer(2030, 3000)
+    image = images.make_image([layer])
+    with FakeRegistry() as elsewhere, FakeRegistry() as src, FakeRegistry() as dst:
+        doc = json.loads(image.manifest)
+        doc["layers"][0]["urls"] = [f"http://{elsewhere.host}/layer.tar.gz"]
+        raw = json.dumps(doc, indent=3).encode() + b"\n"
+        manifest_image = images.Image(raw, image.media_type, image.config, image.layers, image.platform)
+        src.seed("app", "v1", manifest_image)
+        async with client_for(src, dst, elsewhere) as client:
+            await client.copy(f"{src.host}/app:v1", f"{dst.host}/app:v1")
+        assert dst.manifest("app", "v1") == raw
+        assert elsewhere.requests == []

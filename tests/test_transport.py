@@ -20,6 +20,7 @@ from ocicopy.credentials import StaticCredentials
 from ocicopy.errors import (
     AuthenticationError,
     BodyTooLargeError,
+    DigestMismatchError,
     InsecureRequestError,
     NotFoundError,
     RegistryError,
@@ -375,3 +376,30 @@ async def test_manifest_put_413_names_the_size_and_is_not_retried(sleeps: list[f
         with pytest.raises(RegistryError, match=f"refused a {len(raw)}-byte manifest as too large") as info:
             await Registry(t, HOST).manifest_put("app", "v1", manifest)
     assert info.value.status == 413 and len(script.seen) == 1 and sleeps == []
+
+
+def _manifest_bytes() -> bytes:
+    config = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + "c" * 64, "size": 2}
+    media_type = "application/vnd.oci.image.manifest.v1+json"
+    return json.dumps({"schemaVersion": 2, "mediaType": media_type, "config": config, "layers": []}).encode()
+
+
+async def test_tag_whose_docker_content_digest_disagrees_is_rejected() -> None:
+    raw = _manifest_bytes()
+    headers = {
+        "Content-Type": "application/vnd.oci.image.manifest.v1+json",
+        "Docker-Content-Digest": "sha256:" + "d" * 64,
+    }
+    script = Script(lambda r: httpx.Response(200, content=raw, headers=headers))
+    async with make(script) as t:
+        with pytest.raises(DigestMismatchError, match="Docker-Content-Digest differs"):
+            await Registry(t, HOST).manifest_get("app", "v1")
+
+
+async def test_manifest_fetched_by_digest_must_hash_to_it() -> None:
+    raw = _manifest_bytes()
+    headers = {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+    script = Script(lambda r: httpx.Response(200, content=raw, headers=headers))
+    async with make(script) as t:
+        with pytest.raises(DigestMismatchError, match="hash differently"):
+            await Registry(t, HOST).manifest_get("app", "sha256:" + "e" * 64)

@@ -875,6 +875,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         remote = f"{self.client_address[0]}:{self.client_address[1]}"
         req = self.fake._begin(self.command, self.path, headers, remote)
+        finished = False
         try:
             try:
                 req.body = self._read_body(headers)
@@ -890,9 +891,13 @@ class _Handler(BaseHTTPRequestHandler):
                 with contextlib.suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
                 return
+            # Recorded before the first byte goes out: once the client has the answer, `requests` shows it.
+            self.fake._finish(req)
+            finished = True
             self._write(req, response)
         finally:
-            self.fake._finish(req)
+            if not finished:
+                self.fake._finish(req)
 
     def _read_body(self, headers: dict[str, str]) -> bytes:
         if "chunked" in headers.get("transfer-encoding", "").lower():
