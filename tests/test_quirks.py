@@ -8,7 +8,15 @@ import pytest
 
 import ocicopy
 from tests.harness import images
-from tests.harness.fake_registry import FakeRegistry, Quirks, fail, is_blob_upload, is_manifest_put, is_mount
+from tests.harness.fake_registry import (
+    FakeRegistry,
+    Quirks,
+    Response,
+    fail,
+    is_blob_upload,
+    is_manifest_put,
+    is_mount,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -103,3 +111,37 @@ async def test_foreign_urls_are_never_fetched() -> None:
             await client.copy(f"{src.host}/app:v1", f"{dst.host}/app:v1")
         assert dst.manifest("app", "v1") == raw
         assert elsewhere.requests == []
+
+
+async def test_source_blob_missing_fails_before_any_manifest_put() -> None:
+    image = images.make_image([images.layer(2040, 3000), images.layer(2041, 2000)])
+    missing = images.sha256(image.layers[1])
+    with FakeRegistry() as src, FakeRegistry() as dst:
+        src.seed("app", "v1", image)
+        src.before(fail(100, 404, when=lambda r: r.method == "GET" and missing in r.path, code="BLOB_UNKNOWN"))
+        async with client_for(src, dst) as client:
+            with pytest.raises(ocicopy.NotFoundError, match="BLOB_UNKNOWN"):
+                await client.copy(f"{src.host}/app:v1", f"{dst.host}/app:v1")
+        assert [r for r in dst.requests if is_manifest_put(r)] == []
+        assert dst.tags("app") == []
+
+
+@pytest.mark.parametrize("delta", [-1, 1])
+async def test_content_length_other_than_the_descriptor_is_refused(delta: int) -> None:
+    image = images.make_image([images.layer(2050, 3000)])
+    layer = images.sha256(image.layers[0])
+    size = len(image.layers[0])
+    with FakeRegistry() as src, FakeRegistry() as dst:
+        src.seed("app", "v1", image)
+        body = (image.layers[0] + b"x")[: size + delta]
+
+        def lie(r):  # type: ignore[no-untyped-def]
+            if r.method == "GET" and layer in r.path:
+                return Response(200, {"Content-Type": "application/octet-stream"}, body)
+            return None
+
+        src.before(lie)
+        async with client_for(src, dst) as client:
+            with pytest.raises(ocicopy.DigestMismatchError, match="Content-Length differs"):
+                await client.copy(f"{src.host}/app:v1", f"{dst.host}/app:v1")
+        assert not dst.has_blob("app", layer) and dst.tags("app") == []
