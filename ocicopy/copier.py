@@ -61,6 +61,13 @@ class TreeResult:
     blobs: list[BlobResult] = field(default_factory=list)
     manifests: list[ManifestResult] = field(default_factory=list)
 
+    def record_manifest(self, desc: Descriptor, action: BlobAction, reference: str) -> None:
+        self.manifests.append(
+            ManifestResult(
+                digest=desc.digest, media_type=desc.media_type, size=desc.size, action=action, reference=reference
+            )
+        )
+
 
 class BlobCopier:
     """Copies blobs: skip → mount → stream, bounded and single-flighted."""
@@ -343,15 +350,7 @@ class TreeCopier:
                 raise
             await dst.registry.manifest_put(dst.repository, reference, manifest)  # once more, not in a loop
         self.progress.manifest_pushed(manifest.digest, reference)
-        out.manifests.append(
-            ManifestResult(
-                digest=manifest.digest,
-                media_type=manifest.media_type,
-                size=manifest.size,
-                action=BlobAction.COPIED,
-                reference=reference,
-            )
-        )
+        out.record_manifest(manifest.descriptor(), BlobAction.COPIED, reference)
 
     async def _upload_mounted(self, src: Endpoint, dst: Endpoint, manifest: Manifest, out: TreeResult) -> bool:
         """After ``MANIFEST_BLOB_UNKNOWN``: upload the blobs of ``manifest`` that were mounted; False if none were.
@@ -377,15 +376,7 @@ class TreeCopier:
         """Copy one index child by digest; skipped whole when the destination already has it."""
         present = await dst.registry.manifest_head(dst.repository, desc.digest)
         if present is not None:
-            out.manifests.append(
-                ManifestResult(
-                    digest=desc.digest,
-                    media_type=desc.media_type,
-                    size=desc.size,
-                    action=BlobAction.SKIPPED,
-                    reference=str(desc.digest),
-                )
-            )
+            out.record_manifest(desc, BlobAction.SKIPPED, str(desc.digest))
             return
         child = await fetch_child(src, desc)
         await self._copy_tree(src, dst, child, str(desc.digest), mount_from, out)
