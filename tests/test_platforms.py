@@ -135,11 +135,14 @@ _names = st.sampled_from(["linux", "windows", "amd64", "arm64", "arm", "v6", "v7
 
 
 @given(_names, _names, st.one_of(st.none(), _names), _names, _names, st.one_of(st.none(), _names))
-def test_matches_is_field_equality_with_variant_wildcard(
+def test_matches_is_field_equality_with_variant_wildcard_and_defaults(
     s_os: str, s_arch: str, s_var: str | None, p_os: str, p_arch: str, p_var: str | None
 ) -> None:
     spec = PlatformSpec(s_os, s_arch, s_var)
-    expected = s_os == p_os and s_arch == p_arch and (s_var is None or s_var == p_var)
+    defaults = {"arm64": "v8", "arm": "v7"}  # an entry without a variant has its architecture's default one
+    entry_var = p_var or defaults.get(p_arch)
+    spec_var = s_var or defaults.get(s_arch)
+    expected = s_os == p_os and s_arch == p_arch and (s_var is None or spec_var == entry_var)
     assert spec.matches(plat(p_os, p_arch, p_var)) is expected
 
 
