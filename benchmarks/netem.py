@@ -50,19 +50,16 @@ Through a real ``docker-registry`` and httpx on the source profile: ``GET /v2/``
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
 import time
-import warnings
 from collections.abc import Awaitable, Callable
 from functools import partial
-from types import TracebackType
 
 import anyio
-from anyio.abc import SocketAttribute, SocketStream
-from anyio.from_thread import BlockingPortal
+from anyio.abc import SocketStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from tests.harness.loopserver import LoopbackServer, parse_target
 
 __all__ = ["PROFILES", "LinkEmulator", "TokenBucket", "default_burst"]
 
@@ -74,8 +71,6 @@ MIN_BURST = 64 * 1024
 """Smallest token-bucket burst, in bytes."""
 BURST_SECONDS = 0.005
 """The burst also covers this much traffic at the link's rate (timer granularity headroom)."""
-START_TIMEOUT = 10.0
-STOP_TIMEOUT = 10.0
 
 PROFILES: dict[str, dict[str, tuple[float, float]]] = {
     "loopback": {},
@@ -135,14 +130,7 @@ def default_burst(rate_bytes_per_s: float) -> float:
     return max(float(MIN_BURST), rate_bytes_per_s * BURST_SECONDS)
 
 
-def _parse_target(target: str) -> tuple[str, int]:
-    host, sep, port = target.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"target must be 'HOST:PORT', got {target!r}")
-    return host.strip("[]"), int(port)
-
-
-class LinkEmulator:
+class LinkEmulator(LoopbackServer):
     """A TCP proxy on 127.0.0.1 that adds a round-trip delay and a bandwidth cap shared by all its connections.
 
     ``rtt`` is in seconds (``0`` for none); ``bandwidth_bps`` in bits per second, per direction
@@ -152,7 +140,6 @@ class LinkEmulator:
     ``errors`` (connections closed by a reset, a broken pipe or a refused connection to the target).
     """
 
-    host: str
     stats: dict[str, int]
 
     def __init__(self, target: str, *, rtt: float = 0.040, bandwidth_bps: float = 200e6, name: str = "link") -> None:
@@ -160,18 +147,15 @@ class LinkEmulator:
             raise ValueError(f"rtt must be a finite number of seconds >= 0, got {rtt!r}")
         if not bandwidth_bps > 0:
             raise ValueError(f"bandwidth_bps must be positive (math.inf for no cap), got {bandwidth_bps!r}")
+        super().__init__(f"netem-{name}")
         self.target = target
-        self._target_host, self._target_port = _parse_target(target)
+        self._target_host, self._target_port = parse_target(target)
         self.rtt = float(rtt)
         self.bandwidth_bps = float(bandwidth_bps)
         self.name = name
-        self.host = ""
         self.stats = {"bytes_up": 0, "bytes_down": 0, "connections": 0, "errors": 0}
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._portal: BlockingPortal | None = None
-        self._scope: anyio.CancelScope | None = None
+        self._up: TokenBucket | None = None
+        self._down: TokenBucket | None = None
 
     def __repr__(self) -> str:
         return (
@@ -179,72 +163,14 @@ class LinkEmulator:
             f"rtt={self.rtt * 1000:g} ms, bandwidth={self.bandwidth_bps / 1e6:g} Mbit/s)"
         )
 
-    @property
-    def running(self) -> bool:
-        """True while the proxy's thread runs."""
-        return self._thread is not None and self._thread.is_alive()
-
-    # ------------------------------------------------------------------ lifecycle (caller's thread)
-
-    def start(self) -> LinkEmulator:
-        """Start listening (in a daemon thread with its own event loop); return self. Starts only once."""
-        if self._thread is not None:
-            raise RuntimeError(f"{self!r} was already started")
-        self._thread = threading.Thread(target=self._run, name=f"netem-{self.name}", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(START_TIMEOUT):
-            raise RuntimeError(f"{self!r} did not start within {START_TIMEOUT:g} s")
-        if self._error is not None or not self.host:
-            raise RuntimeError(f"{self!r} failed to start: {self._error!r}") from self._error
-        return self
-
-    def stop(self) -> None:
-        """Close the listener and every connection, and join the thread (at most ``STOP_TIMEOUT`` s). Idempotent."""
-        thread, portal, scope = self._thread, self._portal, self._scope
-        if thread is None:
-            return
-        if portal is not None and scope is not None:
-            with contextlib.suppress(RuntimeError):  # the loop has already finished
-                portal.call(scope.cancel)
-        thread.join(STOP_TIMEOUT)
-        if thread.is_alive():
-            warnings.warn(f"{self!r}: thread still running {STOP_TIMEOUT:g} s after stop()", RuntimeWarning, 2)
-        elif self._error is not None:
-            warnings.warn(f"{self!r}: the proxy's event loop failed: {self._error!r}", RuntimeWarning, 2)
-
-    def __enter__(self) -> LinkEmulator:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    # ------------------------------------------------------------------ event loop (proxy thread)
-
-    def _run(self) -> None:
-        try:
-            anyio.run(self._main)
-        except BaseException as exc:  # reported by start() if it happens before the listener is up
-            self._error = exc
-        finally:
-            self._ready.set()
-
-    async def _main(self) -> None:
+    async def _prepare(self) -> None:
         rate = self.bandwidth_bps / 8
-        capped = not math.isinf(rate)
-        up = TokenBucket(rate, default_burst(rate), anyio.current_time) if capped else None
-        down = TokenBucket(rate, default_burst(rate), anyio.current_time) if capped else None
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-        async with listener, BlockingPortal() as portal, anyio.create_task_group() as tg:
-            self._portal, self._scope = portal, tg.cancel_scope
-            self.host = f"127.0.0.1:{listener.extra(SocketAttribute.local_port)}"  # noqa: S610
-            self._ready.set()
+        if not math.isinf(rate):  # one bucket per direction, shared by every connection
+            self._up = TokenBucket(rate, default_burst(rate), anyio.current_time)
+            self._down = TokenBucket(rate, default_burst(rate), anyio.current_time)
 
-            async def handle(client: SocketStream) -> None:
-                await self._connection(client, up, down)
-
-            await listener.serve(handle, task_group=tg)
+    async def _handle(self, client: SocketStream) -> None:
+        await self._connection(client, self._up, self._down)
 
     async def _connection(self, client: SocketStream, up: TokenBucket | None, down: TokenBucket | None) -> None:
         self.stats["connections"] += 1

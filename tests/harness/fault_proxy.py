@@ -51,15 +51,14 @@ import os
 import socket
 import struct
 import threading
-import warnings
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Literal, get_args
 
 import anyio
 from anyio.abc import SocketAttribute, SocketStream
-from anyio.from_thread import BlockingPortal
+
+from tests.harness.loopserver import LoopbackServer, parse_target
 
 __all__ = ["MATCH_WINDOW", "Fault", "FaultKind", "FaultProxy"]
 
@@ -71,8 +70,6 @@ MATCH_WINDOW = 4096
 """A request's first bytes held back (at most) to decide whether a ``match`` applies."""
 SLOW_TICK = 0.05
 """``slowloris`` sends one piece per tick (at least one byte)."""
-START_TIMEOUT = 10.0
-STOP_TIMEOUT = 10.0
 
 _ERRORS = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
 
@@ -127,13 +124,6 @@ class _Conn:
     fired: bool = False
 
 
-def _parse_target(target: str) -> tuple[str, int]:
-    host, sep, port = target.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"target must be 'HOST:PORT', got {target!r}")
-    return host.strip("[]"), int(port)
-
-
 def _linger_zero(stream: SocketStream) -> None:
     """Make the next close of ``stream`` send a RST instead of a FIN (best effort)."""
     with contextlib.suppress(Exception):
@@ -141,16 +131,15 @@ def _linger_zero(stream: SocketStream) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
-class FaultProxy:
+class FaultProxy(LoopbackServer):
     """A TCP proxy on 127.0.0.1 that injects byte-level faults into responses; see the module docstring."""
 
-    host: str
     stats: dict[str, int]
 
     def __init__(self, target: str) -> None:
+        super().__init__("fault-proxy")
         self.target = target
-        self._target_host, self._target_port = _parse_target(target)
-        self.host = ""
+        self._target_host, self._target_port = parse_target(target)
         self.stats = {
             "connections": 0,
             "requests": 0,
@@ -161,11 +150,6 @@ class FaultProxy:
         }
         self._faults: list[_Entry] = []
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._portal: BlockingPortal | None = None
-        self._scope: anyio.CancelScope | None = None
 
     def __repr__(self) -> str:
         return f"FaultProxy({self.host or 'not started'} -> {self.target})"
@@ -206,64 +190,7 @@ class FaultProxy:
 
     # ------------------------------------------------------------------ lifecycle (caller's thread)
 
-    @property
-    def running(self) -> bool:
-        """True while the proxy's thread runs."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> FaultProxy:
-        """Start listening (in a daemon thread with its own event loop); return self. Starts only once."""
-        if self._thread is not None:
-            raise RuntimeError(f"{self!r} was already started")
-        self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(START_TIMEOUT):
-            raise RuntimeError(f"{self!r} did not start within {START_TIMEOUT:g} s")
-        if self._error is not None or not self.host:
-            raise RuntimeError(f"{self!r} failed to start: {self._error!r}") from self._error
-        return self
-
-    def stop(self) -> None:
-        """Close the listener and every connection, and join the thread (at most ``STOP_TIMEOUT`` s). Idempotent."""
-        thread, portal, scope = self._thread, self._portal, self._scope
-        if thread is None:
-            return
-        if portal is not None and scope is not None:
-            with contextlib.suppress(RuntimeError):  # the loop has already finished
-                portal.call(scope.cancel)
-        thread.join(STOP_TIMEOUT)
-        if thread.is_alive():
-            warnings.warn(f"{self!r}: thread still running {STOP_TIMEOUT:g} s after stop()", RuntimeWarning, 2)
-        elif self._error is not None:
-            warnings.warn(f"{self!r}: the proxy's event loop failed: {self._error!r}", RuntimeWarning, 2)
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    # ------------------------------------------------------------------ event loop (proxy thread)
-
-    def _run(self) -> None:
-        try:
-            anyio.run(self._main)
-        except BaseException as exc:  # reported by start() if it happens before the listener is up
-            self._error = exc
-        finally:
-            self._ready.set()
-
-    async def _main(self) -> None:
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-        async with listener, BlockingPortal() as portal, anyio.create_task_group() as tg:
-            self._portal, self._scope = portal, tg.cancel_scope
-            self.host = f"127.0.0.1:{listener.extra(SocketAttribute.local_port)}"  # noqa: S610
-            self._ready.set()
-            await listener.serve(self._connection, task_group=tg)
-
-    async def _connection(self, client: SocketStream) -> None:
+    async def _handle(self, client: SocketStream) -> None:
         self.stats["connections"] += 1
         async with client:
             try:
