@@ -71,11 +71,12 @@ from benchmarks.blob_throughput import PeakRss, _git_revision, cpu_seconds, meta
 from benchmarks.chart import render_table, write_chart
 from benchmarks.workload import ManifestItem, Workload, build_workload
 from ocicopy.client import Client
-from ocicopy.copier import Endpoint, fetch_child
+from ocicopy.copier import fetch_child
 from ocicopy.options import ClientOptions
 from ocicopy.plan import parse_plan
 from ocicopy.planner import mirror_tag
 from ocicopy.reference import parse_reference
+from ocicopy.store import Endpoint
 from tests.harness.oracle import skopeo_version
 from tests.harness.registry import MARK_PARAM, AccessEntry, RegistryServer, start_registry
 

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from ocicopy import __version__
 from ocicopy.client import Client
+from ocicopy.compression import recompression
 from ocicopy.credentials import Credentials
 from ocicopy.display import (
     MirrorLines,
@@ -30,6 +31,7 @@ from ocicopy.display import (
     mirror_summary,
 )
 from ocicopy.errors import InputError, OcicopyError
+from ocicopy.layout import is_layout_reference
 from ocicopy.models import Manifest
 from ocicopy.options import ClientOptions
 from ocicopy.plan import BuildSpec, load_plan
@@ -61,9 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ocicopy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("copy", help="copy an image, index or artifact", description="Copy SRC to DST.")
-    p.add_argument("src", metavar="SRC", help="source reference, e.g. ghcr.io/acme/api:1.4.2")
-    p.add_argument("dst", metavar="DST", help="destination reference (no tag: the source's tag)")
+    p = sub.add_parser(
+        "copy",
+        help="copy an image, index or artifact",
+        description="Copy SRC to DST. Either may be a registry reference or an OCI image layout "
+        "(oci:PATH[:TAG] or oci:PATH@DIGEST).",
+    )
+    p.add_argument("src", metavar="SRC", help="source, e.g. ghcr.io/acme/api:1.4.2 or oci:./build:1.4.2")
+    p.add_argument("dst", metavar="DST", help="destination (no tag: the source's tag)")
     p.add_argument(
         "--platform",
         action="append",
@@ -76,6 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--src-creds", metavar="USER:PASSWORD", help="credentials for the source registry")
     p.add_argument("--dest-creds", metavar="USER:PASSWORD", help="credentials for the destination registry")
     p.add_argument("--concurrency", type=int, default=8, metavar="N", help="blobs in flight (default 8)")
+    p.add_argument(
+        "--dest-compress",
+        choices=["zstd"],
+        metavar="FORMAT",
+        help="recompress gzip layers to FORMAT (zstd); a new digest, manifests become OCI",
+    )
+    p.add_argument("--dest-compress-level", type=int, metavar="N", help="zstd level 1-19 (default 3)")
+    p.add_argument("--referrers", action="store_true", help="also copy signatures, SBOMs, attestations (recursive)")
+    p.add_argument(
+        "--artifact-type",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="with --referrers: only referrers of this artifactType; repeatable",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, no summary")
     _common(p)
@@ -141,6 +163,8 @@ def _mirror_parsers(sub: Any) -> None:
 def _creds(value: str | None, ref: str) -> dict[str, Credentials]:
     if not value:
         return {}
+    if is_layout_reference(ref):
+        raise InputError(f"credentials given for an OCI layout ({ref}): layouts are local directories")
     user, sep, password = value.partition(":")
     if not sep or not user:
         raise InputError("credentials must be given as USER:PASSWORD")
@@ -161,11 +185,25 @@ async def _copy(args: argparse.Namespace) -> int:
     async with _client(args, creds, blob_concurrency=args.concurrency, mounts=not args.no_mount) as client:
         if progress is not None:
             client.progress = client.blobs.progress = client.trees.progress = progress
+        if args.dest_compress_level is not None and args.dest_compress is None:
+            raise InputError("--dest-compress-level needs --dest-compress zstd")
+        if args.artifact_type and not args.referrers:
+            raise InputError("--artifact-type filters referrers: add --referrers")
         try:
-            result = await client.copy(args.src, args.dst, platforms=platforms, mount_from=args.mount_from)
+            result = await client.copy(
+                args.src,
+                args.dst,
+                platforms=platforms,
+                mount_from=args.mount_from,
+                compress=recompression(args.dest_compress, args.dest_compress_level),
+                referrers=args.referrers,
+                artifact_types=args.artifact_type,
+            )
         finally:
             if progress is not None:
                 progress.close()
+    for warning in result.warnings:
+        print(f"ocicopy: warning: {warning}", file=sys.stderr)
     if args.json:
         print(result.model_dump_json(indent=2))
     elif not args.quiet:
@@ -287,7 +325,7 @@ async def _lookup(args: argparse.Namespace) -> int:
     async with _client(args, _creds(args.creds, args.ref)) as client:
         info = await client.resolve(args.ref)
     if info is None:
-        print(f"not found: {parse_reference(args.ref)}", file=sys.stderr)
+        print(f"not found: {args.ref}", file=sys.stderr)
         return EXIT_NOT_FOUND
     print(info.digest)
     return EXIT_OK

@@ -9,10 +9,13 @@ from typing import Any
 import anyio
 import httpx
 
-from ocicopy.copier import BlobCopier, Endpoint, MountFrom, TreeCopier, apply_selection, fetch_child
+from ocicopy.compression import Recompression, recompression
+from ocicopy.converter import reproduce_conversion
+from ocicopy.copier import BlobCopier, MountFrom, TreeCopier, apply_selection, fetch_child
 from ocicopy.credentials import ChainCredentials, Credentials, CredentialSource, default_credentials
 from ocicopy.digest import Digest
 from ocicopy.errors import InputError, NotFoundError, unwrap_group
+from ocicopy.layout import Layout, LayoutReference, is_layout_reference, parse_layout_reference
 from ocicopy.mirror import Mirror, MirrorOptions, MirrorProgress
 from ocicopy.models import Manifest
 from ocicopy.options import ClientOptions
@@ -20,16 +23,28 @@ from ocicopy.plan import Mode, Plan
 from ocicopy.platforms import PlatformSpec, parse_platform
 from ocicopy.progress import NoProgress, Progress
 from ocicopy.reference import Reference, parse_reference
+from ocicopy.referrers import ReferrerCopier
 from ocicopy.registry import ManifestInfo, Registry
 from ocicopy.report import MirrorReport
 from ocicopy.result import CopyAction, CopyResult
+from ocicopy.store import Endpoint, Store
 from ocicopy.transport import Transport
 
-RefLike = str | Reference
+Location = Reference | LayoutReference
+RefLike = str | Reference | LayoutReference
 
 
-def as_reference(ref: RefLike, default_tag: str | None = "latest") -> Reference:
+def as_reference(ref: str | Reference, default_tag: str | None = "latest") -> Reference:
     return ref if isinstance(ref, Reference) else parse_reference(ref, default_tag=default_tag)
+
+
+def as_location(ref: RefLike, default_tag: str | None = "latest") -> Location:
+    """A registry reference, or an OCI layout for ``oci:PATH[:TAG|@DIGEST]`` (a layout has no default tag)."""
+    if isinstance(ref, Reference | LayoutReference):
+        return ref
+    if is_layout_reference(ref):
+        return parse_layout_reference(ref)
+    return parse_reference(ref, default_tag=default_tag)
 
 
 class Client:
@@ -55,6 +70,7 @@ class Client:
         self.progress: Progress = progress or NoProgress()
         self.transport = Transport(options, _credential_source(credentials, options), http_client)
         self._registries: dict[str, Registry] = {}
+        self._layouts: dict[str, Layout] = {}
         self.blobs = BlobCopier(
             anyio.CapacityLimiter(options.blob_concurrency),
             options.retry,
@@ -71,6 +87,7 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
+        self.trees.converter.close()
         await self.transport.aclose()
 
     def registry(self, host: str) -> Registry:
@@ -78,16 +95,22 @@ class Client:
             self._registries[host] = Registry(self.transport, host)
         return self._registries[host]
 
-    def endpoint(self, ref: Reference) -> Endpoint:
+    def endpoint(self, ref: Location) -> Store:
+        """Where ``ref`` lives: a registry repository, or an OCI layout (one object per directory)."""
+        if isinstance(ref, LayoutReference):
+            key = str(ref.path)
+            if key not in self._layouts:
+                self._layouts[key] = Layout(ref.path, limits=self.options.limits)
+            return self._layouts[key]
         return Endpoint(self.registry(ref.api_host), ref.repository)
 
     # -- reading ---------------------------------------------------------------------------------------------
 
     async def resolve(self, ref: RefLike) -> ManifestInfo | None:
         """HEAD the reference: digest, media type and size, or None when it does not exist."""
-        r = as_reference(ref)
-        assert r.identifier is not None
-        return await self.registry(r.api_host).manifest_head(r.repository, r.identifier)
+        r = as_location(ref)
+        store = self.endpoint(r)
+        return await store.manifest_head(r.identifier or str(await self._resolve_source(store, r)))
 
     async def digest(self, ref: RefLike) -> Digest:
         """The digest the reference resolves to (from the bytes, not only a header)."""
@@ -95,9 +118,9 @@ class Client:
 
     async def inspect(self, ref: RefLike) -> Manifest:
         """GET the manifest: raw bytes, media type, digest and a parsed view."""
-        r = as_reference(ref)
-        assert r.identifier is not None
-        return await self.registry(r.api_host).manifest_get(r.repository, r.identifier)
+        r = as_location(ref)
+        store = self.endpoint(r)
+        return await store.manifest_get(r.identifier or str(await self._resolve_source(store, r)))
 
     # -- copying ---------------------------------------------------------------------------------------------
 
@@ -108,31 +131,43 @@ class Client:
         *,
         platforms: Sequence[str | PlatformSpec] = (),
         mount_from: MountFrom = (),
+        compress: Recompression | str | None = None,
+        referrers: bool = False,
+        artifact_types: Sequence[str] = (),
     ) -> CopyResult:
-        """Copy an image, index or artifact from ``src`` to ``dst``.
+        """Copy an image, index or artifact from ``src`` to ``dst`` (registry references or ``oci:PATH[:TAG]``).
 
         ``dst`` without a tag takes the source's tag (or is pushed by digest when the source has none).
         ``platforms`` selects a subset of an index: one platform gives that single image; several give a new
         index (a new digest, reported as ``transformed``). ``mount_from`` names further repositories of the
-        destination registry to mount blobs from.
+        destination registry to mount blobs from. ``compress="zstd"`` (or a :class:`Recompression`) recompresses
+        gzip layers (a new digest, ``transformed``). ``referrers`` also copies signatures, SBOMs and
+        attestations (only those of the ``artifact_types`` given, when given).
         """
-        s, d = as_reference(src), _destination(as_reference(dst, default_tag=None), as_reference(src))
+        s = as_location(src)
+        d = _destination(as_location(dst, default_tag=None), s)
         specs = [p if isinstance(p, PlatformSpec) else parse_platform(p) for p in platforms]
+        settings = recompression(compress)
+        if settings is not None and referrers:
+            raise InputError("--referrers with recompression: signatures and attestations name the source digests")
         requests_before = self.transport.stats.total_requests
         source_digest = s.digest or await self._resolve_source(self.endpoint(s), s)
-        result = await self.copy_resolved(s, d, source_digest, specs, mount_from)
+        result = await self.copy_resolved(s, d, source_digest, specs, mount_from, compress=settings)
+        if referrers or artifact_types:
+            await self.copy_referrers(s, d, result, artifact_types)
         result.requests = self.transport.stats.total_requests - requests_before
         return result
 
     async def copy_resolved(
         self,
-        s: Reference,
-        d: Reference,
+        s: Location,
+        d: Location,
         source_digest: Digest,
         specs: Sequence[PlatformSpec] = (),
         mount_from: MountFrom = (),
         check_destination: bool = True,
         top: Manifest | None = None,
+        compress: Recompression | None = None,
     ) -> CopyResult:
         """:meth:`copy` once the source digest is known (the mirror engine resolves and dedupes HEADs itself).
 
@@ -149,27 +184,82 @@ class Client:
             media_type="",
             action=CopyAction.SKIPPED,
             platforms=[str(p) for p in specs],
+            compression=compress.format if compress is not None else None,
         )
-        # Without a platform selection the destination digest is the source digest: one HEAD on each side
-        # decides a skip, before any manifest is downloaded.
-        existing = await self._existing(dst_ep, d, source_digest) if check_destination and not specs else None
+        # Without a platform selection or a recompression the destination digest is the source digest: one
+        # HEAD on each side decides a skip, before any manifest is downloaded.
+        plain = not specs and compress is None
+        existing = await self._existing(dst_ep, d, source_digest) if check_destination and plain else None
         if existing is None:
-            top = top or await src_ep.registry.manifest_get(src_ep.repository, source_digest)
+            top = top or await src_ep.manifest_get(str(source_digest))
             manifest, result.transformed = await self._select(src_ep, top, specs)
             result.digest, result.media_type = manifest.digest, manifest.media_type
-            existing = await self._existing(dst_ep, d, manifest.digest) if specs and check_destination else None
+            expected: Digest | None = manifest.digest
+            if compress is not None:
+                expected = await self._known_conversion(src_ep, dst_ep, d, manifest) if check_destination else None
+                result.digest = expected or result.digest
+            if expected is not None and not plain and check_destination:
+                existing = await self._existing(dst_ep, d, expected)
             if existing is None:
-                reference = d.tag or str(manifest.digest)
-                try:
-                    tree = await self.trees.copy(src_ep, dst_ep, manifest, reference, mount_from)
-                except BaseExceptionGroup as group:
-                    raise unwrap_group(group) from None
-                result.blobs, result.manifests, result.action = tree.blobs, tree.manifests, CopyAction.COPIED
+                await self._copy_tree(src_ep, dst_ep, manifest, d, mount_from, compress, result)
         if existing is not None:
             result.media_type = existing.media_type
+        result.transformed = result.transformed or result.digest != source_digest
         result.seconds = round(time.monotonic() - started, 6)
         result.requests = self.transport.stats.total_requests - requests_before
         return result
+
+    async def _copy_tree(
+        self,
+        src: Store,
+        dst: Store,
+        manifest: Manifest,
+        d: Location,
+        mount_from: MountFrom,
+        compress: Recompression | None,
+        result: CopyResult,
+    ) -> None:
+        try:
+            tree = await self.trees.copy(src, dst, manifest, d.tag, mount_from, compress)
+        except BaseExceptionGroup as group:
+            raise unwrap_group(group) from None
+        assert tree.top is not None
+        result.blobs, result.manifests, result.action = tree.blobs, tree.manifests, CopyAction.COPIED
+        result.digest, result.media_type = tree.top.digest, tree.top.media_type
+
+    async def _known_conversion(self, src: Store, dst: Store, d: Location, manifest: Manifest) -> Digest | None:
+        """The digest a recompression of ``manifest`` gives, when it can be known without converting: this
+        client converted it, or the destination tag holds a conversion of it (read back and reproduced)."""
+        known = self.trees.converter.mapping.get(manifest.digest)
+        if known is not None:
+            return known.digest
+        if d.tag is None or await dst.manifest_head(d.tag) is None:
+            return None
+        held = await dst.manifest_get(d.tag)
+        reproduced = await reproduce_conversion(src, dst, manifest, held)
+        if reproduced is None:
+            return None
+        self.trees.converter.remember(manifest.digest, reproduced.descriptor(), new=False)
+        return reproduced.digest
+
+    async def copy_referrers(
+        self, s: Location, d: Location, result: CopyResult, artifact_types: Sequence[str] = ()
+    ) -> None:
+        """Copy the referrers of every manifest of ``result`` that reached the destination unchanged (all of
+        the source's when the copy was skipped); adds them to ``result.referrers``."""
+        src_ep, dst_ep = self.endpoint(s), self.endpoint(d)
+        # A manifest made here (a platform subset) has no referrers at the source: asking costs a request only.
+        subjects = [m.digest for m in result.manifests]
+        if not subjects:  # skipped whole: the top and, for an index, its children (as the destination has them)
+            held = await dst_ep.manifest_get(str(result.digest))
+            subjects = [held.digest, *(c.digest for c in held.children())]
+        try:
+            outcome = await ReferrerCopier(self.trees).copy(src_ep, dst_ep, subjects, artifact_types)
+        except BaseExceptionGroup as group:
+            raise unwrap_group(group) from None
+        result.referrers = outcome.manifests
+        result.blobs += outcome.blobs
+        result.warnings += outcome.warnings
 
     # -- mirroring -------------------------------------------------------------------------------------------------
 
@@ -195,21 +285,23 @@ class Client:
         options = MirrorOptions(dry_run=dry_run, immutable_tags=immutable_tags, concurrency=concurrency, ledger=ledger)
         return await Mirror(self, plan, options, progress).run()
 
-    async def _resolve_source(self, src: Endpoint, ref: Reference) -> Digest:
-        assert ref.identifier is not None
-        info = await src.registry.manifest_head(src.repository, ref.identifier)
+    async def _resolve_source(self, src: Store, ref: Location) -> Digest:
+        if ref.identifier is None:  # an OCI layout without a tag: its only image
+            assert isinstance(src, Layout)
+            return await _only_image(src)
+        info = await src.manifest_head(ref.identifier)
         if info is None:
             raise NotFoundError(404, "HEAD", str(ref), (), "manifest unknown: no such tag")
         return info.digest
 
-    async def _existing(self, dst: Endpoint, ref: Reference, digest: Digest) -> ManifestInfo | None:
+    async def _existing(self, dst: Store, ref: Location, digest: Digest) -> ManifestInfo | None:
         """The destination's manifest when it already is ``digest`` under ``ref`` (skip), else None."""
         if ref.digest is not None and ref.digest != digest:
             raise InputError(f"destination digest {ref.digest} does not match what would be pushed ({digest})")
-        info = await dst.registry.manifest_head(dst.repository, ref.tag or str(digest))
+        info = await dst.manifest_head(ref.tag or str(digest))
         return info if info is not None and info.digest == digest else None
 
-    async def _select(self, src: Endpoint, top: Manifest, specs: Sequence[PlatformSpec]) -> tuple[Manifest, bool]:
+    async def _select(self, src: Store, top: Manifest, specs: Sequence[PlatformSpec]) -> tuple[Manifest, bool]:
         """Apply a platform selection: the same manifest, one child (fetched), or a subset index."""
         chosen = apply_selection(top, specs)
         if isinstance(chosen, Manifest):
@@ -217,7 +309,19 @@ class Client:
         return await fetch_child(src, chosen), True
 
 
-def _destination(dst: Reference, src: Reference) -> Reference:
+async def _only_image(layout: Layout) -> Digest:
+    """The image of a layout given without a tag: its only tag (skopeo's rule), else an error naming them."""
+    tags = await layout.tags()
+    if len(tags) != 1:
+        shown = ", ".join(tags[:10]) or "none"
+        raise InputError(f"{layout} holds {len(tags)} tagged images ({shown}): name one as oci:PATH:TAG")
+    info = await layout.manifest_head(tags[0])
+    if info is None:
+        raise NotFoundError(404, "READ", str(layout), (), f"tag {tags[0]} is listed but its manifest is missing")
+    return info.digest
+
+
+def _destination(dst: Location, src: Location) -> Location:
     """Fill a destination without tag or digest from the source's tag."""
     if dst.tag is None and dst.digest is None and src.tag is not None:
         return dst.with_tag(src.tag)

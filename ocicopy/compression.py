@@ -22,9 +22,10 @@ from typing import Final, Literal
 
 import anyio.to_thread
 import zstandard
+from pydantic import BaseModel, ConfigDict, Field
 
 from ocicopy.digest import Digest, Hasher
-from ocicopy.errors import OcicopyError
+from ocicopy.errors import InputError, OcicopyError
 
 GZIP_MAGIC: Final = b"\x1f\x8b"
 ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
@@ -98,6 +99,32 @@ def detect(first_bytes: bytes) -> Literal["gzip", "zstd", "none"]:
     if first_bytes.startswith(ZSTD_MAGIC):
         return "zstd"
     return "none"
+
+
+class Recompression(BaseModel):
+    """What ``--dest-compress`` asks for: the target format, its level, and bounds on untrusted input."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal["zstd"] = "zstd"
+    level: int = Field(default=3, ge=1, le=19, description="zstd level (3: zstd's default; 19: smallest, slow)")
+    max_uncompressed: int = Field(
+        default=64 * 1024**3, ge=1, description="largest uncompressed layer accepted (decompression bombs)"
+    )
+
+
+def recompression(value: Recompression | str | None, level: int | None = None) -> Recompression | None:
+    """``"zstd"`` / a :class:`Recompression` / None, with an optional level override."""
+    if value is None:
+        return None
+    if not isinstance(value, Recompression) and value != "zstd":
+        raise InputError(f"unsupported destination compression {value!r}: only 'zstd' is supported")
+    chosen = value if isinstance(value, Recompression) else Recompression()
+    if level is None:
+        return chosen
+    if not 1 <= level <= 19:
+        raise InputError(f"zstd level {level} is out of range 1-19")
+    return chosen.model_copy(update={"level": level})
 
 
 def zstd_media_type(media_type: str) -> str:

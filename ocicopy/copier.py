@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import anyio
 import httpx
 
+from ocicopy.compression import Recompression
+from ocicopy.converter import Converter
 from ocicopy.digest import Digest, Verifier
 from ocicopy.errors import DigestMismatchError, ManifestError, RegistryError, TransportError
 from ocicopy.flight import SingleFlight
@@ -31,27 +33,18 @@ from ocicopy.models import Descriptor, Manifest, parse_manifest
 from ocicopy.options import Timeouts
 from ocicopy.platforms import PlatformSpec
 from ocicopy.progress import NoProgress, Progress
-from ocicopy.registry import Registry, UploadSession, verified
+from ocicopy.registry import UploadSession, verified
 from ocicopy.result import BlobAction, BlobResult, ManifestResult
 from ocicopy.retry import RetryPolicy, is_retryable_status
+from ocicopy.store import BlobSink, BlobSource, Endpoint, Store
+from ocicopy.transform import convertible, rewrite_image, rewrite_index
 
 #: An async callable giving, for a destination host and digest, repositories there that may hold the blob.
 MountHints = Callable[[str, Digest], Awaitable[Sequence[str]]]
 #: Where to try mounting from: fixed repository names, or hints looked up per blob (e.g. the mirror's ledger).
 MountFrom = Sequence[str] | MountHints
 MAX_MOUNT_TRIES = 3
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """A repository on a registry."""
-
-    registry: Registry
-    repository: str
-
-    @property
-    def host(self) -> str:
-        return self.registry.host
+CONFIG_LIMIT = 16 * 1024 * 1024  # an image config read to check diff_ids after a recompression
 
 
 @dataclass
@@ -60,6 +53,7 @@ class TreeResult:
 
     blobs: list[BlobResult] = field(default_factory=list)
     manifests: list[ManifestResult] = field(default_factory=list)
+    top: Manifest | None = None
 
     def record_manifest(self, desc: Descriptor, action: BlobAction, reference: str) -> None:
         self.manifests.append(
@@ -89,7 +83,7 @@ class BlobCopier:
         self.transfers: SingleFlight[str] = SingleFlight(keep_results=True)
         self.located: dict[tuple[str, Digest], list[str]] = {}
 
-    async def copy(self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: MountFrom = ()) -> BlobResult:
+    async def copy(self, src: Store, dst: Store, desc: Descriptor, mount_from: MountFrom = ()) -> BlobResult:
         """Make ``desc`` present in ``dst``; ``mount_from`` lists repositories of ``dst``'s registry to try."""
         key = (dst.host, dst.repository, desc.digest)
         result, leader = await self.flight.run(key, lambda: self._copy(src, dst, desc, mount_from))
@@ -97,11 +91,14 @@ class BlobCopier:
             return result
         return BlobResult(digest=desc.digest, size=desc.size, media_type=desc.media_type, action=BlobAction.SKIPPED)
 
-    async def _copy(self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: MountFrom) -> BlobResult:
+    async def _copy(self, src: Store, dst: Store, desc: Descriptor, mount_from: MountFrom) -> BlobResult:
         started = time.monotonic()
         action, sent, origin = BlobAction.SKIPPED, 0, None
         if not (src.host == dst.host and src.repository == dst.repository):
-            action, sent, origin = await self._place(src, dst, desc, mount_from)
+            if isinstance(dst, Endpoint):
+                action, sent, origin = await self._place(src, dst, desc, mount_from)
+            else:
+                action, sent = await self._write(src, dst, desc)
         result = BlobResult(
             digest=desc.digest,
             size=desc.size,
@@ -111,13 +108,39 @@ class BlobCopier:
             seconds=round(time.monotonic() - started, 6),
             mounted_from=origin,
         )
-        known = self.located.setdefault((dst.host, desc.digest), [])
-        if dst.repository not in known:
-            known.append(dst.repository)
+        self._located(dst, desc.digest)
         self.progress.blob_finished(result)
         return result
 
-    async def _candidates(self, src: Endpoint, dst: Endpoint, digest: Digest, mount_from: MountFrom) -> list[str]:
+    def _located(self, dst: Store, digest: Digest) -> None:
+        known = self.located.setdefault((dst.host, digest), [])
+        if dst.repository not in known:
+            known.append(dst.repository)
+
+    async def _write(self, src: Store, dst: Store, desc: Descriptor) -> tuple[BlobAction, int]:
+        """Into a store that takes a stream directly (an OCI layout): present → skip; else stream, verified
+        by the store before its atomic rename."""
+        if not isinstance(dst, BlobSink):
+            raise TypeError(f"cannot write blobs into {dst!r}")
+        async with self.limiter:
+            if await dst.blob_exists(desc.digest) is not None:
+                return BlobAction.SKIPPED, 0
+            self.progress.blob_started(desc.digest, desc.size)
+            await dst.write_blob(desc.digest, desc.size, self._counted(desc.digest, self.read(src, desc)))
+        return BlobAction.COPIED, desc.size
+
+    async def mount_only(self, dst: Endpoint, digest: Digest, mount_from: MountFrom) -> str | None:
+        """Try to mount ``digest`` into ``dst`` from the usual candidates; the origin, or None (nothing opened)."""
+        async with self.limiter:
+            candidates = await self._candidates(None, dst, digest, mount_from)
+            origin, session = await self._try_mounts(dst, digest, candidates)
+            if session is not None:
+                await dst.registry.cancel_upload(session)
+        if origin is not None:
+            self._located(dst, digest)
+        return origin
+
+    async def _candidates(self, src: Store | None, dst: Endpoint, digest: Digest, mount_from: MountFrom) -> list[str]:
         """Repositories of the destination registry to mount ``digest`` from, most likely first.
 
         The source repository when source and destination share a registry, then where this client already
@@ -128,7 +151,7 @@ class BlobCopier:
             return []
         hints = await mount_from(dst.host, digest) if callable(mount_from) else mount_from
         ordered = [*self.located.get((dst.host, digest), ()), *hints]
-        if src.host == dst.host:
+        if src is not None and src.host == dst.host:
             ordered.insert(0, src.repository)
         # Each declined mount costs a request and an upload session: try a few, then upload.
         return [r for r in dict.fromkeys(ordered) if r != dst.repository][:MAX_MOUNT_TRIES]
@@ -152,7 +175,7 @@ class BlobCopier:
         return None, session
 
     async def _place(
-        self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: MountFrom
+        self, src: Store, dst: Endpoint, desc: Descriptor, mount_from: MountFrom
     ) -> tuple[BlobAction, int, str | None]:
         """HEAD → mount → (one transfer per registry and digest) → stream. The limiter is held only while this
         copy talks to a registry, never while it waits for another copy's transfer of the same blob."""
@@ -178,12 +201,12 @@ class BlobCopier:
             await self.stream(src, dst, desc, session)
         return BlobAction.COPIED, desc.size, None
 
-    async def _stream_into(self, src: Endpoint, dst: Endpoint, desc: Descriptor, session: UploadSession | None) -> str:
+    async def _stream_into(self, src: Store, dst: Endpoint, desc: Descriptor, session: UploadSession | None) -> str:
         async with self.limiter:
             await self.stream(src, dst, desc, session)
         return dst.repository
 
-    async def stream(self, src: Endpoint, dst: Endpoint, desc: Descriptor, session: UploadSession | None) -> None:
+    async def stream(self, src: Store, dst: Endpoint, desc: Descriptor, session: UploadSession | None) -> None:
         """GET from ``src`` → verify → PUT into ``dst``, retried from scratch (new session) on transient faults."""
         attempt = 0
         while True:
@@ -216,20 +239,32 @@ class BlobCopier:
                 raise
 
     async def _stream_once(
-        self, src: Endpoint, dst: Endpoint, desc: Descriptor, session: UploadSession, sent: _Sent
+        self, src: Store, dst: Endpoint, desc: Descriptor, session: UploadSession, sent: _Sent
     ) -> None:
         self.progress.blob_started(desc.digest, desc.size)
         verifier = Verifier(desc.digest, desc.size)
-        body = verified(self._counted(desc.digest, self._read(src, desc)), verifier)
+        body = verified(self._counted(desc.digest, self.read(src, desc)), verifier)
         deadline = self.timeouts.transfer_deadline(desc.size)
         with anyio.move_on_after(deadline) as scope:
             await dst.registry.upload(session, desc.digest, desc.size, sent.watch(body))
         if scope.cancelled_caught:
-            where = f"{src.host}/{src.repository}@{desc.digest}"
-            raise TransportError("GET/PUT", where, f"transfer exceeded its {deadline:.0f} s deadline (slow source?)")
+            raise TransportError(
+                "GET/PUT", f"{src}@{desc.digest}", f"transfer exceeded its {deadline:.0f} s deadline (slow source?)"
+            )
+
+    async def read(self, src: Store, desc: Descriptor) -> AsyncIterator[bytes]:
+        """The blob's bytes from ``src`` (unverified: the caller checks them)."""
+        if isinstance(src, Endpoint):
+            async for chunk in self._read(src, desc):
+                yield chunk
+        elif isinstance(src, BlobSource):
+            async for chunk in src.read_blob(desc.digest):
+                yield chunk
+        else:
+            raise TypeError(f"cannot read blobs from {src!r}")
 
     async def _read(self, src: Endpoint, desc: Descriptor) -> AsyncIterator[bytes]:
-        """The blob's bytes, resuming a broken or short read with ``Range: bytes=N-``.
+        """The blob's bytes from a registry, resuming a broken or short read with ``Range: bytes=N-``.
 
         Only a 206 whose ``Content-Range`` starts at N is appended; any other answer to a resume means the
         bytes already sent cannot be continued, and the transfer restarts from zero (a :class:`TransportError`
@@ -314,77 +349,119 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, TransportError | httpx.TransportError)
 
 
-class TreeCopier:
-    """Copies a manifest and everything under it."""
+@dataclass
+class CopyJob:
+    """One tree copy: where from, where to, and what to do on the way."""
 
-    def __init__(self, blobs: BlobCopier, progress: Progress | None = None) -> None:
+    src: Store
+    dst: Store
+    mount_from: MountFrom = ()
+    compress: Recompression | None = None
+    out: TreeResult = field(default_factory=TreeResult)
+
+
+class TreeCopier:
+    """Copies a manifest and everything under it; with a recompression, converts layers and rewrites manifests."""
+
+    def __init__(self, blobs: BlobCopier, progress: Progress | None = None, converter: Converter | None = None) -> None:
         self.blobs = blobs
         self.progress: Progress = progress or NoProgress()
+        self.converter = converter or Converter(blobs)
 
     async def copy(
-        self, src: Endpoint, dst: Endpoint, manifest: Manifest, reference: str, mount_from: MountFrom = ()
-    ) -> TreeResult:
-        """Copy ``manifest`` (already fetched and verified) from ``src`` and PUT it at ``dst`` as ``reference``."""
-        out = TreeResult()
-        await self._copy_tree(src, dst, manifest, reference, mount_from, out)
-        return out
-
-    async def _copy_tree(
         self,
-        src: Endpoint,
-        dst: Endpoint,
+        src: Store,
+        dst: Store,
         manifest: Manifest,
-        reference: str,
-        mount_from: MountFrom,
-        out: TreeResult,
-    ) -> None:
-        async with anyio.create_task_group() as tg:
-            for child in manifest.children():
-                tg.start_soon(self._copy_child, src, dst, child, mount_from, out)
-            for desc in manifest.blobs():
-                tg.start_soon(self._copy_blob, src, dst, desc, mount_from, out)
-        try:
-            await dst.registry.manifest_put(dst.repository, reference, manifest)
-        except RegistryError as exc:
-            if "MANIFEST_BLOB_UNKNOWN" not in exc.codes or not await self._upload_mounted(src, dst, manifest, out):
-                raise
-            await dst.registry.manifest_put(dst.repository, reference, manifest)  # once more, not in a loop
-        self.progress.manifest_pushed(manifest.digest, reference)
-        out.record_manifest(manifest.descriptor(), BlobAction.COPIED, reference)
+        reference: str | None,
+        mount_from: MountFrom = (),
+        compress: Recompression | None = None,
+    ) -> TreeResult:
+        """Copy ``manifest`` (already fetched and verified) from ``src`` and PUT it at ``dst`` as ``reference``
+        (a tag, or None: by its own digest, which a recompression changes). ``out.top`` is what was pushed."""
+        job = CopyJob(src, dst, mount_from, compress)
+        job.out.top = await self._copy_tree(job, manifest, reference, root=True)
+        return job.out
 
-    async def _upload_mounted(self, src: Endpoint, dst: Endpoint, manifest: Manifest, out: TreeResult) -> bool:
+    async def _copy_tree(self, job: CopyJob, manifest: Manifest, reference: str | None, root: bool) -> Manifest:
+        """Children and blobs first (concurrently), then this manifest; returns the manifest pushed."""
+        children: dict[int, Descriptor] = {}
+        layers: dict[int, Descriptor] = {}
+        async with anyio.create_task_group() as tg:
+            for i, child in enumerate(manifest.children()):
+                tg.start_soon(self._copy_child, job, i, child, children)
+            for i, desc in enumerate(manifest.blobs()):
+                tg.start_soon(self._copy_blob, job, i - 1, desc, layers)  # config is -1, layers from 0
+        if job.compress is not None:
+            if layers:
+                config, *originals = manifest.blobs()
+                await self.converter.check_diff_ids(job.src, config, originals, CONFIG_LIMIT)
+            source, manifest = manifest, _converted(manifest, children, layers)
+            self.converter.remember(source.digest, manifest.descriptor())
+        await self._put(job, manifest, reference or str(manifest.digest), root)
+        return manifest
+
+    async def _put(self, job: CopyJob, manifest: Manifest, reference: str, root: bool) -> None:
+        dst = job.dst
+        try:
+            await dst.manifest_put(reference, manifest, root=root)
+        except RegistryError as exc:
+            if "MANIFEST_BLOB_UNKNOWN" not in exc.codes or not await self._upload_mounted(job, manifest):
+                raise
+            await dst.manifest_put(reference, manifest, root=root)  # once more, not in a loop
+        self.progress.manifest_pushed(manifest.digest, reference)
+        job.out.record_manifest(manifest.descriptor(), BlobAction.COPIED, reference)
+
+    async def _upload_mounted(self, job: CopyJob, manifest: Manifest) -> bool:
         """After ``MANIFEST_BLOB_UNKNOWN``: upload the blobs of ``manifest`` that were mounted; False if none were.
 
         A registry may accept a mount (201) yet not count the blob for manifests of the new repository (ECR
         mounts only blobs of committed manifests; see REGISTRY-QUIRKS.md, "Mounts").
         """
-        digests = {d.digest for d in manifest.blobs()}
-        mounted = [b for b in out.blobs if b.action is BlobAction.MOUNTED and b.digest in digests]
+        if not isinstance(job.dst, Endpoint):
+            return False
+        by_digest = {d.digest: d for d in manifest.blobs()}
+        mounted = [b for b in job.out.blobs if b.action is BlobAction.MOUNTED and b.digest in by_digest]
         for blob in mounted:
-            desc = next(d for d in manifest.blobs() if d.digest == blob.digest)
-            await self.blobs.stream(src, dst, desc, None)
+            source = job.src if blob.source_digest is None else self.converter.spool
+            await self.blobs.stream(source, job.dst, by_digest[blob.digest], None)
         return bool(mounted)
 
-    async def _copy_blob(
-        self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: MountFrom, out: TreeResult
-    ) -> None:
-        out.blobs.append(await self.blobs.copy(src, dst, desc, mount_from))
+    async def _copy_blob(self, job: CopyJob, i: int, desc: Descriptor, layers: dict[int, Descriptor]) -> None:
+        if job.compress is not None and i >= 0 and convertible(desc):
+            layers[i], result = await self.converter.layer(job.src, job.dst, desc, job.compress, job.mount_from)
+        else:
+            result = await self.blobs.copy(job.src, job.dst, desc, job.mount_from)
+        job.out.blobs.append(result)
 
-    async def _copy_child(
-        self, src: Endpoint, dst: Endpoint, desc: Descriptor, mount_from: MountFrom, out: TreeResult
-    ) -> None:
-        """Copy one index child by digest; skipped whole when the destination already has it."""
-        present = await dst.registry.manifest_head(dst.repository, desc.digest)
-        if present is not None:
-            out.record_manifest(desc, BlobAction.SKIPPED, str(desc.digest))
+    async def _copy_child(self, job: CopyJob, i: int, desc: Descriptor, children: dict[int, Descriptor]) -> None:
+        """Copy one index child by digest; skipped whole when the destination already has it (for a
+        recompression: when its converted digest is known and present)."""
+        if job.compress is None:
+            target: Descriptor | None = desc
+        else:
+            target = self.converter.mapping.get(desc.digest)
+        if target is not None and await job.dst.manifest_head(str(target.digest)) is not None:
+            job.out.record_manifest(target, BlobAction.SKIPPED, str(target.digest))
+            children[i] = target
             return
-        child = await fetch_child(src, desc)
-        await self._copy_tree(src, dst, child, str(desc.digest), mount_from, out)
+        child = await fetch_child(job.src, desc)
+        pushed = await self._copy_tree(job, child, None, root=False)
+        children[i] = pushed.descriptor()
 
 
-async def fetch_child(src: Endpoint, desc: Descriptor) -> Manifest:
+def _converted(manifest: Manifest, children: dict[int, Descriptor], layers: dict[int, Descriptor]) -> Manifest:
+    """``manifest`` rewritten for converted ``layers`` or ``children``; the same bytes when nothing changed."""
+    if manifest.is_index:
+        old = manifest.children()
+        changed = any(d.digest != old[i].digest for i, d in children.items())
+        return rewrite_index(manifest, children) if changed else manifest
+    return rewrite_image(manifest, layers) if layers else manifest
+
+
+async def fetch_child(src: Store, desc: Descriptor) -> Manifest:
     """GET a manifest by its descriptor: bytes checked against the digest and the size."""
-    manifest = await src.registry.manifest_get(src.repository, desc.digest)
+    manifest = await src.manifest_get(str(desc.digest))
     if manifest.size != desc.size:
         raise DigestMismatchError(desc.digest, None, manifest.size, desc.size, "manifest size differs from descriptor")
     return manifest

@@ -81,13 +81,15 @@ def copy_summary(result: CopyResult) -> str:
         f"  digest     {result.digest} ({result.media_type})",
     ]
     if result.transformed:
-        lines.append(
-            f"  note       new digest: platform subset {', '.join(result.platforms)} of {result.source_digest}"
-        )
+        what = [f"platform subset {', '.join(result.platforms)}"] if result.platforms else []
+        what += [f"layers recompressed to {result.compression}"] if result.compression else []
+        lines.append(f"  note       new digest ({'; '.join(what)}) from {result.source_digest}")
+    recompressed = f"{t.blobs_recompressed} recompressed, " if result.compression else ""
     lines += [
-        f"  blobs      {t.blobs_copied} copied, {t.blobs_mounted} mounted, {t.blobs_skipped} skipped; "
+        f"  blobs      {t.blobs_copied} copied, {recompressed}{t.blobs_mounted} mounted, {t.blobs_skipped} skipped; "
         f"{human_bytes(t.bytes_sent)} sent",
         f"  manifests  {t.manifests_pushed} pushed, {t.manifests_skipped} already present",
+        *([f"  referrers  {len(result.referrers)} (signatures, SBOMs, attestations)"] if result.referrers else []),
         f"  time       {result.seconds:.2f} s, {result.requests} requests",
         f"  pinned     {result.pinned}",
     ]

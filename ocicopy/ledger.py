@@ -4,7 +4,10 @@ Why: a fresh process mirroring into a populated mirror knows nothing of where bl
 distribution API has no "which repositories hold this digest" query. Trying a mount from every repository of
 the plan would cost up to one request per repository per blob. Instead, each run records where it placed or
 found blobs in a small OCI artifact in the mirror itself (``{prefix}/ocicopy-ledger:blobs-v1``, artifactType
-``application/vnd.ocicopy.ledger.v1``, one JSON layer ``{"version": 1, "blobs": {digest: [repo, ...]}}``).
+``application/vnd.ocicopy.ledger.v1``, one JSON layer ``{"version": 1, "blobs": {digest: [repo, ...]},
+"converted": {source digest: descriptor}}``). ``converted`` records recompressions (gzip layer → its zstd
+blob, source manifest → the rewritten one), so a later run neither recompresses a layer it already converted
+nor misses that a mirror tag already holds the conversion of its source.
 
 Cost, in requests: reading is lazy (only when a blob actually has to be placed, so a warm run never reads
 it): manifest GET + blob GET = 2 per run. Writing, at the end of a run that placed blobs: manifest GET + blob
@@ -24,9 +27,10 @@ from typing import Any, Final
 
 import anyio
 
+from ocicopy.compression import OCI_LAYER_ZSTD, OCI_NONDIST_LAYER_ZSTD
 from ocicopy.digest import Digest, is_digest
 from ocicopy.errors import InputError, OcicopyError
-from ocicopy.models import OCI_EMPTY, OCI_MANIFEST, ImageManifest, Manifest, parse_manifest
+from ocicopy.models import OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, Descriptor, ImageManifest, Manifest, parse_manifest
 from ocicopy.reference import validate_repository
 from ocicopy.registry import Registry, read_blob
 
@@ -36,6 +40,8 @@ LAYER_TYPE: Final = "application/vnd.ocicopy.ledger.v1+json"
 EMPTY_CONFIG: Final = b"{}"
 MAX_LEDGER_BYTES: Final = 8 * 1024 * 1024
 MAX_REPOS_PER_BLOB: Final = 4
+#: What a recorded conversion may be: a zstd layer, or the OCI manifest/index rewritten around converted layers.
+CONVERTED_TYPES: Final = frozenset({OCI_LAYER_ZSTD, OCI_NONDIST_LAYER_ZSTD, OCI_MANIFEST, OCI_INDEX})
 
 
 class Ledger:
@@ -45,6 +51,7 @@ class Ledger:
         self.registry = registry
         self.repository = validate_repository(repository)
         self.blobs: dict[Digest, list[str]] = {}
+        self.converted: dict[Digest, Descriptor] = {}  # source layer/manifest digest → its zstd conversion
         self.added = 0
         self.reads = 0
         self._loaded = False
@@ -65,6 +72,16 @@ class Ledger:
         del repos[MAX_REPOS_PER_BLOB:]
         self.added += 1
 
+    def record_conversion(self, source: Digest, converted: Descriptor) -> None:
+        if self.converted.get(source) != converted:
+            self.converted[source] = converted
+            self.added += 1
+
+    async def conversions(self) -> dict[Digest, Descriptor]:
+        """Recompressions recorded by earlier runs (hints: a conversion is used only if its blob is there)."""
+        await self.load()
+        return dict(self.converted)
+
     async def load(self) -> None:
         async with self._lock:
             if not self._loaded:
@@ -76,36 +93,40 @@ class Ledger:
         if not self.added:
             return False
         stored = await self._read()
-        mine = self.blobs
-        self.blobs = {}
+        mine, converted = self.blobs, self.converted
+        self.blobs, self.converted = {}, {}
         self._merge(stored)
         for digest, repos in mine.items():  # ours are newer: first
             for repo in reversed(repos):
                 self.record(digest, repo)
-        await self._write(_encode(self.blobs))
+        self.converted.update(converted)
+        await self._write(_encode(self.blobs, self.converted))
         self.added = 0
         return True
 
-    def _merge(self, entries: dict[Digest, list[str]]) -> None:
+    def _merge(self, doc: tuple[dict[Digest, list[str]], dict[Digest, Descriptor]]) -> None:
+        entries, converted = doc
+        for source, desc in converted.items():
+            self.converted.setdefault(source, desc)
         for digest, repos in entries.items():
             known = self.blobs.setdefault(digest, [])
             known.extend(r for r in repos if r not in known)
             del known[MAX_REPOS_PER_BLOB:]
 
-    async def _read(self) -> dict[Digest, list[str]]:
+    async def _read(self) -> tuple[dict[Digest, list[str]], dict[Digest, Descriptor]]:
         self.reads += 1
         try:
             manifest = await self.registry.manifest_get(self.repository, LEDGER_TAG)
         except OcicopyError:
-            return {}  # absent (404) or unreadable: start afresh, it is only a hint
+            return {}, {}  # absent (404) or unreadable: start afresh, it is only a hint
         layers = manifest.blobs()[1:]
         if not layers or layers[0].media_type != LAYER_TYPE or layers[0].size > MAX_LEDGER_BYTES:
-            return {}
+            return {}, {}
         try:
             data = await read_blob(self.registry, self.repository, layers[0].digest, MAX_LEDGER_BYTES)
-            return _decode(data)
+            return _decode(data), _decode_converted(data)
         except OcicopyError:
-            return {}
+            return {}, {}
 
     async def _write(self, data: bytes) -> None:
         for blob in (EMPTY_CONFIG, data):
@@ -131,13 +152,44 @@ def _manifest(data: bytes) -> Manifest:
     return manifest
 
 
-def _encode(blobs: dict[Digest, list[str]]) -> bytes:
-    data = json.dumps({"version": 1, "blobs": blobs}, separators=(",", ":"), sort_keys=True).encode()
-    while len(data) > MAX_LEDGER_BYTES and blobs:  # drop the oldest entries to stay under the cap
-        for key in list(blobs)[: max(1, len(blobs) // 10)]:
-            del blobs[key]
-        data = json.dumps({"version": 1, "blobs": blobs}, separators=(",", ":"), sort_keys=True).encode()
+def _encode(blobs: dict[Digest, list[str]], converted: dict[Digest, Descriptor] | None = None) -> bytes:
+    conv = {k: v.model_dump(mode="json", by_alias=True, exclude_none=True) for k, v in (converted or {}).items()}
+
+    def dump() -> bytes:
+        doc: dict[str, Any] = {"version": 1, "blobs": blobs}
+        if conv:
+            doc["converted"] = conv
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+    data = dump()
+    while len(data) > MAX_LEDGER_BYTES and (blobs or conv):  # drop the oldest entries to stay under the cap
+        for table in (blobs, conv):
+            for key in list(table)[: max(1, len(table) // 10)]:
+                del table[key]
+        data = dump()
     return data
+
+
+def _decode_converted(data: bytes) -> dict[Digest, Descriptor]:
+    """The ``converted`` table of an untrusted ledger: valid digests and zstd descriptors only."""
+    try:
+        doc: Any = json.loads(data)
+    except (ValueError, RecursionError):
+        return {}
+    table = doc.get("converted") if isinstance(doc, dict) and doc.get("version") == 1 else None
+    if not isinstance(table, dict):
+        return {}
+    out: dict[Digest, Descriptor] = {}
+    for key, value in table.items():
+        if not (isinstance(key, str) and is_digest(key) and isinstance(value, dict)):
+            continue
+        try:
+            desc = Descriptor.model_validate(value)
+        except ValueError:
+            continue
+        if desc.media_type in CONVERTED_TYPES:
+            out[Digest(key)] = desc
+    return out
 
 
 def _decode(data: bytes) -> dict[Digest, list[str]]:

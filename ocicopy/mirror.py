@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
+from ocicopy.compression import recompression
 from ocicopy.copier import MountFrom, apply_selection, fetch_child
 from ocicopy.digest import Digest
 from ocicopy.errors import NotFoundError, OcicopyError, unwrap_group
 from ocicopy.flight import SingleFlight
+from ocicopy.layout import LayoutReference, parse_layout_reference
 from ocicopy.ledger import Ledger
 from ocicopy.models import Manifest
 from ocicopy.plan import Plan
@@ -38,6 +40,9 @@ from ocicopy.result import BlobAction, CopyAction, CopyResult
 
 if TYPE_CHECKING:  # avoids an import cycle: client.py imports this module
     from ocicopy.client import Client
+
+
+Location = Reference | LayoutReference
 
 
 class MirrorProgress(Protocol):
@@ -66,12 +71,18 @@ class Mirror:
         self.immutable = re.compile(pattern) if pattern else None
         self.heads: SingleFlight[ManifestInfo | None] = SingleFlight(keep_results=True)
         self.copies: SingleFlight[CopyResult] = SingleFlight(keep_results=True)
+        self.referrer_copies: SingleFlight[CopyResult] = SingleFlight(keep_results=True)
         self.manifests: SingleFlight[Manifest] = SingleFlight(keep_results=True)
         self.planned_blobs: set[Digest] = set()
         self.predicted: set[str] = set()
         use_ledger = plan.mirror.ledger if self.options.ledger is None else self.options.ledger
-        registry = client.registry(Reference(plan.mirror.registry, "x").api_host)  # docker.io → its API host
-        self.ledger = Ledger(registry, ledger_repository(plan)) if use_ledger and not self.options.dry_run else None
+        self.ledger: Ledger | None = None
+        if use_ledger and not self.options.dry_run and plan.mirror.registry is not None:  # layouts: no mounts
+            registry = client.registry(Reference(plan.mirror.registry, "x").api_host)  # docker.io → its API host
+            self.ledger = Ledger(registry, ledger_repository(plan))
+        self.compress = recompression(plan.mirror.compress, plan.mirror.compress_level)
+        self._seeded = False
+        self._seed_lock = anyio.Lock()
         self.done = 0
 
     async def run(self) -> MirrorReport:
@@ -104,6 +115,8 @@ class Mirror:
     async def _save_ledger(self) -> list[str]:
         if self.ledger is None:
             return []
+        for source, converted in self.client.trees.converter.recorded.items():
+            self.ledger.record_conversion(source, converted)
         try:
             await self.ledger.save()
         except OcicopyError as exc:
@@ -137,20 +150,37 @@ class Mirror:
         result.seconds = round(time.monotonic() - started, 6)
         return result
 
-    async def _head(self, ref: Reference) -> ManifestInfo | None:
+    async def _head(self, ref: Location) -> ManifestInfo | None:
         assert ref.identifier is not None
-        registry = self.client.registry(ref.api_host)
-        info, _ = await self.heads.run(str(ref), lambda: registry.manifest_head(ref.repository, ref.identifier or ""))
+        store = self.client.endpoint(ref)
+        info, _ = await self.heads.run(str(ref), lambda: store.manifest_head(ref.identifier or ""))
         return info
 
     async def _build(self, target: Target, result: DeploymentResult) -> None:
         found = await self._head(target.destination)
+        if found is None and not self.options.dry_run:
+            found = await self._push_build_output(target, result)
         if found is None:
             result.action = MirrorAction.BUILD_NEEDED
             return
-        result.action = MirrorAction.BUILD_CACHED
+        pushed = bool(result.warnings)
+        result.action = MirrorAction.BUILD_PUSHED if pushed else MirrorAction.BUILD_CACHED
         result.source_digest = found.digest
         result.pinned = _pinned(target.destination, found.digest)
+
+    async def _push_build_output(self, target: Target, result: DeploymentResult) -> ManifestInfo | None:
+        """A missing build the builder already wrote into ``build.output`` tagged with the build key: push it."""
+        build = target.deployment.build
+        if build is None or build.output is None or target.build_key is None:
+            return None
+        output = parse_layout_reference(build.output).with_tag(target.build_key)
+        info = await self.client.endpoint(output).manifest_head(target.build_key)
+        if info is None:
+            return None
+        copy = await self.client.copy_resolved(output, target.destination, info.digest, check_destination=False)
+        _count(result, copy)
+        result.warnings.append(f"pushed from the builder's layout {output}")
+        return info
 
     async def _image(self, target: Target, result: DeploymentResult) -> None:
         assert target.source is not None
@@ -165,16 +195,22 @@ class Mirror:
         result.source_digest = source_digest
         specs = [parse_platform(p) for p in target.deployment.platforms]
         top = await self._source_manifest(source, source_digest) if specs else None
-        # What the mirror tag must hold: the source digest, or what the platform selection yields.
-        expected = apply_selection(top, specs).digest if top is not None else source_digest
+        # What the mirror tag must hold: the source digest, or what the platform selection yields, or (with a
+        # recompression) the conversion of that, when known (else the copy finds out, reading the mirror tag).
+        expected: Digest | None = apply_selection(top, specs).digest if top is not None else source_digest
+        if self.compress is not None and expected is not None:
+            expected = await self._known_conversion(expected)
         if mirrored is not None and mirrored.digest == expected:
-            result.action, result.pinned = MirrorAction.SKIPPED, _pinned(dest, expected)
+            result.action, result.pinned = MirrorAction.SKIPPED, _pinned(dest, mirrored.digest)
+            await self._referrers(target, source_digest, mirrored.digest, result)
             return
         if self.options.dry_run:
             await self._predict(target, source_digest, top, mirrored, result)
             return
-        copy, leader = await self.copies.run(str(dest), lambda: self._copy(target, source_digest, top))
+        check = expected is None and mirrored is not None
+        copy, leader = await self.copies.run(str(dest), lambda: self._copy(target, source_digest, top, check))
         result.pinned = _pinned(dest, copy.digest)
+        await self._referrers(target, source_digest, copy.digest, result)
         if not leader or copy.action is CopyAction.SKIPPED:
             result.action = MirrorAction.SKIPPED  # mirrored by another deployment of this run, or already there
             return
@@ -186,30 +222,72 @@ class Mirror:
                 f"source tag {source.tag!r} moved: the mirror had {mirrored.digest}, now {copy.digest} (mutable tag)"
             )
 
-    def _trusted(self, source: Reference) -> bool:
+    def _trusted(self, source: Location) -> bool:
         return bool(self.immutable and source.digest is None and source.tag and self.immutable.fullmatch(source.tag))
 
-    async def _source_digest(self, source: Reference) -> Digest:
+    async def _source_digest(self, source: Location) -> Digest:
         info = await self._head(source)
         if info is None:
             raise NotFoundError(404, "HEAD", str(source), (), "source manifest unknown")
         return info.digest
 
-    async def _source_manifest(self, source: Reference, digest: Digest) -> Manifest:
+    async def _source_manifest(self, source: Location, digest: Digest) -> Manifest:
         """The source manifest at ``digest``, fetched once per run."""
         endpoint = self.client.endpoint(source)
         key = (endpoint.host, endpoint.repository, digest)
-        manifest, _ = await self.manifests.run(key, lambda: endpoint.registry.manifest_get(endpoint.repository, digest))
+        manifest, _ = await self.manifests.run(key, lambda: endpoint.manifest_get(str(digest)))
         return manifest
 
-    async def _copy(self, target: Target, source_digest: Digest, top: Manifest | None) -> CopyResult:
+    async def _known_conversion(self, digest: Digest) -> Digest | None:
+        """The digest the recompression of source manifest ``digest`` gave in this or an earlier run, if known."""
+        converter = self.client.trees.converter
+        if self.ledger is not None and not self._seeded:
+            async with self._seed_lock:  # every deployment waits for the one read of the ledger
+                if not self._seeded:
+                    converter.seed(await self.ledger.conversions())
+                    self._seeded = True
+        known = converter.mapping.get(digest)
+        return known.digest if known is not None else None
+
+    async def _referrers(self, target: Target, source_digest: Digest, digest: Digest, result: DeploymentResult) -> None:
+        """With ``referrers: true``: bring the image's referrers into the mirror (once per destination)."""
+        if not self.plan.mirror.referrers or target.source is None:
+            return
+        source, dest = target.source, target.destination
+
+        async def run() -> CopyResult:
+            copy = CopyResult(
+                source=str(source),
+                destination=str(dest),
+                source_digest=source_digest,
+                digest=digest,
+                media_type="",
+                action=CopyAction.SKIPPED,
+                transformed=digest != source_digest,
+            )
+            await self.client.copy_referrers(source, dest, copy, self.plan.mirror.artifact_types)
+            return copy
+
+        copy, _ = await self.referrer_copies.run(str(dest), run)
+        result.referrers = len(copy.referrers)
+        result.warnings += copy.warnings
+
+    async def _copy(self, target: Target, source_digest: Digest, top: Manifest | None, check: bool) -> CopyResult:
         assert target.source is not None
         specs = [parse_platform(p) for p in target.deployment.platforms]
         hints: MountFrom = self.ledger.candidates if self.ledger is not None else ()
         copy = await self.client.copy_resolved(
-            target.source, target.destination, source_digest, specs, hints, check_destination=False, top=top
+            target.source,
+            target.destination,
+            source_digest,
+            specs,
+            hints,
+            check_destination=check,
+            top=top,
+            compress=self.compress,
         )
         if self.ledger is not None:
+            assert isinstance(target.destination, Reference)
             for blob in copy.blobs:
                 self.ledger.record(blob.digest, target.destination.repository)
         return copy
@@ -250,9 +328,11 @@ def _count(result: DeploymentResult, copy: CopyResult) -> None:
     result.blobs_copied = totals.blobs_copied
     result.blobs_mounted = totals.blobs_mounted
     result.blobs_skipped = totals.blobs_skipped
-    sent = sum(b.bytes_sent for b in copy.blobs if b.action is BlobAction.COPIED)
-    result.bytes_from_source = result.bytes_to_mirror = sent
+    result.blobs_recompressed = totals.blobs_recompressed
+    sent = sum(b.bytes_sent for b in copy.blobs if b.action in (BlobAction.COPIED, BlobAction.RECOMPRESSED))
+    read = sum(b.bytes_sent if b.source_digest is None else b.bytes_read for b in copy.blobs)
+    result.bytes_to_mirror, result.bytes_from_source = sent, read
 
 
-def _pinned(dest: Reference, digest: Digest) -> str:
+def _pinned(dest: Location, digest: Digest) -> str:
     return str(dest.without_identifier().with_digest(digest))

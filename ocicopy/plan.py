@@ -13,11 +13,12 @@ import re
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from ocicopy.errors import InputError
+from ocicopy.layout import LayoutReference, is_layout_reference, parse_layout_reference
 from ocicopy.options import ClientOptions, RegistryConfig
 from ocicopy.platforms import parse_platform
 from ocicopy.reference import Reference, parse_reference, validate_repository
@@ -41,6 +42,17 @@ def _as_value_error(check: Callable[[str], object], value: str) -> str:
     return value
 
 
+def _layout_dir(value: str, without_identifier: str) -> str:
+    """``oci:DIR`` validated and made absolute (relative paths are taken from the current directory)."""
+    try:
+        ref = parse_layout_reference(value)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+    if ref.identifier is not None:
+        raise ValueError(without_identifier)
+    return str(ref)
+
+
 class Mode(StrEnum):
     SERVICE = "service"  # one repository per service: {registry}/{prefix}/{service}
     CLUSTER = "cluster"  # one repository per cluster: {registry}/{prefix}/{cluster}
@@ -56,6 +68,11 @@ def _check_name(value: str, what: str) -> str:
     if value == "ocicopy-ledger":
         raise ValueError(f"{what} 'ocicopy-ledger' is reserved for the blob ledger")
     return value
+
+
+def parse_location(text: str) -> Reference | LayoutReference:
+    """A registry reference, or an OCI layout for ``oci:...``."""
+    return parse_layout_reference(text) if is_layout_reference(text) else parse_reference(text)
 
 
 def registry_host(value: str) -> str:
@@ -88,7 +105,10 @@ def _utf8(value: str) -> str:
 
 
 class MirrorSettings(_Strict):
-    registry: str = Field(description="mirror registry host[:port]")
+    registry: str | None = Field(default=None, description="mirror registry host[:port]")
+    layout: str | None = Field(
+        default=None, description="mirror into OCI image layouts instead: oci:DIR (one layout per repository)"
+    )
     prefix: str = Field(default="mirror", description="repository path prefix ('' for none)")
     mode: Mode = Mode.SERVICE
     cluster: str | None = Field(default=None, description="cluster name: the shared repository in cluster mode")
@@ -97,10 +117,37 @@ class MirrorSettings(_Strict):
         default=None, description="where the ledger lives (default {prefix}/ocicopy-ledger); share it across prefixes"
     )
 
+    compress: Literal["zstd"] | None = Field(default=None, description="recompress gzip layers (zstd)")
+    compress_level: int = Field(default=3, ge=1, le=19, description="zstd level")
+    referrers: StrictBool = Field(default=False, description="also copy signatures, SBOMs and attestations")
+    artifact_types: list[str] = Field(default_factory=list, description="only referrers of these artifactTypes")
+
     @field_validator("registry")
     @classmethod
-    def _registry(cls, v: str) -> str:
-        return registry_host(v)
+    def _registry(cls, v: str | None) -> str | None:
+        return None if v is None else registry_host(v)
+
+    @field_validator("layout")
+    @classmethod
+    def _layout(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        return _layout_dir(v, "mirror.layout is a directory (oci:DIR), without a tag or digest")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> MirrorSettings:
+        if (self.registry is None) == (self.layout is None):
+            raise ValueError("give exactly one of mirror.registry or mirror.layout")
+        if self.compress is not None and self.referrers:
+            raise ValueError("compress and referrers exclude each other: signatures name the source digests")
+        return self
+
+    @property
+    def root(self) -> str:
+        """The registry host, or ``oci:DIR``."""
+        root = self.registry or self.layout
+        assert root is not None
+        return root
 
     @field_validator("prefix")
     @classmethod
@@ -146,6 +193,17 @@ class BuildSpec(_Strict):
     build_args: dict[str, str] = Field(default_factory=dict)
     dockerfile: str = "Dockerfile"
     target: str | None = None
+    output: str | None = Field(
+        default=None,
+        description="oci:DIR where the builder writes its result tagged with the build key (pushed when needed)",
+    )
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        return _layout_dir(v, "build.output is a layout directory (oci:DIR): the build key is its tag")
 
     @field_validator("commit")
     @classmethod
@@ -193,7 +251,7 @@ class Deployment(_Strict):
     @classmethod
     def _image(cls, v: str | None) -> str | None:
         if v is not None:
-            _as_value_error(parse_reference, v)
+            _as_value_error(parse_location, v)
         return v
 
     @field_validator("platforms")
@@ -210,8 +268,8 @@ class Deployment(_Strict):
         return self
 
     @property
-    def source(self) -> Reference | None:
-        return parse_reference(self.image) if self.image is not None else None
+    def source(self) -> Reference | LayoutReference | None:
+        return parse_location(self.image) if self.image is not None else None
 
     @property
     def label(self) -> str:
@@ -254,7 +312,7 @@ class Plan(_Strict):
         for i, d in enumerate(self.deployments):
             name = self.mirror.cluster if self.mirror.mode is Mode.CLUSTER else d.service
             full = "/".join(p for p in (self.mirror.registry, self.mirror.prefix, name) if p)
-            if len(full) > 255:
+            if self.mirror.registry is not None and len(full) > 255:
                 raise ValueError(
                     f"deployments[{i}] ({d.label}): mirror repository {full[:60]}... is over 255 characters"
                 )

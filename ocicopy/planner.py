@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from ocicopy.layout import LayoutReference, parse_layout_reference
 from ocicopy.plan import BuildSpec, Deployment, Mode, Plan
 from ocicopy.reference import Reference
 
@@ -38,9 +39,10 @@ BUILD_KEY_VERSION: Final = 1
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-def mirror_tag(source: Reference) -> str:
-    """The mirror tag of a source image reference (see the module docstring)."""
-    readable = source.name
+def mirror_tag(source: Reference | LayoutReference) -> str:
+    """The mirror tag of a source image reference (see the module docstring); an OCI layout source reads
+    ``oci-<path>``."""
+    readable = source.name if isinstance(source, Reference) else f"oci{source.path}"
     if source.tag is not None:
         readable += f":{source.tag}"
     if source.digest is not None:
@@ -88,8 +90,8 @@ class Target:
 
     index: int
     deployment: Deployment
-    destination: Reference
-    source: Reference | None = None
+    destination: Reference | LayoutReference
+    source: Reference | LayoutReference | None = None
     build_key: str | None = None
 
 
@@ -100,12 +102,20 @@ def plan_targets(plan: Plan) -> list[Target]:
         repo = mirror_repository(plan, d)
         if d.build is not None:
             key = build_key(d.build)
-            dest = Reference(plan.mirror.registry, repo, key)
-            targets.append(Target(i, d, dest, build_key=key))
+            targets.append(Target(i, d, destination(plan, repo, key), build_key=key))
         else:
             assert d.source is not None
-            targets.append(Target(i, d, Reference(plan.mirror.registry, repo, mirror_tag(d.source)), d.source))
+            targets.append(Target(i, d, destination(plan, repo, mirror_tag(d.source)), d.source))
     return targets
+
+
+def destination(plan: Plan, repository: str, tag: str) -> Reference | LayoutReference:
+    """``registry/repository:tag``, or for a layout mirror ``oci:DIR/repository:tag`` (a layout per repository)."""
+    if plan.mirror.layout is not None:
+        root = parse_layout_reference(plan.mirror.layout)
+        return LayoutReference(root.path / repository, tag, None)
+    assert plan.mirror.registry is not None
+    return Reference(plan.mirror.registry, repository, tag)
 
 
 def ledger_repository(plan: Plan) -> str:

@@ -9,6 +9,7 @@ go-containerregistry: :meth:`blob_exists` → :meth:`start_upload` (optionally a
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import httpx
 from ocicopy.auth import Scopes
 from ocicopy.digest import Digest, Verifier
 from ocicopy.errors import DigestMismatchError, NotFoundError, RegistryError, TransportError
-from ocicopy.models import MANIFEST_ACCEPT, Manifest, parse_manifest
+from ocicopy.models import MANIFEST_ACCEPT, OCI_INDEX, Descriptor, Manifest, parse_manifest
 from ocicopy.reference import validate_repository, validate_tag
 from ocicopy.transport import Transport, read_capped, redact
 
@@ -39,6 +40,20 @@ class UploadSession:
     repository: str
     location: httpx.URL
     chunk_min: int = 0
+
+
+MAX_REFERRER_PAGES = 100
+
+
+def _next_page(url: httpx.URL, link: str | None) -> httpx.URL | None:
+    """The ``rel="next"`` target of a ``Link`` header, resolved against ``url``; None if absent or off-host."""
+    if not link:
+        return None
+    m = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', link)
+    if m is None:
+        return None
+    target = url.join(m.group(1))
+    return target if (target.scheme, target.host, target.port) == (url.scheme, url.host, url.port) else None
 
 
 def _ref_path(reference: str) -> str:
@@ -147,6 +162,41 @@ class Registry:
             headers={"Content-Type": manifest.media_type},
             content=manifest.raw,
         )
+
+    async def referrers(
+        self, repository: str, digest: Digest, artifact_type: str | None = None
+    ) -> list[Descriptor] | None:
+        """The referrers API (distribution-spec v1.1 "Listing Referrers"): descriptors of the manifests whose
+        ``subject`` is ``digest``; None when the registry has no such API (a 404: the spec forbids a 404
+        from a registry that has it; clients then use the fallback tag, see :mod:`ocicopy.referrers`).
+
+        Pages (``Link: <...>; rel="next"``, same host only) are followed up to :data:`MAX_REFERRER_PAGES`; an
+        ``artifactType`` filter the registry did not apply (no ``OCI-Filters-Applied``) is applied here.
+        """
+        params = {"artifactType": artifact_type} if artifact_type else None
+        url: httpx.URL | None = self._url(repository, f"referrers/{Digest(digest)}", params)
+        found: list[Descriptor] = []
+        for _ in range(MAX_REFERRER_PAGES):
+            if url is None:
+                break
+            try:
+                response, body = await self.transport.request(
+                    "GET",
+                    self.host,
+                    url,
+                    scopes=Scopes.pull(repository),
+                    expect={200},
+                    headers={"Accept": OCI_INDEX},
+                    body_limit=self.limits.manifest_bytes,
+                    what="referrers list",
+                )
+            except NotFoundError:
+                return None
+            page = parse_manifest(body, OCI_INDEX)
+            filtered = "artifacttype" in response.headers.get("oci-filters-applied", "").lower()
+            found += [d for d in page.children() if filtered or not artifact_type or d.artifact_type == artifact_type]
+            url = _next_page(url, response.headers.get("link"))
+        return found
 
     # -- blobs ------------------------------------------------------------------------------------------------
 

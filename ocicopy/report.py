@@ -20,6 +20,7 @@ class MirrorAction(StrEnum):
     UPDATED = "updated"  # the mirror tag held another digest: the source tag moved; copied again
     BUILD_CACHED = "build-cached"  # a build with this key is in the mirror: deploy the pinned reference
     BUILD_NEEDED = "build-needed"  # no build with this key: build and push to `destination`
+    BUILD_PUSHED = "build-pushed"  # not in the mirror, but the builder's layout (build.output) had it: pushed
     FAILED = "failed"
 
 
@@ -35,6 +36,8 @@ class DeploymentResult(BaseModel):
     blobs_copied: int = 0
     blobs_mounted: int = 0
     blobs_skipped: int = 0
+    blobs_recompressed: int = 0
+    referrers: int = Field(default=0, description="referrers (signatures, SBOMs...) present in the mirror for it")
     bytes_from_source: int = 0
     bytes_to_mirror: int = 0
     predicted_requests: int | None = Field(default=None, description="dry run only: requests a copy would make")

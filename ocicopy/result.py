@@ -14,6 +14,7 @@ class BlobAction(StrEnum):
     COPIED = "copied"  # bytes streamed source -> destination
     MOUNTED = "mounted"  # cross-repository mount at the destination registry, no bytes sent
     SKIPPED = "skipped"  # already present at the destination
+    RECOMPRESSED = "recompressed"  # converted (e.g. gzip -> zstd) and sent: ``digest`` is the new blob's
 
 
 class CopyAction(StrEnum):
@@ -31,6 +32,8 @@ class BlobResult(BaseModel):
     bytes_sent: int = 0
     seconds: float = 0.0
     mounted_from: str | None = None
+    source_digest: Digest | None = Field(default=None, description="the blob it was converted from, if converted")
+    bytes_read: int = Field(default=0, description="source bytes read to convert it (0 if converted earlier)")
 
 
 class ManifestResult(BaseModel):
@@ -47,6 +50,8 @@ class Totals(BaseModel):
     blobs_copied: int = 0
     blobs_mounted: int = 0
     blobs_skipped: int = 0
+    blobs_recompressed: int = 0
+    referrers: int = 0
     manifests_pushed: int = 0
     manifests_skipped: int = 0
     bytes_sent: int = 0
@@ -64,11 +69,16 @@ class CopyResult(BaseModel):
     action: CopyAction
     transformed: bool = Field(
         default=False,
-        description="true when the destination digest differs on purpose (e.g. platform subset)",
+        description="true when the destination digest differs on purpose (platform subset, recompression)",
     )
+    compression: str | None = Field(default=None, description="layers recompressed to this format (e.g. zstd)")
     platforms: list[str] = Field(default_factory=list, description="platforms copied (empty = all)")
     blobs: list[BlobResult] = Field(default_factory=list)
     manifests: list[ManifestResult] = Field(default_factory=list)
+    referrers: list[ManifestResult] = Field(
+        default_factory=list, description="referrers copied with the image (signatures, SBOMs, attestations)"
+    )
+    warnings: list[str] = Field(default_factory=list)
     seconds: float = 0.0
     requests: int = 0
 
@@ -79,6 +89,8 @@ class CopyResult(BaseModel):
         for blob in self.blobs:
             if blob.action is BlobAction.COPIED:
                 t.blobs_copied += 1
+            elif blob.action is BlobAction.RECOMPRESSED:
+                t.blobs_recompressed += 1
             elif blob.action is BlobAction.MOUNTED:
                 t.blobs_mounted += 1
             else:
@@ -89,9 +101,14 @@ class CopyResult(BaseModel):
                 t.manifests_skipped += 1
             else:
                 t.manifests_pushed += 1
+        t.referrers = len(self.referrers)
         return t
 
     @property
     def pinned(self) -> str:
         """The destination as ``registry/repository@digest``: what to deploy."""
+        if self.destination.startswith("oci:"):  # an OCI layout: oci:PATH@DIGEST
+            from ocicopy.layout import parse_layout_reference
+
+            return str(parse_layout_reference(self.destination).without_identifier().with_digest(self.digest))
         return str(parse_reference(self.destination, default_tag=None).without_identifier().with_digest(self.digest))

@@ -15,10 +15,11 @@ import httpx
 import pytest
 
 from ocicopy import ClientOptions, RetryPolicy
-from ocicopy.copier import BlobCopier, Endpoint, ReadGaveUp
+from ocicopy.copier import BlobCopier, ReadGaveUp
 from ocicopy.digest import Digest
 from ocicopy.models import Descriptor
 from ocicopy.registry import Registry
+from ocicopy.store import Endpoint
 from ocicopy.transport import Transport
 
 pytestmark = pytest.mark.anyio

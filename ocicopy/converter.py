@@ -1,0 +1,262 @@
+"""Layer recompression during a copy: gzip → zstd once per source layer, then placed like any blob.
+
+Per gzip layer: if its conversion is already known (this client converted it, an earlier run recorded it in
+the mirror's ledger, or it was read back from the destination's manifest) and the destination has — or can
+mount — the converted blob, no byte is decompressed. Otherwise the source blob is streamed (its gzip digest
+verified on the way), recompressed chunk by chunk (:func:`~ocicopy.compression.gzip_to_zstd`, bounded) and
+written to a spool file on disk while its new digest is computed; the converted blob is then copied from the
+spool with the usual skip → mount → stream steps. The spool lives in a temporary directory for the client's
+lifetime (the converted layers of one run, on disk, never in memory), so a layer going to several
+repositories or registries is recompressed once. Conversions of the same layer are single-flighted.
+
+Why spool instead of streaming straight into the upload: a monolithic upload needs the digest in the
+committing PUT's query and a ``Content-Length`` up front; and an upload that fails half-way is retried from
+the spool instead of recompressing again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ocicopy.compression import Recompressed, Recompression, gzip_to_zstd, zstd_media_type
+from ocicopy.digest import Digest, Verifier
+from ocicopy.errors import BodyTooLargeError, ManifestError, NotFoundError
+from ocicopy.flight import SingleFlight
+from ocicopy.models import Descriptor, Manifest
+from ocicopy.registry import ManifestInfo, verified
+from ocicopy.result import BlobAction, BlobResult
+from ocicopy.store import Endpoint, Store
+from ocicopy.transform import derive_mapping, predict, rewrite_index
+
+if TYPE_CHECKING:
+    from ocicopy.copier import BlobCopier, MountFrom
+
+CHUNK = 1 << 20
+
+
+class Spool:
+    """Converted blobs on local disk, readable as a blob source (``host`` ``spool:``)."""
+
+    host = "spool:"
+    repository = ""
+
+    def __init__(self) -> None:
+        self._dir: Path | None = None
+
+    def __str__(self) -> str:
+        return "recompressed layers (local spool)"
+
+    @property
+    def root(self) -> Path:
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="ocicopy-spool-"))
+        return self._dir
+
+    def path(self, digest: Digest) -> Path:
+        return self.root / f"{digest.algorithm}-{digest.hex}"
+
+    def temp(self) -> Path:
+        return self.root / f".tmp-{secrets.token_hex(8)}"
+
+    async def blob_exists(self, digest: Digest) -> int | None:
+        path = self.path(digest)
+        return path.stat().st_size if path.exists() else None
+
+    async def read_blob(self, digest: Digest, offset: int = 0) -> AsyncIterator[bytes]:
+        path = self.path(digest)
+        if not path.exists():
+            raise NotFoundError(404, "READ", str(self), (), f"converted blob {digest} is not in the spool")
+        async with await anyio.open_file(path, "rb") as f:
+            await f.seek(offset)
+            while chunk := await f.read(CHUNK):
+                yield chunk
+
+    async def manifest_head(self, reference: str) -> ManifestInfo | None:
+        return None  # a spool holds blobs only
+
+    async def manifest_get(self, reference: str) -> Manifest:
+        raise NotFoundError(404, "READ", str(self), (), "a spool holds no manifests")
+
+    async def manifest_put(self, reference: str, manifest: Manifest, *, root: bool = True) -> None:
+        raise TypeError("a spool holds no manifests")
+
+    async def referrers(self, digest: Digest, artifact_type: str | None = None) -> list[Descriptor] | None:
+        return None
+
+    def close(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+class Converter:
+    """Recompresses layers for :class:`~ocicopy.copier.TreeCopier`; remembers source → converted digests."""
+
+    def __init__(self, blobs: BlobCopier) -> None:
+        self.blobs = blobs
+        self.spool = Spool()
+        #: source digest (layer or manifest) → converted descriptor; seeded from ledgers and earlier results.
+        self.mapping: dict[Digest, Descriptor] = {}
+        self.recorded: dict[Digest, Descriptor] = {}  # conversions done by this client (to persist)
+        self._flight: SingleFlight[Descriptor] = SingleFlight(keep_results=True)
+        self.diff_ids: dict[Digest, Digest] = {}  # source layer digest → uncompressed digest, when converted here
+
+    def remember(self, source: Digest, converted: Descriptor, *, new: bool = True) -> None:
+        self.mapping[source] = converted
+        if new:
+            self.recorded[source] = converted
+
+    def seed(self, mapping: dict[Digest, Descriptor]) -> None:
+        """Known conversions from elsewhere (a ledger, a destination manifest): hints, verified when used."""
+        for source, converted in mapping.items():
+            self.mapping.setdefault(source, converted)
+
+    def close(self) -> None:
+        self.spool.close()
+
+    async def layer(
+        self, src: Store, dst: Store, desc: Descriptor, settings: Recompression, mount_from: MountFrom
+    ) -> tuple[Descriptor, BlobResult]:
+        """Place the zstd version of gzip layer ``desc`` at ``dst``: its descriptor and what was done."""
+        started = time.monotonic()
+        known = self.mapping.get(desc.digest)
+        if known is not None:
+            action, origin = await self._place_known(dst, known, mount_from)
+            if action is not None:
+                return known, _result(known, desc, action, 0, started, origin)
+        converted, read = await self._convert(src, desc, settings)
+        placed = await self.blobs.copy(self.spool, dst, converted, mount_from)
+        action = BlobAction.RECOMPRESSED if placed.action is BlobAction.COPIED else placed.action
+        result = _result(converted, desc, action, placed.bytes_sent, started, placed.mounted_from)
+        return converted, result.model_copy(update={"bytes_read": desc.size if read else 0})
+
+    async def _place_known(
+        self, dst: Store, known: Descriptor, mount_from: MountFrom
+    ) -> tuple[BlobAction | None, str | None]:
+        """A known conversion present at ``dst`` (skip) or mountable there; (None, None) when neither."""
+        if await dst.blob_exists(known.digest) is not None:
+            return BlobAction.SKIPPED, None
+        if isinstance(dst, Endpoint):
+            origin = await self.blobs.mount_only(dst, known.digest, mount_from)
+            if origin is not None:
+                return BlobAction.MOUNTED, origin
+        return None, None
+
+    async def _convert(self, src: Store, desc: Descriptor, settings: Recompression) -> tuple[Descriptor, bool]:
+        """The conversion of ``desc`` (done once per client and level); True when this call read the source."""
+        key = (desc.digest, settings.level)
+        return await self._flight.run(key, lambda: self._recompress(src, desc, settings))
+
+    async def _recompress(self, src: Store, desc: Descriptor, settings: Recompression) -> Descriptor:
+        """Stream ``desc`` from ``src`` (gzip digest verified) through gzip → zstd into the spool."""
+        result = Recompressed()
+        source = verified(self.blobs.read(src, desc), Verifier(desc.digest, desc.size))
+        stream = gzip_to_zstd(source, level=settings.level, max_output=settings.max_uncompressed, result=result)
+        temp = self.spool.temp()
+        try:
+            async with await anyio.open_file(temp, "wb") as f:
+                async for chunk in stream:
+                    await f.write(chunk)
+            os.replace(temp, self.spool.path(result.digest))
+        finally:
+            temp.unlink(missing_ok=True)
+        converted = Descriptor.model_validate(
+            {
+                **desc.model_dump(by_alias=True, exclude_none=True),
+                "mediaType": zstd_media_type(desc.media_type),
+                "digest": result.digest,
+                "size": result.size,
+            }
+        )
+        self.remember(desc.digest, converted)
+        self.diff_ids[desc.digest] = result.diff_id
+        return converted
+
+    async def check_diff_ids(self, src: Store, image: Descriptor, layers: list[Descriptor], limit: int) -> None:
+        """Each layer recompressed by this client must uncompress to the config's ``rootfs.diff_ids`` entry at
+        its position (read from ``src``): a source whose layers and config disagree is refused, not pushed."""
+        if not any(d.digest in self.diff_ids for d in layers):
+            return
+        data = bytearray()
+        verifier = Verifier(image.digest, image.size)
+        async for chunk in verified(self.blobs.read(src, image), verifier):
+            data += chunk
+            if len(data) > limit:
+                raise BodyTooLargeError(f"config {image.digest.short}", limit)
+        mismatch = diff_id_mismatch(bytes(data), layers, self.diff_ids)
+        if mismatch is not None:
+            raise ManifestError(mismatch)
+
+
+async def reproduce_conversion(src: Store, dst: Store, source: Manifest, held: Manifest) -> Manifest | None:
+    """``held`` (found at the destination) when it is exactly the recompression of ``source``, else None.
+
+    The layer conversions are read back positionally (:func:`~ocicopy.transform.derive_mapping`), the
+    conversion is rebuilt from them and must equal ``held`` byte for byte (children of an index likewise).
+    """
+    if not source.is_index:
+        rebuilt = predict(source, derive_mapping(source, held))
+        return rebuilt if rebuilt is not None and rebuilt.digest == held.digest else None
+    if not held.is_index or len(source.children()) != len(held.children()):
+        return None
+    children: dict[int, Descriptor] = {}
+    for i, (old, new) in enumerate(zip(source.children(), held.children(), strict=True)):
+        if old.digest == new.digest:
+            children[i] = new
+            continue
+        child = await reproduce_conversion(
+            src, dst, await src.manifest_get(str(old.digest)), await dst.manifest_get(str(new.digest))
+        )
+        if child is None:
+            return None
+        children[i] = child.descriptor()
+    changed = any(d.digest != source.children()[i].digest for i, d in children.items())
+    rebuilt = rewrite_index(source, children) if changed else source
+    return rebuilt if rebuilt.digest == held.digest else None
+
+
+def diff_id_mismatch(config: bytes, layers: list[Descriptor], diff_ids: dict[Digest, Digest]) -> str | None:
+    """Why the uncompressed layers disagree with ``config`` (``rootfs.diff_ids``), or None when they agree.
+
+    Only layers whose diff_id is known are compared; a config that is not an image config (an artifact's)
+    has nothing to compare with.
+    """
+    try:
+        expected = json.loads(config)["rootfs"]["diff_ids"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(expected, list):
+        return None
+    for i, layer in enumerate(layers):
+        actual = diff_ids.get(layer.digest)
+        if actual is None:
+            continue
+        want = expected[i] if i < len(expected) else None
+        if want != str(actual):
+            return f"layer {i} ({layer.digest.short}) uncompresses to {actual}, but the config lists {want}"
+    return None
+
+
+def _result(
+    converted: Descriptor, source: Descriptor, action: BlobAction, sent: int, started: float, origin: str | None
+) -> BlobResult:
+    return BlobResult(
+        digest=converted.digest,
+        size=converted.size,
+        media_type=converted.media_type,
+        action=action,
+        bytes_sent=sent,
+        seconds=round(time.monotonic() - started, 6),
+        mounted_from=origin,
+        source_digest=source.digest,
+    )
