@@ -9,6 +9,9 @@ Library use::
         print(result.pinned)
 
     ocicopy.copy("127.0.0.1:5000/app:1", "127.0.0.1:5000/mirror/app:1", plain_http=["127.0.0.1:5000"])
+
+Either side may be an OCI image layout (``oci:PATH[:TAG]``); ``compress="zstd"`` recompresses gzip layers;
+``referrers=True`` brings signatures, SBOMs and attestations along.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 __version__ = "0.1.0"  # kept equal to pyproject.toml by tests/test_cli.py (importlib.metadata costs ~50 ms at start)
 
 from ocicopy.client import Client, copy
+from ocicopy.compression import Recompression
 from ocicopy.credentials import Credentials
 from ocicopy.digest import Digest
 from ocicopy.errors import (
@@ -28,7 +32,8 @@ from ocicopy.errors import (
     RegistryError,
     TransportError,
 )
-from ocicopy.models import Manifest
+from ocicopy.layout import Layout, LayoutReference, parse_layout_reference
+from ocicopy.models import Descriptor, Manifest
 from ocicopy.options import ClientOptions, Limits, RegistryConfig, Timeouts
 from ocicopy.plan import BuildSpec, Deployment, MirrorSettings, Mode, Plan, PlanError, load_plan, parse_plan
 from ocicopy.planner import build_key, mirror_tag
@@ -36,6 +41,8 @@ from ocicopy.reference import Reference, parse_reference
 from ocicopy.report import DeploymentResult, MirrorAction, MirrorReport
 from ocicopy.result import BlobAction, BlobResult, CopyAction, CopyResult
 from ocicopy.retry import RetryPolicy
+from ocicopy.store import Endpoint, Store
+from ocicopy.subjects import fallback_tag
 
 __all__ = [
     "AuthenticationError",
@@ -49,9 +56,13 @@ __all__ = [
     "Credentials",
     "Deployment",
     "DeploymentResult",
+    "Descriptor",
     "Digest",
     "DigestMismatchError",
+    "Endpoint",
     "InputError",
+    "Layout",
+    "LayoutReference",
     "Limits",
     "Manifest",
     "ManifestError",
@@ -63,17 +74,21 @@ __all__ = [
     "OcicopyError",
     "Plan",
     "PlanError",
+    "Recompression",
     "Reference",
     "RegistryConfig",
     "RegistryError",
     "RetryPolicy",
+    "Store",
     "Timeouts",
     "TransportError",
     "__version__",
     "build_key",
     "copy",
+    "fallback_tag",
     "load_plan",
     "mirror_tag",
+    "parse_layout_reference",
     "parse_plan",
     "parse_reference",
 ]

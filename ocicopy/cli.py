@@ -1,4 +1,4 @@
-"""``ocicopy`` command line: copy, inspect, digest, mirror, build-key, lookup.
+"""``ocicopy`` command line: copy, inspect, digest, referrers, mirror, build-key, lookup.
 
 Exit 0 ok, 1 failure, 2 usage error (bad arguments, references, plans), 3 not found (``lookup``).
 
@@ -110,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("digest", help="print the digest REF resolves to", description="Print REF's digest.")
     p.add_argument("ref", metavar="REF")
+    p.add_argument("--creds", metavar="USER:PASSWORD", help="credentials for the registry")
+    _common(p)
+
+    p = sub.add_parser(
+        "referrers",
+        help="list the manifests that refer to REF (signatures, SBOMs...)",
+        description="List REF's referrers: the referrers API, else the fallback tag (<alg>-<hex>).",
+    )
+    p.add_argument("ref", metavar="REF")
+    p.add_argument("--artifact-type", metavar="TYPE", help="only referrers of this artifactType")
+    p.add_argument("--json", action="store_true", help="print the descriptors as JSON")
     p.add_argument("--creds", metavar="USER:PASSWORD", help="credentials for the registry")
     _common(p)
     _mirror_parsers(sub)
@@ -239,6 +250,17 @@ async def _digest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _referrers(args: argparse.Namespace) -> int:
+    async with _client(args, _creds(args.creds, args.ref)) as client:
+        found = await client.referrers(args.ref, args.artifact_type)
+    if args.json:
+        print(json.dumps([d.model_dump(mode="json", by_alias=True, exclude_none=True) for d in found], indent=2))
+    else:
+        for d in found:
+            print(f"{d.digest}  {d.artifact_type or '-'}  {human_bytes(d.size)}")
+    return EXIT_OK
+
+
 async def _mirror(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan).with_mode(args.mode)
     if args.concurrency < 1 or args.blob_concurrency < 1:
@@ -335,6 +357,7 @@ COMMANDS = {
     "copy": _copy,
     "inspect": _inspect,
     "digest": _digest,
+    "referrers": _referrers,
     "mirror": _mirror,
     "build-key": _build_key,
     "lookup": _lookup,

@@ -17,13 +17,13 @@ from ocicopy.digest import Digest
 from ocicopy.errors import InputError, NotFoundError, unwrap_group
 from ocicopy.layout import Layout, LayoutReference, is_layout_reference, parse_layout_reference
 from ocicopy.mirror import Mirror, MirrorOptions, MirrorProgress
-from ocicopy.models import Manifest
+from ocicopy.models import Descriptor, Manifest
 from ocicopy.options import ClientOptions
 from ocicopy.plan import Mode, Plan
 from ocicopy.platforms import PlatformSpec, parse_platform
 from ocicopy.progress import NoProgress, Progress
 from ocicopy.reference import Reference, parse_reference
-from ocicopy.referrers import ReferrerCopier
+from ocicopy.referrers import ReferrerCopier, list_referrers
 from ocicopy.registry import ManifestInfo, Registry
 from ocicopy.report import MirrorReport
 from ocicopy.result import CopyAction, CopyResult
@@ -121,6 +121,13 @@ class Client:
         r = as_location(ref)
         store = self.endpoint(r)
         return await store.manifest_get(r.identifier or str(await self._resolve_source(store, r)))
+
+    async def referrers(self, ref: RefLike, artifact_type: str | None = None) -> list[Descriptor]:
+        """Manifests that refer to ``ref`` (signatures, SBOMs...): the referrers API, else the fallback tag."""
+        r = as_location(ref)
+        store = self.endpoint(r)
+        digest = r.digest or await self._resolve_source(store, r)
+        return await list_referrers(store, digest, artifact_type)
 
     # -- copying ---------------------------------------------------------------------------------------------
 

@@ -87,7 +87,7 @@ class Spool:
     async def manifest_get(self, reference: str) -> Manifest:
         raise NotFoundError(404, "READ", str(self), (), "a spool holds no manifests")
 
-    async def manifest_put(self, reference: str, manifest: Manifest, *, root: bool = True) -> None:
+    async def manifest_put(self, reference: str, manifest: Manifest, *, root: bool = True) -> bool:
         raise TypeError("a spool holds no manifests")
 
     async def referrers(self, digest: Digest, artifact_type: str | None = None) -> list[Descriptor] | None:
@@ -164,7 +164,8 @@ class Converter:
         stream = gzip_to_zstd(source, level=settings.level, max_output=settings.max_uncompressed, result=result)
         temp = self.spool.temp()
         try:
-            async with await anyio.open_file(temp, "wb") as f:
+            # A source read plus CPU: counted like a blob transfer.
+            async with self.blobs.limiter, await anyio.open_file(temp, "wb") as f:
                 async for chunk in stream:
                     await f.write(chunk)
             os.replace(temp, self.spool.path(result.digest))

@@ -37,6 +37,7 @@ from ocicopy.registry import UploadSession, verified
 from ocicopy.result import BlobAction, BlobResult, ManifestResult
 from ocicopy.retry import RetryPolicy, is_retryable_status
 from ocicopy.store import BlobSink, BlobSource, Endpoint, Store
+from ocicopy.subjects import FallbackIndexes, referrer_descriptor
 from ocicopy.transform import convertible, rewrite_image, rewrite_index
 
 #: An async callable giving, for a destination host and digest, repositories there that may hold the blob.
@@ -367,6 +368,7 @@ class TreeCopier:
         self.blobs = blobs
         self.progress: Progress = progress or NoProgress()
         self.converter = converter or Converter(blobs)
+        self.fallback = FallbackIndexes()
 
     async def copy(
         self,
@@ -404,11 +406,14 @@ class TreeCopier:
     async def _put(self, job: CopyJob, manifest: Manifest, reference: str, root: bool) -> None:
         dst = job.dst
         try:
-            await dst.manifest_put(reference, manifest, root=root)
+            indexed = await dst.manifest_put(reference, manifest, root=root)
         except RegistryError as exc:
             if "MANIFEST_BLOB_UNKNOWN" not in exc.codes or not await self._upload_mounted(job, manifest):
                 raise
-            await dst.manifest_put(reference, manifest, root=root)  # once more, not in a loop
+            indexed = await dst.manifest_put(reference, manifest, root=root)  # once more, not in a loop
+        subject = manifest.view.subject
+        if subject is not None and not indexed:  # no referrers API there: keep the fallback index (last)
+            await self.fallback.add(dst, subject.digest, referrer_descriptor(manifest))
         self.progress.manifest_pushed(manifest.digest, reference)
         job.out.record_manifest(manifest.descriptor(), BlobAction.COPIED, reference)
 

@@ -545,19 +545,21 @@ class Layout:
             raise self._not_found(f"manifest unknown: no blob {digest}") from None
         return parse_manifest(raw, media_type, digest)
 
-    async def manifest_put(self, reference: str, manifest: Manifest, *, root: bool = True) -> None:
+    async def manifest_put(self, reference: str, manifest: Manifest, *, root: bool = True) -> bool:
         """Store the exact bytes as a blob, then (tag, or digest with ``root``) list them in index.json.
 
         A tag replaces every entry carrying it; a digest is listed once, untagged. ``root=False`` (an index's
-        child) writes the blob only. The caller writes the blobs the manifest names first.
+        child) writes the blob only. The caller writes the blobs the manifest names first. Returns False: a
+        layout indexes no subjects (the pusher keeps the fallback tag, see :mod:`ocicopy.subjects`).
         """
         tag = self._put_tag(reference, manifest)
         await self.write_blob(manifest.digest, manifest.size, _once(manifest.raw))
         if tag is None and not root:
-            return
+            return False
         entry = _index_entry(manifest, tag)
         mutate = partial(_set_tag, entry, tag) if tag is not None else partial(_add_untagged, entry)
         await self._exclusive(partial(_rewrite_index, self.root, mutate))
+        return False
 
     def _put_tag(self, reference: str, manifest: Manifest) -> str | None:
         """The validated tag, or None for a digest reference (which must be the manifest's own)."""

@@ -19,58 +19,28 @@ SBOM), breadth first, each digest once, bounded by :data:`MAX_REFERRERS`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
-
-import anyio
+from typing import Final
 
 from ocicopy.copier import TreeCopier, fetch_child
 from ocicopy.digest import Digest
 from ocicopy.errors import ManifestError, NotFoundError
-from ocicopy.models import OCI_INDEX, Descriptor, ImageManifest, Manifest, parse_manifest
+from ocicopy.models import Descriptor, Manifest
 from ocicopy.result import BlobAction, BlobResult, ManifestResult
 from ocicopy.store import Store
+from ocicopy.subjects import add_to_index, cosign_tags, fallback_tag, referrer_descriptor
 
-COSIGN_SUFFIXES: Final = (".sig", ".att", ".sbom")
 MAX_REFERRERS: Final = 1000
 
-
-def fallback_tag(digest: Digest) -> str:
-    """The referrers tag schema: ``<alg>-<ref>``, algorithm cut to 32 and encoded part to 64 characters."""
-    return f"{digest.algorithm[:32]}-{digest.hex[:64]}"
-
-
-def cosign_tags(digest: Digest) -> list[str]:
-    """Legacy cosign tags of ``digest``: signature, attestation, SBOM."""
-    return [fallback_tag(digest) + suffix for suffix in COSIGN_SUFFIXES]
-
-
-def referrer_descriptor(manifest: Manifest) -> Descriptor:
-    """The descriptor of a referrer as listed in a referrers index: its ``artifactType`` (or the config's
-    media type for an image manifest without one) and its annotations (spec "Listing Referrers")."""
-    entry: dict[str, object] = {"mediaType": manifest.media_type, "digest": manifest.digest, "size": manifest.size}
-    view = manifest.view
-    artifact_type = view.artifact_type
-    if artifact_type is None and isinstance(view, ImageManifest):
-        artifact_type = view.config.media_type
-    if artifact_type:
-        entry["artifactType"] = artifact_type
-    if view.annotations:
-        entry["annotations"] = view.annotations
-    return Descriptor.model_validate(entry)
-
-
-def add_to_index(index: Manifest | None, entry: Descriptor) -> Manifest | None:
-    """``index`` (or a new empty OCI index) listing ``entry`` too; None when it already lists that digest."""
-    doc: dict[str, Any] = json.loads(index.raw) if index is not None else {"schemaVersion": 2, "mediaType": OCI_INDEX}
-    manifests: list[dict[str, Any]] = list(doc.get("manifests") or [])
-    if any(m.get("digest") == entry.digest for m in manifests):
-        return None
-    manifests.append(entry.model_dump(mode="json", by_alias=True, exclude_none=True))
-    doc["manifests"] = manifests
-    return parse_manifest(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(), OCI_INDEX)
+__all__ = [
+    "ReferrerCopier",
+    "add_to_index",
+    "cosign_tags",
+    "fallback_tag",
+    "list_referrers",
+    "referrer_descriptor",
+]
 
 
 async def list_referrers(store: Store, digest: Digest, artifact_type: str | None = None) -> list[Descriptor]:
@@ -99,7 +69,6 @@ class ReferrerCopier:
 
     def __init__(self, trees: TreeCopier) -> None:
         self.trees = trees
-        self._locks: dict[tuple[str, str, Digest], anyio.Lock] = {}
         self._api: dict[tuple[str, str], bool] = {}
 
     async def copy(
@@ -149,13 +118,14 @@ class ReferrerCopier:
             out.warnings.append(f"referrer {desc.digest} of {subject} is listed but missing at the source")
             return False
         if await dst.manifest_head(str(manifest.digest)) is None:
-            tree = await self.trees.copy(src, dst, manifest, None)
+            tree = await self.trees.copy(src, dst, manifest, None)  # the PUT keeps the fallback index if needed
             out.blobs += tree.blobs
             out.manifests += tree.manifests
-        else:
-            out.manifests.append(_skipped(manifest))
-        if not await self._has_api(dst, subject):
-            await self._index(dst, subject, referrer_descriptor(manifest))
+            return True
+        out.manifests.append(_skipped(manifest))
+        # Already there, perhaps pushed by a tool that did not keep the fallback index: make sure it lists it.
+        if manifest.view.subject is not None and not await self._has_api(dst, subject):
+            await self.trees.fallback.add(dst, manifest.view.subject.digest, referrer_descriptor(manifest))
         return True
 
     async def _cosign(
@@ -184,21 +154,6 @@ class ReferrerCopier:
         if key not in self._api:
             self._api[key] = await dst.referrers(subject) is not None
         return self._api[key]
-
-    async def _index(self, dst: Store, subject: Digest, entry: Descriptor) -> None:
-        """Add ``entry`` to the destination's fallback index of ``subject`` (read, add, push; serialised)."""
-        lock = self._locks.setdefault((dst.host, dst.repository, subject), anyio.Lock())
-        tag = fallback_tag(subject)
-        async with lock:
-            try:
-                current: Manifest | None = await dst.manifest_get(tag)
-            except NotFoundError:
-                current = None
-            if current is not None and not current.is_index:
-                raise ManifestError(f"destination tag {tag} holds a {current.media_type}, not a referrers index")
-            updated = add_to_index(current, entry)
-            if updated is not None:
-                await dst.manifest_put(tag, updated)
 
 
 def _skipped(manifest: Manifest) -> ManifestResult:

@@ -34,6 +34,14 @@ class ManifestInfo:
 
 
 @dataclass(frozen=True)
+class Pushed:
+    """What a manifest PUT did: the digest stored, and whether the registry indexed its ``subject``."""
+
+    digest: Digest
+    subject_indexed: bool = False
+
+
+@dataclass(frozen=True)
 class UploadSession:
     """An open upload: where to send bytes, and the chunk minimum the registry asked for (0 = none)."""
 
@@ -135,7 +143,7 @@ class Registry:
             )
         return manifest
 
-    async def manifest_put(self, repository: str, reference: str, manifest: Manifest) -> Digest:
+    async def manifest_put(self, repository: str, reference: str, manifest: Manifest) -> Pushed:
         """PUT the exact bytes under ``reference`` (a tag, or the manifest's own digest)."""
         url = self._url(repository, f"manifests/{_ref_path(reference)}")
         try:
@@ -150,7 +158,11 @@ class Registry:
         echoed = response.headers.get("docker-content-digest")
         if echoed and echoed.startswith(manifest.digest.algorithm + ":") and echoed != manifest.digest:
             raise DigestMismatchError(manifest.digest, echoed, None, None, "registry stored other bytes", redact(url))
-        return manifest.digest
+        # distribution-spec v1.1 "Pushing Manifests with Subject": a registry with the referrers API answers
+        # OCI-Subject; without it, the client keeps the fallback tag.
+        subject = manifest.view.subject
+        indexed = subject is not None and response.headers.get("oci-subject") == str(subject.digest)
+        return Pushed(manifest.digest, indexed)
 
     async def _put_manifest(self, url: httpx.URL, repository: str, manifest: Manifest) -> tuple[httpx.Response, bytes]:
         return await self.transport.request(

@@ -37,8 +37,12 @@ class Store(Protocol):
 
     async def manifest_get(self, reference: str) -> Manifest: ...
 
-    async def manifest_put(self, reference: str, manifest: Manifest, *, root: bool = True) -> None:
-        """Store the exact bytes under ``reference`` (tag or own digest); ``root=False`` for an index child."""
+    async def manifest_put(self, reference: str, manifest: Manifest, *, root: bool = True) -> bool:
+        """Store the exact bytes under ``reference`` (tag or own digest); ``root=False`` for an index child.
+
+        True when the store indexed the manifest's ``subject`` itself (a registry answering ``OCI-Subject``);
+        False means a pusher must keep the fallback referrers index (:mod:`ocicopy.subjects`).
+        """
         ...
 
     async def blob_exists(self, digest: Digest) -> int | None: ...
@@ -68,8 +72,8 @@ class Endpoint:
     async def manifest_get(self, reference: str) -> Manifest:
         return await self.registry.manifest_get(self.repository, reference)
 
-    async def manifest_put(self, reference: str, manifest: Manifest, *, root: bool = True) -> None:
-        await self.registry.manifest_put(self.repository, reference, manifest)
+    async def manifest_put(self, reference: str, manifest: Manifest, *, root: bool = True) -> bool:
+        return (await self.registry.manifest_put(self.repository, reference, manifest)).subject_indexed
 
     async def blob_exists(self, digest: Digest) -> int | None:
         return await self.registry.blob_exists(self.repository, digest)

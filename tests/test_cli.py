@@ -361,3 +361,85 @@ def test_version_matches_the_project_metadata() -> None:
 
     pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
     assert ocicopy.__version__ == pyproject["project"]["version"]
+
+
+# --------------------------------------------------------------------------- zstd, layouts, referrers
+
+
+def test_copy_dest_compress_json(ocicopy_run: Run, registry: RegistryServer, make_repo: Callable[[str], str]) -> None:
+    src, dst = make_repo("src"), make_repo("dst")
+    image = _image()
+    im.push(registry, src, "v1", image)
+    run = ocicopy_run(
+        "copy", *_plain(registry), "--dest-compress", "zstd", "--dest-compress-level", "7", "--json",
+        f"{registry.host}/{src}:v1", f"{registry.host}/{dst}:v1",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["compression"] == "zstd" and out["transformed"] and out["digest"] != image.digest
+    assert out["totals"]["blobs_recompressed"] == 2
+    assert {b["source_digest"] for b in out["blobs"] if b["action"] == "recompressed"} == {
+        im.sha256(x) for x in image.layers
+    }
+
+
+def test_copy_summary_names_the_transformation(
+    ocicopy_run: Run, registry: RegistryServer, make_repo: Callable[[str], str]
+) -> None:
+    src, dst = make_repo("src"), make_repo("dst")
+    im.push(registry, src, "v1", _image())
+    run = ocicopy_run(
+        "copy", *_plain(registry), "--dest-compress", "zstd", f"{registry.host}/{src}:v1", f"{registry.host}/{dst}:v1"
+    )
+    assert run.returncode == 0, run.stderr
+    assert b"layers recompressed to zstd" in run.stdout and b"2 recompressed" in run.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--dest-compress-level", "5"], "needs --dest-compress"),
+        (["--artifact-type", "application/x"], "add --referrers"),
+        (["--dest-compress", "zstd", "--dest-compress-level", "40"], "out of range"),
+        (["--dest-compress", "zstd", "--referrers"], "recompression"),
+        (["--src-creds", "u:p"], "layouts are local directories"),
+    ],
+)
+def test_copy_bad_combinations_one_line(ocicopy_run: Run, tmp_path: Path, args: list[str], needle: str) -> None:
+    run = ocicopy_run("copy", *args, f"oci:{tmp_path}/a:v1", f"oci:{tmp_path}/b:v1")
+    assert run.returncode == 2
+    assert needle in _one_error_line(run.stderr)
+
+
+def test_inspect_and_digest_of_a_layout(
+    ocicopy_run: Run, registry: RegistryServer, make_repo: Callable[[str], str], tmp_path: Path
+) -> None:
+    src = make_repo("src")
+    image = _image()
+    im.push(registry, src, "v1", image)
+    layout = tmp_path / "lay"
+    assert ocicopy_run("copy", "-q", *_plain(registry), f"{registry.host}/{src}:v1", f"oci:{layout}:v1").returncode == 0
+    digest = ocicopy_run("digest", f"oci:{layout}:v1")
+    assert digest.stdout.decode().strip() == image.digest
+    raw = ocicopy_run("inspect", "--raw", f"oci:{layout}")  # the layout's only image
+    assert raw.stdout == image.manifest
+    missing = ocicopy_run("lookup", f"oci:{layout}:nope")
+    assert missing.returncode == 3
+
+
+def test_referrers_command(ocicopy_run: Run, registry: RegistryServer, make_repo: Callable[[str], str]) -> None:
+    repo, elsewhere = make_repo("signed"), make_repo("sigs")
+    image = _image()
+    sig = im.make_artifact(b"sig", artifact_type="application/vnd.example.sig", subject=image)
+    im.push(registry, repo, "v1", image)
+    im.push(registry, elsewhere, sig.digest, sig)
+    run = ocicopy_run("referrers", *_plain(registry), f"{registry.host}/{repo}:v1")
+    assert run.returncode == 0 and run.stdout == b""  # nothing yet
+    # pushing the signature next to the image keeps the subject's fallback index (no referrers API here)
+    src, dst = f"{registry.host}/{elsewhere}@{sig.digest}", f"{registry.host}/{repo}@{sig.digest}"
+    copy = ocicopy_run("copy", "-q", *_plain(registry), src, dst)
+    assert copy.returncode == 0, copy.stderr
+    listed = ocicopy_run("referrers", "--json", *_plain(registry), f"{registry.host}/{repo}:v1")
+    assert [d["digest"] for d in json.loads(listed.stdout)] == [sig.digest]
+    text = ocicopy_run("referrers", *_plain(registry), f"{registry.host}/{repo}:v1")
+    assert text.stdout.decode().split()[:2] == [sig.digest, "application/vnd.example.sig"]

@@ -128,13 +128,18 @@ async def test_referrers_follow_the_image_recursively(registry: RegistryServer, 
 
 async def test_artifact_type_filter(registry: RegistryServer, make_repo: MakeRepo) -> None:
     src, dst = make_repo("src"), make_repo("dst")
-    image, _, sbom, _ = _seed_signed(registry, src)
+    image, sig, sbom, _ = _seed_signed(registry, src)
     async with _client(registry.host) as client:
         result = await client.copy(
             f"{registry.host}/{src}:v1", f"{registry.host}/{dst}:v1", referrers=True, artifact_types=[SBOM]
         )
     assert {r.digest for r in result.referrers} == {sbom.digest}
     assert _listed(registry, dst, image.digest) == {sbom.digest}
+    async with _client(registry.host) as client:
+        listed = await client.referrers(f"{registry.host}/{src}:v1")
+        sboms = await client.referrers(f"{registry.host}/{src}:v1", SBOM)
+    assert {d.digest for d in listed} == {sig.digest, sbom.digest}
+    assert [d.digest for d in sboms] == [sbom.digest]
 
 
 async def test_rerun_is_idempotent_and_adds_new_signatures(registry: RegistryServer, make_repo: MakeRepo) -> None:
@@ -229,3 +234,28 @@ async def test_referrers_into_a_layout(registry: RegistryServer, make_repo: Make
         back = await client.copy(f"oci:{layout}:v1", f"{registry.host}/{dst}:v1", referrers=True)
     assert {r.digest for r in back.referrers} == {sig.digest, sbom.digest, sbom_sig.digest}
     assert _listed(registry, dst, image.digest) == {sig.digest, sbom.digest}
+
+
+async def test_pushing_a_referrer_keeps_the_fallback_index(registry: RegistryServer, make_repo: MakeRepo) -> None:
+    """Copying a manifest with a subject (no --referrers) into a registry without the API: the pusher keeps the
+    subject's fallback index (distribution-spec "Pushing Manifests with Subject")."""
+    src, dst = make_repo("src"), make_repo("dst")
+    image = _image()
+    sig = _artifact(image, SIG, "sig")
+    im.push(registry, src, "v1", image)
+    im.push(registry, src, sig.digest, sig)
+    im.push(registry, dst, "v1", image)
+    async with _client(registry.host) as client:
+        await client.copy(f"{registry.host}/{src}@{sig.digest}", f"{registry.host}/{dst}@{sig.digest}")
+        assert {d.digest for d in await client.referrers(f"{registry.host}/{dst}:v1")} == {sig.digest}
+    assert _listed(registry, dst, image.digest) == {sig.digest}
+
+
+async def test_registry_with_api_needs_no_fallback_on_push(api_registry: FakeRegistry) -> None:
+    image = _image()
+    sig = _artifact(image, SIG, "sig")
+    api_registry.seed("src", sig.digest, sig)
+    api_registry.seed("dst", "v1", image)
+    async with _client(api_registry.host) as client:
+        await client.copy(f"{api_registry.host}/src@{sig.digest}", f"{api_registry.host}/dst@{sig.digest}")
+    assert api_registry.manifest("dst", fallback_tag(Digest(image.digest))) is None

@@ -21,7 +21,7 @@ import pytest
 import zstandard
 
 from ocicopy import BlobAction, Client, ClientOptions, CopyAction
-from ocicopy.errors import InputError, ManifestError
+from ocicopy.errors import InputError, ManifestError, OcicopyError
 from tests.harness import images as im
 from tests.harness.oracle import docker_ref, skopeo_inspect_raw
 from tests.harness.registry import RegistryServer, blob_gets
@@ -238,3 +238,36 @@ async def test_bad_compression_settings_are_input_errors() -> None:
             await client.copy("127.0.0.1:1/a:b", "127.0.0.1:1/c:d", compress="brotli")
         with pytest.raises(InputError, match="recompression"):
             await client.copy("127.0.0.1:1/a:b", "127.0.0.1:1/c:d", compress="zstd", referrers=True)
+
+
+async def test_spool_is_removed_when_the_client_closes(registry: RegistryServer, make_repo: MakeRepo) -> None:
+    src, dst = make_repo("src"), make_repo("dst")
+    im.push(registry, src, "v1", im.make_image([gzip_layer()]))
+    client = _client(registry)
+    async with client:
+        await client.copy(f"{registry.host}/{src}:v1", f"{registry.host}/{dst}:v1", compress="zstd")
+        spool = client.trees.converter.spool.root
+        assert [p.name for p in spool.iterdir() if not p.name.startswith(".")]  # the converted layer, on disk
+    assert not spool.exists()
+
+
+async def test_corrupt_source_bytes_are_caught_before_conversion_is_used() -> None:
+    """The fake registry serves other bytes for a gzip layer: the source digest check fails, nothing is pushed."""
+    from tests.harness.fake_registry import FakeRegistry, Response
+
+    image = im.make_image([gzip_layer()])
+    original = bytes(image.layers[0])
+    bad = original[:100] + bytes(b ^ 0xFF for b in original[100:200]) + original[200:]  # same length
+    with FakeRegistry() as fake:
+        fake.seed("src", "v1", image)
+
+        def corrupt(req):  # type: ignore[no-untyped-def]
+            if req.method == "GET" and image.layers[0].digest in req.path:
+                return Response(200, {"Content-Type": "application/octet-stream"}, bad)
+            return None
+
+        fake.before(corrupt)
+        async with Client(ClientOptions(use_docker_config=False), plain_http=[fake.host]) as client:
+            with pytest.raises(OcicopyError, match=r"digest|gzip"):
+                await client.copy(f"{fake.host}/src:v1", f"{fake.host}/dst:v1", compress="zstd")
+        assert fake.manifest("dst", "v1") is None
