@@ -259,3 +259,30 @@ async def test_registry_with_api_needs_no_fallback_on_push(api_registry: FakeReg
     async with _client(api_registry.host) as client:
         await client.copy(f"{api_registry.host}/src@{sig.digest}", f"{api_registry.host}/dst@{sig.digest}")
     assert api_registry.manifest("dst", fallback_tag(Digest(image.digest))) is None
+
+
+async def test_referrer_listed_but_missing_is_a_warning() -> None:
+    """A stale fallback index (distribution refuses such an index; other registries and tools do not check)."""
+    image = _image()
+    gone = _artifact(image, SIG, "deleted-signature")  # listed in the fallback index, never pushed
+    with FakeRegistry() as fake:
+        fake.seed("src", "v1", image)
+        fake.seed("src", fallback_tag(Digest(image.digest)), _fallback_index(gone))
+        async with _client(fake.host) as client:
+            result = await client.copy(f"{fake.host}/src:v1", f"{fake.host}/dst:v1", referrers=True)
+    assert result.referrers == [] and result.action.value == "copied"
+    assert len(result.warnings) == 1 and gone.digest in result.warnings[0]
+
+
+def test_next_page_stays_on_the_same_host() -> None:
+    import httpx
+
+    from ocicopy.registry import _next_page
+
+    here = httpx.URL("https://r.example/v2/a/referrers/sha256:x")
+    assert _next_page(here, '</v2/a/referrers/sha256:x?n=2&last=y>; rel="next"') == httpx.URL(
+        "https://r.example/v2/a/referrers/sha256:x?n=2&last=y"
+    )
+    assert _next_page(here, '<https://evil.example/v2/a/referrers/x>; rel="next"') is None
+    assert _next_page(here, '<http://r.example/v2/a>; rel="next"') is None  # no downgrade either
+    assert _next_page(here, None) is None and _next_page(here, '</x>; rel="prev"') is None
