@@ -5,6 +5,9 @@
 3. copies both to the mirror with ocicopy, then again (skipped by digest), then into another mirror
    repository (blobs mounted, not re-sent), then one platform of the index;
 4. checks every destination digest with skopeo and prints what was copied, mounted, skipped and how long;
+4b. signs the api image (an OCI 1.1 artifact with a subject), carries it across an "air gap" (registry → OCI
+   layout → another repository) with its signature, and recompresses the web index to zstd (twice: the
+   second run is a skip by digest), all checked with skopeo;
 5. mirrors a plan (3 services x 3 environments + a build) in cluster mode, then service mode, each cold then
    warm; the service-mode run is a fresh client that mounts what the cluster run placed (the mirror's ledger);
 6. runs the quick benchmark (benchmarks.mirror: loopback and emulated WAN) and prints its table and targets.
@@ -129,10 +132,56 @@ def mirror_row(step: str, report: ocicopy.MirrorReport) -> str:
     )
 
 
+async def run_extras(src: RegistryServer, dst: RegistryServer, tmp: Path) -> list[tuple[str, ocicopy.CopyResult]]:
+    """Signatures across an air gap (OCI layout) and zstd recompression."""
+    s, m = src.host, dst.host
+    async with ocicopy.Client(ocicopy.ClientOptions(use_docker_config=False), plain_http=[s]) as client:
+        api = await client.inspect(f"{s}/shop/api:1.0")
+    signature = images.make_artifact(
+        b'{"critical": {"image": {"docker-manifest-digest": "%s"}}}' % str(api.digest).encode(),
+        artifact_type="application/vnd.dev.cosign.artifact.sig.v1+json",
+        subject={"mediaType": api.media_type, "digest": str(api.digest), "size": api.size},
+    )
+    images.push(src, "shop/signatures", signature.digest, signature)
+    layout = tmp / "airgap"
+    plan = [
+        (
+            "sign api (fallback index kept)",
+            f"{s}/shop/signatures@{signature.digest}",
+            f"{s}/shop/api@{signature.digest}",
+            {},
+        ),
+        ("api + signature -> OCI layout", f"{s}/shop/api:1.0", f"oci:{layout}:api-1.0", {"referrers": True}),
+        ("OCI layout -> mirror (air gap)", f"oci:{layout}:api-1.0", f"{m}/airgap/api:1.0", {"referrers": True}),
+        ("web -> mirror, layers as zstd", f"{s}/shop/web:2.1", f"{m}/zstd/web:2.1", {"compress": "zstd"}),
+        ("web as zstd again", f"{s}/shop/web:2.1", f"{m}/zstd/web:2.1", {"compress": "zstd"}),
+    ]
+    out = []
+    async with ocicopy.Client(ocicopy.ClientOptions(use_docker_config=False), plain_http=[s, m]) as client:
+        for step, a, b, extra in plan:
+            out.append((step, await client.copy(a, b, **extra)))
+    return out
+
+
+def extras_note(result: ocicopy.CopyResult) -> str:
+    notes = []
+    if result.referrers:
+        notes.append(f"{len(result.referrers)} referrer(s)")
+    if result.compression:
+        notes.append(f"zstd: {result.totals.blobs_recompressed} layers recompressed now, digest {result.digest.short}")
+    return f"  ({'; '.join(notes)})" if notes else ""
+
+
 def verify(results: list[tuple[str, ocicopy.CopyResult]]) -> bool:
     ok = True
     for step, result in results:
-        ref = ocicopy.parse_reference(result.destination)
+        if result.destination.startswith("oci:"):
+            oracle = skopeo_digest(result.destination)
+            same = oracle == result.digest
+            ok &= same
+            say(f"  {'ok ' if same else 'BAD'} {step:<36} skopeo sees {oracle[:19]}…")
+            continue
+        ref = ocicopy.parse_reference(result.destination, default_tag=None)
         oracle = skopeo_digest(docker_ref(ref.registry, ref.repository, ref.tag or str(result.digest)))
         same = oracle == result.digest
         ok &= same
@@ -160,6 +209,13 @@ def main() -> int:
             say("")
             say("checking every destination with skopeo (digest of the raw manifest):")
             ok = verify(results)
+            say("")
+            say("signatures across an air gap (OCI layout) and zstd recompression:")
+            extras = anyio.run(run_extras, source, mirror, Path(tmp))
+            say("{:<36} {:<8} {:>6} {:>7} {:>7} {:>11} {:>5} {:>9}".format(*header))
+            for step, result in extras:
+                say(row(step, result) + extras_note(result))
+            ok &= verify(extras)
             seed_versions(source, args.scale)
             say("")
             say("mirroring a plan: 3 services x 3 environments (prod and staging share a version) + 1 build")
