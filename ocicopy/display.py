@@ -151,6 +151,8 @@ def mirror_summary(report: MirrorReport) -> str:
     return (
         f"{'dry run: ' if report.dry_run else ''}{len(report.deployments)} deployments in {report.seconds:.2f} s "
         f"({report.mode.value} mode): {actions}\n"
-        f"blobs: {t.blobs_copied} copied, {t.blobs_mounted} mounted, {t.blobs_skipped} skipped; "
+        f"blobs: {t.blobs_copied} copied, "
+        + (f"{t.blobs_recompressed} recompressed, " if t.blobs_recompressed else "")
+        + f"{t.blobs_mounted} mounted, {t.blobs_skipped} skipped; "
         f"{human_bytes(t.bytes_to_mirror)} {verb}; {t.requests} requests"
     )

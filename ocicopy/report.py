@@ -51,6 +51,7 @@ class MirrorTotals(BaseModel):
     blobs_copied: int = 0
     blobs_mounted: int = 0
     blobs_skipped: int = 0
+    blobs_recompressed: int = 0
     bytes_from_source: int = 0
     bytes_to_mirror: int = 0
     requests: int = 0
@@ -79,6 +80,7 @@ def totals_of(results: list[DeploymentResult], requests: int) -> MirrorTotals:
         blobs_copied=sum(r.blobs_copied for r in results),
         blobs_mounted=sum(r.blobs_mounted for r in results),
         blobs_skipped=sum(r.blobs_skipped for r in results),
+        blobs_recompressed=sum(r.blobs_recompressed for r in results),
         bytes_from_source=sum(r.bytes_from_source for r in results),
         bytes_to_mirror=sum(r.bytes_to_mirror for r in results),
         requests=requests,
