@@ -251,7 +251,7 @@ class Mirror:
 
     async def _referrers(self, target: Target, source_digest: Digest, digest: Digest, result: DeploymentResult) -> None:
         """With ``referrers: true``: bring the image's referrers into the mirror (once per destination)."""
-        if not self.plan.mirror.referrers or target.source is None:
+        if not self.plan.mirror.referrers or target.source is None or self.options.dry_run:
             return
         source, dest = target.source, target.destination
 

@@ -180,3 +180,28 @@ def test_plan_validation_of_new_fields(tmp_path: Path) -> None:
         parse_plan({**base, "mirror": {"layout": f"oci:{tmp_path}:tag"}})
     ok = parse_plan({**base, "mirror": {"layout": "oci:relative/dir"}})
     assert ok.mirror.layout is not None and ok.mirror.layout.startswith("oci:/")
+
+
+async def test_dry_run_writes_no_referrers(registry: RegistryServer, registry2: RegistryServer) -> None:
+    src, prefix = unique_repo_name("rsrc"), unique_repo_name("m")
+    image = _seed(registry, src, "v1")
+    sig = im.make_artifact(b"sig", artifact_type="application/vnd.example.sig", subject=image)
+    im.push(registry, src, sig.digest, sig)
+    entry = {**im.descriptor(sig.media_type, sig.manifest), "artifactType": sig.artifact_type}
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [entry]}
+    im.push(registry, src, fallback_tag(Digest(image.digest)), im.Index(im.dump(index), index["mediaType"], []))
+    plan = {
+        "mirror": {"registry": registry2.host, "prefix": prefix, "referrers": True},
+        "registries": {registry.host: {"plain_http": True}, registry2.host: {"plain_http": True}},
+        "deployments": [{"service": "api", "environment": "prod", "image": f"{registry.host}/{src}:v1"}],
+    }
+    without = {**plan, "mirror": {**plan["mirror"], "referrers": False}}
+    assert _actions(await _mirror(without, registry, registry2)) == ["copied"]  # the image, no signature
+    mark = registry2.mark()
+    async with _client(registry, registry2) as client:
+        report = await client.mirror(parse_plan(plan), dry_run=True)
+    assert _actions(report) == ["skipped"]
+    assert [e for e in registry2.requests(since=mark) if e.method in ("PUT", "POST", "PATCH", "DELETE")] == []
+    assert _actions(await _mirror(plan, registry, registry2)) == ["skipped"]  # a real run brings the signature
+    listed = json.loads(im.get_manifest(registry2, f"{prefix}/api", fallback_tag(Digest(image.digest))).content)
+    assert [m["digest"] for m in listed["manifests"]] == [sig.digest]
