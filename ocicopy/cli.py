@@ -179,7 +179,7 @@ def _creds(value: str | None, ref: str) -> dict[str, Credentials]:
     user, sep, password = value.partition(":")
     if not sep or not user:
         raise InputError("credentials must be given as USER:PASSWORD")
-    return {parse_reference(ref).registry: Credentials(user, password)}
+    return {parse_reference(ref.removeprefix("docker://")).registry: Credentials(user, password)}
 
 
 def _client(args: argparse.Namespace, creds: dict[str, Credentials], **options: Any) -> Client:

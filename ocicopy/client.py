@@ -44,7 +44,8 @@ def as_location(ref: RefLike, default_tag: str | None = "latest") -> Location:
         return ref
     if is_layout_reference(ref):
         return parse_layout_reference(ref)
-    return parse_reference(ref, default_tag=default_tag)
+    # skopeo's transport prefix, also the way to name a registry host called "oci" (oci:5000/app is a layout)
+    return parse_reference(ref.removeprefix("docker://"), default_tag=default_tag)
 
 
 class Client:
@@ -155,7 +156,7 @@ class Client:
         d = _destination(as_location(dst, default_tag=None), s)
         specs = [p if isinstance(p, PlatformSpec) else parse_platform(p) for p in platforms]
         settings = recompression(compress)
-        if settings is not None and referrers:
+        if settings is not None and (referrers or artifact_types):
             raise InputError("--referrers with recompression: signatures and attestations name the source digests")
         requests_before = self.transport.stats.total_requests
         source_digest = s.digest or await self._resolve_source(self.endpoint(s), s)

@@ -30,7 +30,7 @@ import anyio
 
 from ocicopy.compression import Recompressed, Recompression, gzip_to_zstd, zstd_media_type
 from ocicopy.digest import Digest, Verifier
-from ocicopy.errors import BodyTooLargeError, ManifestError, NotFoundError
+from ocicopy.errors import BodyTooLargeError, InputError, ManifestError, NotFoundError
 from ocicopy.flight import SingleFlight
 from ocicopy.models import Descriptor, Manifest
 from ocicopy.registry import ManifestInfo, verified
@@ -100,7 +100,12 @@ class Spool:
 
 
 class Converter:
-    """Recompresses layers for :class:`~ocicopy.copier.TreeCopier`; remembers source → converted digests."""
+    """Recompresses layers for :class:`~ocicopy.copier.TreeCopier`; remembers source → converted digests.
+
+    A known layer conversion (made here, or recorded in a mirror's ledger) is used only when its recorded
+    uncompressed digest is the one the image's config lists at that position; a fresh conversion must match it
+    too, before its blob is placed anywhere.
+    """
 
     def __init__(self, blobs: BlobCopier) -> None:
         self.blobs = blobs
@@ -108,44 +113,76 @@ class Converter:
         #: source digest (layer or manifest) → converted descriptor; seeded from ledgers and earlier results.
         self.mapping: dict[Digest, Descriptor] = {}
         self.recorded: dict[Digest, Descriptor] = {}  # conversions done by this client (to persist)
+        self.diff_ids: dict[Digest, Digest] = {}  # source layer digest → its uncompressed digest
         self._flight: SingleFlight[Descriptor] = SingleFlight(keep_results=True)
-        self.diff_ids: dict[Digest, Digest] = {}  # source layer digest → uncompressed digest, when converted here
 
     def remember(self, source: Digest, converted: Descriptor, *, new: bool = True) -> None:
         self.mapping[source] = converted
         if new:
             self.recorded[source] = converted
 
-    def seed(self, mapping: dict[Digest, Descriptor]) -> None:
-        """Known conversions from elsewhere (a ledger, a destination manifest): hints, verified when used."""
-        for source, converted in mapping.items():
+    def seed(self, mapping: dict[Digest, tuple[Descriptor, Digest | None]]) -> None:
+        """Conversions recorded elsewhere (a mirror's ledger), with the layers' uncompressed digests."""
+        for source, (converted, diff_id) in mapping.items():
             self.mapping.setdefault(source, converted)
+            if diff_id is not None:
+                self.diff_ids.setdefault(source, diff_id)
 
     def close(self) -> None:
         self.spool.close()
 
+    async def config_diff_ids(self, src: Store, config: Descriptor, limit: int) -> list[Digest] | None:
+        """The ``rootfs.diff_ids`` of an image config read from ``src`` (capped, verified); None for a config
+        that is not an image config (an artifact's)."""
+        data = bytearray()
+        async for chunk in verified(self.blobs.read(src, config), Verifier(config.digest, config.size)):
+            data += chunk
+            if len(data) > limit:
+                raise BodyTooLargeError(f"config {config.digest.short}", limit)
+        return config_diff_ids(bytes(data))
+
     async def layer(
-        self, src: Store, dst: Store, desc: Descriptor, settings: Recompression, mount_from: MountFrom
+        self,
+        src: Store,
+        dst: Store,
+        desc: Descriptor,
+        settings: Recompression,
+        mount_from: MountFrom,
+        diff_id: Digest | None = None,
     ) -> tuple[Descriptor, BlobResult]:
-        """Place the zstd version of gzip layer ``desc`` at ``dst``: its descriptor and what was done."""
+        """Place the zstd version of gzip layer ``desc`` at ``dst``: its descriptor and what was done.
+
+        ``diff_id``: what the config says the layer uncompresses to (checked; None when there is no config).
+        """
         started = time.monotonic()
-        known = self.mapping.get(desc.digest)
+        known = self._usable(desc.digest, diff_id)
         if known is not None:
             action, origin = await self._place_known(dst, known, mount_from)
             if action is not None:
                 return known, _result(known, desc, action, 0, started, origin)
         converted, read = await self._convert(src, desc, settings)
+        actual = self.diff_ids[desc.digest]
+        if diff_id is not None and actual != diff_id:
+            raise ManifestError(f"layer {desc.digest.short} uncompresses to {actual}, but the config lists {diff_id}")
         placed = await self.blobs.copy(self.spool, dst, converted, mount_from)
         action = BlobAction.RECOMPRESSED if placed.action is BlobAction.COPIED else placed.action
         result = _result(converted, desc, action, placed.bytes_sent, started, placed.mounted_from)
         return converted, result.model_copy(update={"bytes_read": desc.size if read else 0})
 
+    def _usable(self, source: Digest, diff_id: Digest | None) -> Descriptor | None:
+        """A known conversion of ``source`` whose recorded uncompressed digest is the expected one."""
+        known, recorded = self.mapping.get(source), self.diff_ids.get(source)
+        if known is None or recorded is None or (diff_id is not None and recorded != diff_id):
+            return None
+        return known
+
     async def _place_known(
         self, dst: Store, known: Descriptor, mount_from: MountFrom
     ) -> tuple[BlobAction | None, str | None]:
         """A known conversion present at ``dst`` (skip) or mountable there; (None, None) when neither."""
-        if await dst.blob_exists(known.digest) is not None:
-            return BlobAction.SKIPPED, None
+        size = await dst.blob_exists(known.digest)
+        if size is not None and (size == known.size or isinstance(dst, Endpoint)):
+            return BlobAction.SKIPPED, None  # (a registry's HEAD may omit the length: -1)
         if isinstance(dst, Endpoint):
             origin = await self.blobs.mount_only(dst, known.digest, mount_from)
             if origin is not None:
@@ -156,6 +193,15 @@ class Converter:
         """The conversion of ``desc`` (done once per client and level); True when this call read the source."""
         key = (desc.digest, settings.level)
         return await self._flight.run(key, lambda: self._recompress(src, desc, settings))
+
+    async def spooled(self, src: Store, source: Descriptor, settings: Recompression) -> Spool:
+        """The spool, holding the conversion of ``source`` (converted again if it was placed by a mount and
+        never spooled here: the recovery upload after a registry refused a mounted blob)."""
+        known = self.mapping.get(source.digest)
+        if known is None or await self.spool.blob_exists(known.digest) is None:
+            self._flight.forget((source.digest, settings.level))
+            await self._convert(src, source, settings)
+        return self.spool
 
     async def _recompress(self, src: Store, desc: Descriptor, settings: Recompression) -> Descriptor:
         """Stream ``desc`` from ``src`` (gzip digest verified) through gzip → zstd into the spool."""
@@ -182,21 +228,6 @@ class Converter:
         self.remember(desc.digest, converted)
         self.diff_ids[desc.digest] = result.diff_id
         return converted
-
-    async def check_diff_ids(self, src: Store, image: Descriptor, layers: list[Descriptor], limit: int) -> None:
-        """Each layer recompressed by this client must uncompress to the config's ``rootfs.diff_ids`` entry at
-        its position (read from ``src``): a source whose layers and config disagree is refused, not pushed."""
-        if not any(d.digest in self.diff_ids for d in layers):
-            return
-        data = bytearray()
-        verifier = Verifier(image.digest, image.size)
-        async for chunk in verified(self.blobs.read(src, image), verifier):
-            data += chunk
-            if len(data) > limit:
-                raise BodyTooLargeError(f"config {image.digest.short}", limit)
-        mismatch = diff_id_mismatch(bytes(data), layers, self.diff_ids)
-        if mismatch is not None:
-            raise ManifestError(mismatch)
 
 
 async def reproduce_conversion(src: Store, dst: Store, source: Manifest, held: Manifest) -> Manifest | None:
@@ -226,26 +257,18 @@ async def reproduce_conversion(src: Store, dst: Store, source: Manifest, held: M
     return rebuilt if rebuilt.digest == held.digest else None
 
 
-def diff_id_mismatch(config: bytes, layers: list[Descriptor], diff_ids: dict[Digest, Digest]) -> str | None:
-    """Why the uncompressed layers disagree with ``config`` (``rootfs.diff_ids``), or None when they agree.
-
-    Only layers whose diff_id is known are compared; a config that is not an image config (an artifact's)
-    has nothing to compare with.
-    """
+def config_diff_ids(config: bytes) -> list[Digest] | None:
+    """``rootfs.diff_ids`` of an image config; None when ``config`` is not an image config (an artifact's)."""
     try:
-        expected = json.loads(config)["rootfs"]["diff_ids"]
+        listed = json.loads(config)["rootfs"]["diff_ids"]
     except (ValueError, KeyError, TypeError):
         return None
-    if not isinstance(expected, list):
+    if not isinstance(listed, list):
         return None
-    for i, layer in enumerate(layers):
-        actual = diff_ids.get(layer.digest)
-        if actual is None:
-            continue
-        want = expected[i] if i < len(expected) else None
-        if want != str(actual):
-            return f"layer {i} ({layer.digest.short}) uncompresses to {actual}, but the config lists {want}"
-    return None
+    try:
+        return [Digest(d) for d in listed]
+    except (InputError, TypeError):
+        raise ManifestError("the image config lists an invalid diff_id") from None
 
 
 def _result(

@@ -124,7 +124,7 @@ class BlobCopier:
         if not isinstance(dst, BlobSink):
             raise TypeError(f"cannot write blobs into {dst!r}")
         async with self.limiter:
-            if await dst.blob_exists(desc.digest) is not None:
+            if await dst.blob_exists(desc.digest) == desc.size:  # a file of another size is rewritten
                 return BlobAction.SKIPPED, 0
             self.progress.blob_started(desc.digest, desc.size)
             await dst.write_blob(desc.digest, desc.size, self._counted(desc.digest, self.read(src, desc)))
@@ -389,26 +389,37 @@ class TreeCopier:
         """Children and blobs first (concurrently), then this manifest; returns the manifest pushed."""
         children: dict[int, Descriptor] = {}
         layers: dict[int, Descriptor] = {}
+        diff_ids = await self._diff_ids(job, manifest)
         async with anyio.create_task_group() as tg:
             for i, child in enumerate(manifest.children()):
                 tg.start_soon(self._copy_child, job, i, child, children)
-            for i, desc in enumerate(manifest.blobs()):
-                tg.start_soon(self._copy_blob, job, i - 1, desc, layers)  # config is -1, layers from 0
+            for i, desc in enumerate(manifest.blobs()):  # config is -1, layers from 0
+                tg.start_soon(self._copy_blob, job, i - 1, desc, layers, diff_ids)
+        source = manifest
         if job.compress is not None:
-            if layers:
-                config, *originals = manifest.blobs()
-                await self.converter.check_diff_ids(job.src, config, originals, CONFIG_LIMIT)
-            source, manifest = manifest, _converted(manifest, children, layers)
+            manifest = _converted(manifest, children, layers)
             self.converter.remember(source.digest, manifest.descriptor())
-        await self._put(job, manifest, reference or str(manifest.digest), root)
+        await self._put(job, manifest, reference or str(manifest.digest), root, source)
         return manifest
 
-    async def _put(self, job: CopyJob, manifest: Manifest, reference: str, root: bool) -> None:
+    async def _diff_ids(self, job: CopyJob, manifest: Manifest) -> list[Digest] | None:
+        """For a recompression of an image: its config's ``diff_ids`` (one per layer), which every converted
+        layer must uncompress to; None otherwise (or for a config that is not an image config)."""
+        if job.compress is None or manifest.is_index or not any(convertible(d) for d in manifest.blobs()[1:]):
+            return None
+        config, *layers = manifest.blobs()
+        diff_ids = await self.converter.config_diff_ids(job.src, config, CONFIG_LIMIT)
+        if diff_ids is not None and len(diff_ids) != len(layers):
+            raise ManifestError(f"the image config lists {len(diff_ids)} diff_ids for {len(layers)} layers")
+        return diff_ids
+
+    async def _put(self, job: CopyJob, manifest: Manifest, reference: str, root: bool, source: Manifest) -> None:
+        """PUT ``manifest`` (``source`` is what it was made from: the same, or before a recompression)."""
         dst = job.dst
         try:
             indexed = await dst.manifest_put(reference, manifest, root=root)
         except RegistryError as exc:
-            if "MANIFEST_BLOB_UNKNOWN" not in exc.codes or not await self._upload_mounted(job, manifest):
+            if "MANIFEST_BLOB_UNKNOWN" not in exc.codes or not await self._upload_mounted(job, manifest, source):
                 raise
             indexed = await dst.manifest_put(reference, manifest, root=root)  # once more, not in a loop
         subject = manifest.view.subject
@@ -417,7 +428,7 @@ class TreeCopier:
         self.progress.manifest_pushed(manifest.digest, reference)
         job.out.record_manifest(manifest.descriptor(), BlobAction.COPIED, reference)
 
-    async def _upload_mounted(self, job: CopyJob, manifest: Manifest) -> bool:
+    async def _upload_mounted(self, job: CopyJob, manifest: Manifest, source: Manifest) -> bool:
         """After ``MANIFEST_BLOB_UNKNOWN``: upload the blobs of ``manifest`` that were mounted; False if none were.
 
         A registry may accept a mount (201) yet not count the blob for manifests of the new repository (ECR
@@ -426,15 +437,23 @@ class TreeCopier:
         if not isinstance(job.dst, Endpoint):
             return False
         by_digest = {d.digest: d for d in manifest.blobs()}
+        originals = {d.digest: d for d in source.blobs()}
         mounted = [b for b in job.out.blobs if b.action is BlobAction.MOUNTED and b.digest in by_digest]
         for blob in mounted:
-            source = job.src if blob.source_digest is None else self.converter.spool
-            await self.blobs.stream(source, job.dst, by_digest[blob.digest], None)
+            origin: Store = job.src
+            if blob.source_digest is not None and job.compress is not None:  # a recompressed layer: from the spool
+                origin = await self.converter.spooled(job.src, originals[blob.source_digest], job.compress)
+            await self.blobs.stream(origin, job.dst, by_digest[blob.digest], None)
         return bool(mounted)
 
-    async def _copy_blob(self, job: CopyJob, i: int, desc: Descriptor, layers: dict[int, Descriptor]) -> None:
+    async def _copy_blob(
+        self, job: CopyJob, i: int, desc: Descriptor, layers: dict[int, Descriptor], diff_ids: list[Digest] | None
+    ) -> None:
         if job.compress is not None and i >= 0 and convertible(desc):
-            layers[i], result = await self.converter.layer(job.src, job.dst, desc, job.compress, job.mount_from)
+            diff_id = diff_ids[i] if diff_ids is not None else None
+            layers[i], result = await self.converter.layer(
+                job.src, job.dst, desc, job.compress, job.mount_from, diff_id
+            )
         else:
             result = await self.blobs.copy(job.src, job.dst, desc, job.mount_from)
         job.out.blobs.append(result)

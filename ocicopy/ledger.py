@@ -10,13 +10,17 @@ blob, source manifest → the rewritten one), so a later run neither recompresse
 nor misses that a mirror tag already holds the conversion of its source.
 
 Cost, in requests: reading is lazy (only when a blob actually has to be placed, so a warm run never reads
-it): manifest GET + blob GET = 2 per run. Writing, at the end of a run that placed blobs: manifest GET + blob
-GET (merge with what others wrote meanwhile) + HEAD/POST/PUT for the new JSON blob (+ the 2-byte empty config
-once) + manifest PUT ≈ 6 per run. Each blob then costs a HEAD and one 201 mount instead of GET + PUT.
+it — except with ``compress``, where the recorded conversions decide the skips): manifest GET + blob GET = 2
+per run. Writing, at the end of a run that placed blobs: manifest GET + blob GET (merge with what others wrote
+meanwhile) + HEAD/POST/PUT for the new JSON blob (+ the 2-byte empty config once) + manifest PUT ≈ 6 per run.
+Each blob then costs a HEAD and one 201 mount instead of GET + PUT.
 
-It is a hint, never trusted for correctness: a stale entry costs one declined mount (202) and the blob is
+Blob locations are hints, never trusted for correctness: a stale entry costs one declined mount (202) and the blob is
 uploaded as usual. Concurrent writers may drop each other's newest entries (last write wins); later runs add
 them back. Entries are validated (digest and repository grammar) when read; the ledger is capped in size.
+Conversions are trusted as much as the mirror holding them: a layer's is used only when its recorded
+``diffId`` is the one the image's config lists, and a mirror tag is skipped when it holds the recorded
+conversion of its source manifest (whoever can rewrite the ledger can rewrite the mirror's tags as well).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from ocicopy.models import OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, Descriptor, Image
 from ocicopy.reference import validate_repository
 from ocicopy.registry import Registry, read_blob
 
+#: A recorded conversion: the converted descriptor and, for a layer, its uncompressed digest (diff_id).
+Conversion = tuple[Descriptor, Digest | None]
 LEDGER_TAG: Final = "blobs-v1"
 ARTIFACT_TYPE: Final = "application/vnd.ocicopy.ledger.v1"
 LAYER_TYPE: Final = "application/vnd.ocicopy.ledger.v1+json"
@@ -51,7 +57,8 @@ class Ledger:
         self.registry = registry
         self.repository = validate_repository(repository)
         self.blobs: dict[Digest, list[str]] = {}
-        self.converted: dict[Digest, Descriptor] = {}  # source layer/manifest digest → its zstd conversion
+        #: source layer/manifest digest → its conversion (and, for a layer, its uncompressed digest)
+        self.converted: dict[Digest, Conversion] = {}
         self.added = 0
         self.reads = 0
         self._loaded = False
@@ -72,12 +79,12 @@ class Ledger:
         del repos[MAX_REPOS_PER_BLOB:]
         self.added += 1
 
-    def record_conversion(self, source: Digest, converted: Descriptor) -> None:
-        if self.converted.get(source) != converted:
-            self.converted[source] = converted
+    def record_conversion(self, source: Digest, converted: Descriptor, diff_id: Digest | None = None) -> None:
+        if self.converted.get(source) != (converted, diff_id):
+            self.converted[source] = (converted, diff_id)
             self.added += 1
 
-    async def conversions(self) -> dict[Digest, Descriptor]:
+    async def conversions(self) -> dict[Digest, Conversion]:
         """Recompressions recorded by earlier runs (hints: a conversion is used only if its blob is there)."""
         await self.load()
         return dict(self.converted)
@@ -104,7 +111,7 @@ class Ledger:
         self.added = 0
         return True
 
-    def _merge(self, doc: tuple[dict[Digest, list[str]], dict[Digest, Descriptor]]) -> None:
+    def _merge(self, doc: tuple[dict[Digest, list[str]], dict[Digest, Conversion]]) -> None:
         entries, converted = doc
         for source, desc in converted.items():
             self.converted.setdefault(source, desc)
@@ -113,7 +120,7 @@ class Ledger:
             known.extend(r for r in repos if r not in known)
             del known[MAX_REPOS_PER_BLOB:]
 
-    async def _read(self) -> tuple[dict[Digest, list[str]], dict[Digest, Descriptor]]:
+    async def _read(self) -> tuple[dict[Digest, list[str]], dict[Digest, Conversion]]:
         self.reads += 1
         try:
             manifest = await self.registry.manifest_get(self.repository, LEDGER_TAG)
@@ -152,8 +159,8 @@ def _manifest(data: bytes) -> Manifest:
     return manifest
 
 
-def _encode(blobs: dict[Digest, list[str]], converted: dict[Digest, Descriptor] | None = None) -> bytes:
-    conv = {k: v.model_dump(mode="json", by_alias=True, exclude_none=True) for k, v in (converted or {}).items()}
+def _encode(blobs: dict[Digest, list[str]], converted: dict[Digest, Conversion] | None = None) -> bytes:
+    conv = {k: _conversion_entry(desc, diff_id) for k, (desc, diff_id) in (converted or {}).items()}
 
     def dump() -> bytes:
         doc: dict[str, Any] = {"version": 1, "blobs": blobs}
@@ -170,7 +177,14 @@ def _encode(blobs: dict[Digest, list[str]], converted: dict[Digest, Descriptor] 
     return data
 
 
-def _decode_converted(data: bytes) -> dict[Digest, Descriptor]:
+def _conversion_entry(desc: Descriptor, diff_id: Digest | None) -> dict[str, Any]:
+    entry: dict[str, Any] = desc.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if diff_id is not None:
+        entry["diffId"] = str(diff_id)
+    return entry
+
+
+def _decode_converted(data: bytes) -> dict[Digest, Conversion]:
     """The ``converted`` table of an untrusted ledger: valid digests and zstd descriptors only."""
     try:
         doc: Any = json.loads(data)
@@ -179,16 +193,20 @@ def _decode_converted(data: bytes) -> dict[Digest, Descriptor]:
     table = doc.get("converted") if isinstance(doc, dict) and doc.get("version") == 1 else None
     if not isinstance(table, dict):
         return {}
-    out: dict[Digest, Descriptor] = {}
+    out: dict[Digest, Conversion] = {}
     for key, value in table.items():
         if not (isinstance(key, str) and is_digest(key) and isinstance(value, dict)):
             continue
+        value = dict(value)
+        diff_id = value.pop("diffId", None)
         try:
             desc = Descriptor.model_validate(value)
         except ValueError:
             continue
-        if desc.media_type in CONVERTED_TYPES:
-            out[Digest(key)] = desc
+        if desc.media_type in CONVERTED_TYPES and (
+            diff_id is None or (isinstance(diff_id, str) and is_digest(diff_id))
+        ):
+            out[Digest(key)] = (desc, Digest(diff_id) if diff_id is not None else None)
     return out
 
 

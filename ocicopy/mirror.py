@@ -77,7 +77,7 @@ class Mirror:
         self.predicted: set[str] = set()
         use_ledger = plan.mirror.ledger if self.options.ledger is None else self.options.ledger
         self.ledger: Ledger | None = None
-        if use_ledger and not self.options.dry_run and plan.mirror.registry is not None:  # layouts: no mounts
+        if use_ledger and plan.mirror.registry is not None:  # layouts: no mounts; dry runs read it, never write
             registry = client.registry(Reference(plan.mirror.registry, "x").api_host)  # docker.io → its API host
             self.ledger = Ledger(registry, ledger_repository(plan))
         self.compress = recompression(plan.mirror.compress, plan.mirror.compress_level)
@@ -113,10 +113,11 @@ class Mirror:
         )
 
     async def _save_ledger(self) -> list[str]:
-        if self.ledger is None:
+        if self.ledger is None or self.options.dry_run:
             return []
-        for source, converted in self.client.trees.converter.recorded.items():
-            self.ledger.record_conversion(source, converted)
+        converter = self.client.trees.converter
+        for source, converted in converter.recorded.items():
+            self.ledger.record_conversion(source, converted, converter.diff_ids.get(source))
         try:
             await self.ledger.save()
         except OcicopyError as exc:
@@ -157,13 +158,13 @@ class Mirror:
         return info
 
     async def _build(self, target: Target, result: DeploymentResult) -> None:
-        found = await self._head(target.destination)
+        found, pushed = await self._head(target.destination), False
         if found is None and not self.options.dry_run:
             found = await self._push_build_output(target, result)
+            pushed = found is not None
         if found is None:
             result.action = MirrorAction.BUILD_NEEDED
             return
-        pushed = bool(result.warnings)
         result.action = MirrorAction.BUILD_PUSHED if pushed else MirrorAction.BUILD_CACHED
         result.source_digest = found.digest
         result.pinned = _pinned(target.destination, found.digest)

@@ -72,7 +72,9 @@ def _check_name(value: str, what: str) -> str:
 
 def parse_location(text: str) -> Reference | LayoutReference:
     """A registry reference, or an OCI layout for ``oci:...``."""
-    return parse_layout_reference(text) if is_layout_reference(text) else parse_reference(text)
+    return (
+        parse_layout_reference(text) if is_layout_reference(text) else parse_reference(text.removeprefix("docker://"))
+    )
 
 
 def registry_host(value: str) -> str:

@@ -62,6 +62,11 @@ class ReferrersOutcome:
     manifests: list[ManifestResult] = field(default_factory=list)
     blobs: list[BlobResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    visited: int = 0  # referrers looked at (the cap counts these)
+
+    @property
+    def full(self) -> bool:
+        return self.visited >= MAX_REFERRERS
 
 
 class ReferrerCopier:
@@ -77,13 +82,15 @@ class ReferrerCopier:
         out = ReferrersOutcome()
         seen: set[Digest] = set(subjects)
         level = list(dict.fromkeys(subjects))
-        while level and len(seen) < MAX_REFERRERS:
+        while level and not out.full:
             found: list[Digest] = []
             for subject in level:
+                if out.full:
+                    break
                 found += await self._subject(src, dst, subject, artifact_types, seen, out)
             level = found
-        if level:
-            out.warnings.append(f"stopped after {MAX_REFERRERS} referrers; more were not copied")
+        if out.full:
+            out.warnings.append(f"stopped after {MAX_REFERRERS} referrers; any others were not copied")
         return out
 
     async def _subject(
@@ -104,7 +111,10 @@ class ReferrerCopier:
         for desc in descs:
             if desc.digest in seen:
                 continue
+            if out.full:
+                break
             seen.add(desc.digest)
+            out.visited += 1
             if await self._one(src, dst, subject, desc, out):
                 copied.append(desc.digest)
         if not artifact_types:

@@ -51,6 +51,7 @@ class UploadSession:
 
 
 MAX_REFERRER_PAGES = 100
+MAX_REFERRERS_LISTED = 1000
 
 
 def _next_page(url: httpx.URL, link: str | None) -> httpx.URL | None:
@@ -182,8 +183,9 @@ class Registry:
         ``subject`` is ``digest``; None when the registry has no such API (a 404: the spec forbids a 404
         from a registry that has it; clients then use the fallback tag, see :mod:`ocicopy.referrers`).
 
-        Pages (``Link: <...>; rel="next"``, same host only) are followed up to :data:`MAX_REFERRER_PAGES`; an
-        ``artifactType`` filter the registry did not apply (no ``OCI-Filters-Applied``) is applied here.
+        Pages (``Link: <...>; rel="next"``, same host only) are followed up to :data:`MAX_REFERRER_PAGES` and
+        :data:`MAX_REFERRERS_LISTED` descriptors (a longer list is cut there); an ``artifactType`` filter the
+        registry did not apply (no ``OCI-Filters-Applied``) is applied here.
         """
         params = {"artifactType": artifact_type} if artifact_type else None
         url: httpx.URL | None = self._url(repository, f"referrers/{Digest(digest)}", params)
@@ -207,6 +209,8 @@ class Registry:
             page = parse_manifest(body, OCI_INDEX)
             filtered = "artifacttype" in response.headers.get("oci-filters-applied", "").lower()
             found += [d for d in page.children() if filtered or not artifact_type or d.artifact_type == artifact_type]
+            if len(found) >= MAX_REFERRERS_LISTED:
+                return found[:MAX_REFERRERS_LISTED]
             url = _next_page(url, response.headers.get("link"))
         return found
 

@@ -33,8 +33,11 @@ from ocicopy.models import (
 #: registries that follow the spec) and uncompressed layers are left as they are.
 CONVERTIBLE: Final = frozenset({OCI_LAYER_GZIP, OCI_NONDIST_LAYER_GZIP, DOCKER_LAYER_GZIP})
 
+#: Docker types left in a manifest that becomes OCI (unconverted layers, the config) and their OCI names.
 _OCI_TYPES: Final = {
     "application/vnd.docker.image.rootfs.diff.tar": "application/vnd.oci.image.layer.v1.tar",
+    DOCKER_LAYER_GZIP: OCI_LAYER_GZIP,  # a gzip layer left as is (one with foreign urls)
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": OCI_NONDIST_LAYER_GZIP,
     DOCKER_CONFIG: OCI_CONFIG,
 }
 

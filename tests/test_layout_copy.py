@@ -179,3 +179,21 @@ def test_cli_copy_to_layout_json(registry: RegistryServer, make_repo: MakeRepo, 
         text=True,
     )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "invalid" in bad.stderr
+
+
+async def test_a_truncated_blob_in_the_layout_is_rewritten(
+    registry: RegistryServer, make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    """A blob file of the wrong size (an interrupted cp/rsync) is not taken as present."""
+    src = make_repo("src")
+    image = _image()
+    im.push(registry, src, "v1", image)
+    layout = tmp_path / "repair"
+    async with _client(registry) as client:
+        await client.copy(f"{registry.host}/{src}:v1", f"oci:{layout}:v1")
+        blob = layout / "blobs" / "sha256" / image.layers[0].digest.split(":")[1]
+        blob.write_bytes(blob.read_bytes()[:100])
+        again = await client.copy(f"{registry.host}/{src}:v1", f"oci:{layout}:v2")
+    assert blob.read_bytes() == bytes(image.layers[0])
+    assert next(b for b in again.blobs if b.digest == image.layers[0].digest).action is BlobAction.COPIED
+    assert _skopeo_raw(f"oci:{layout}:v2") == image.manifest

@@ -205,3 +205,17 @@ async def test_dry_run_writes_no_referrers(registry: RegistryServer, registry2: 
     assert _actions(await _mirror(plan, registry, registry2)) == ["skipped"]  # a real run brings the signature
     listed = json.loads(im.get_manifest(registry2, f"{prefix}/api", fallback_tag(Digest(image.digest))).content)
     assert [m["digest"] for m in listed["manifests"]] == [sig.digest]
+
+
+async def test_dry_run_of_a_compress_mirror_predicts_skips(registry: RegistryServer, registry2: RegistryServer) -> None:
+    src, prefix = unique_repo_name("zsrc"), unique_repo_name("m")
+    _seed(registry, src, "api", [gzip_layer()])
+    plan = {
+        "mirror": {"registry": registry2.host, "prefix": prefix, "compress": "zstd"},
+        "registries": {registry.host: {"plain_http": True}, registry2.host: {"plain_http": True}},
+        "deployments": [{"service": "api", "environment": "prod", "image": f"{registry.host}/{src}:api"}],
+    }
+    assert _actions(await _mirror(plan, registry, registry2)) == ["copied"]
+    async with _client(registry, registry2) as client:
+        dry = await client.mirror(parse_plan(plan), dry_run=True)
+    assert _actions(dry) == ["skipped"]

@@ -286,3 +286,18 @@ def test_next_page_stays_on_the_same_host() -> None:
     assert _next_page(here, '<https://evil.example/v2/a/referrers/x>; rel="next"') is None
     assert _next_page(here, '<http://r.example/v2/a>; rel="next"') is None  # no downgrade either
     assert _next_page(here, None) is None and _next_page(here, '</x>; rel="prev"') is None
+
+
+async def test_referrers_are_capped_with_a_warning(api_registry: FakeRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ocicopy.referrers
+
+    monkeypatch.setattr(ocicopy.referrers, "MAX_REFERRERS", 5)
+    image = _image()
+    api_registry.seed("src", "v1", image)
+    for i in range(12):
+        art = _artifact(image, SIG, f"sig-{i}")
+        api_registry.seed("src", art.digest, art)
+    async with _client(api_registry.host) as client:
+        result = await client.copy(f"{api_registry.host}/src:v1", f"{api_registry.host}/dst:v1", referrers=True)
+    assert len(result.referrers) == 5
+    assert any("stopped after 5 referrers" in w for w in result.warnings)

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ocicopy.compression import OCI_LAYER_ZSTD, InputError, Recompression, recompression
-from ocicopy.converter import diff_id_mismatch
+from ocicopy.converter import config_diff_ids
 from ocicopy.digest import Digest
+from ocicopy.errors import ManifestError
 from ocicopy.models import Descriptor, parse_manifest
 from ocicopy.transform import convertible, derive_mapping, predict, rewrite_image, rewrite_index
 from tests.harness import images as im
@@ -101,16 +102,13 @@ def test_derive_mapping_refuses_other_images() -> None:
     assert derive_mapping(one, two) == {}  # another config: not a conversion of it
 
 
-def test_diff_id_mismatch() -> None:
+def test_config_diff_ids() -> None:
     image = _image([30, 40], "oci", seed=5)
-    layers = parse_manifest(image.manifest).blobs()[1:]
-    good = {d.digest: Digest(x.diff_id) for d, x in zip(layers, image.layers, strict=True)}
-    assert diff_id_mismatch(image.config, layers, good) is None
-    bad = dict(good)
-    bad[layers[1].digest] = Digest.of(b"other")
-    message = diff_id_mismatch(image.config, layers, bad)
-    assert message is not None and message.startswith("layer 1")
-    assert diff_id_mismatch(b"{}", layers, bad) is None  # an artifact config: nothing to compare
+    assert config_diff_ids(image.config) == [Digest(x.diff_id) for x in image.layers]
+    assert config_diff_ids(b"{}") is None  # an artifact's config: nothing to compare with
+    assert config_diff_ids(b'{"rootfs": {"diff_ids": "nope"}}') is None
+    with pytest.raises(ManifestError, match="invalid diff_id"):
+        config_diff_ids(b'{"rootfs": {"diff_ids": ["sha256:../../x"]}}')
 
 
 def test_recompression_settings() -> None:
@@ -121,3 +119,29 @@ def test_recompression_settings() -> None:
         recompression("gzip")
     with pytest.raises(InputError, match="out of range"):
         recompression("zstd", 0)
+
+
+def test_unconverted_docker_layers_get_oci_types() -> None:
+    """A foreign (urls) Docker layer stays as it is, under the OCI type of the new OCI manifest."""
+    doc = json.loads(_image([30, 40], "docker", seed=6).manifest)
+    doc["layers"][1]["mediaType"] = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+    doc["layers"][1]["urls"] = ["https://example.invalid/base.tar.gz"]
+    source = parse_manifest(im.dump(doc))
+    first = source.blobs()[1]
+    assert convertible(first) and not convertible(source.blobs()[2])
+    out = json.loads(rewrite_image(source, {0: _zstd_for(first)}).raw)
+    assert [x["mediaType"] for x in out["layers"]] == [
+        OCI_LAYER_ZSTD,
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    ]
+    assert out["layers"][1]["urls"] == ["https://example.invalid/base.tar.gz"]
+
+
+def test_docker_prefix_names_a_registry() -> None:
+    from ocicopy.client import as_location
+    from ocicopy.layout import LayoutReference
+    from ocicopy.reference import Reference
+
+    assert isinstance(as_location("oci:5000/app:1"), LayoutReference)  # skopeo's syntax: a layout
+    forced = as_location("docker://oci:5000/app:1")
+    assert isinstance(forced, Reference) and (forced.registry, forced.repository) == ("oci:5000", "app")

@@ -271,3 +271,46 @@ async def test_corrupt_source_bytes_are_caught_before_conversion_is_used() -> No
             with pytest.raises(OcicopyError, match=r"digest|gzip"):
                 await client.copy(f"{fake.host}/src:v1", f"{fake.host}/dst:v1", compress="zstd")
         assert fake.manifest("dst", "v1") is None
+
+
+async def test_a_recorded_conversion_with_another_diff_id_is_not_used(
+    registry: RegistryServer, make_repo: MakeRepo
+) -> None:
+    """A conversion hint (as a ledger gives) pointing at a blob whose recorded diff_id is not the config's is
+    ignored: the layer is recompressed, and the image stays consistent with its config."""
+    from ocicopy.digest import Digest
+    from ocicopy.models import Descriptor
+
+    src, dst = make_repo("src"), make_repo("dst")
+    image = im.make_image([gzip_layer()])
+    decoy = zstd_layer()  # a real zstd blob already in the destination, of other content
+    decoy_image = _zstd_image([decoy])
+    im.push(registry, dst, "decoy", decoy_image)
+    im.push(registry, src, "v1", image)
+    hint = Descriptor.model_validate({"mediaType": ZSTD_LAYER, "digest": decoy.digest, "size": len(decoy)})
+    async with _client(registry) as client:
+        client.trees.converter.seed({Digest(image.layers[0].digest): (hint, Digest(decoy.diff_id))})
+        result = await client.copy(f"{registry.host}/{src}:v1", f"{registry.host}/{dst}:v1", compress="zstd")
+    assert result.totals.blobs_recompressed == 1
+    assert_zstd_image(registry, dst, str(result.digest), image)
+
+
+async def test_a_recorded_conversion_with_the_right_diff_id_is_reused(
+    registry: RegistryServer, make_repo: MakeRepo
+) -> None:
+    """The same hint with the config's diff_id: mounted/skipped without reading the source layer."""
+    src, first, second = make_repo("src"), make_repo("first"), make_repo("second")
+    image = im.make_image([gzip_layer()])
+    im.push(registry, src, "v1", image)
+    async with _client(registry) as client:
+        done = await client.copy(f"{registry.host}/{src}:v1", f"{registry.host}/{first}:v1", compress="zstd")
+        recorded = client.trees.converter
+        seeds = {k: (v, recorded.diff_ids.get(k)) for k, v in recorded.mapping.items()}
+    mark = registry.mark()
+    async with _client(registry) as client:
+        client.trees.converter.seed(seeds)
+        again = await client.copy(
+            f"{registry.host}/{src}:v1", f"{registry.host}/{second}:v1", compress="zstd", mount_from=[first]
+        )
+    assert again.digest == done.digest and again.totals.blobs_recompressed == 0
+    assert [e for e in blob_gets(registry.requests(since=mark)) if image.layers[0].digest in e.path] == []
