@@ -11,7 +11,7 @@ import httpx
 
 from ocicopy.compression import Recompression, recompression
 from ocicopy.converter import reproduce_conversion
-from ocicopy.copier import BlobCopier, MountFrom, TreeCopier, apply_selection, fetch_child
+from ocicopy.copier import BlobCopier, CopyJob, MountFrom, TreeCopier, apply_selection, fetch_child
 from ocicopy.credentials import ChainCredentials, Credentials, CredentialSource, default_credentials
 from ocicopy.digest import Digest
 from ocicopy.errors import InputError, NotFoundError, unwrap_group
@@ -202,14 +202,8 @@ class Client:
             top = top or await src_ep.manifest_get(str(source_digest))
             manifest, result.transformed = await self._select(src_ep, top, specs)
             result.digest, result.media_type = manifest.digest, manifest.media_type
-            expected: Digest | None = manifest.digest
-            if compress is not None:
-                expected = await self._known_conversion(src_ep, dst_ep, d, manifest) if check_destination else None
-                result.digest = expected or result.digest
-            if expected is not None and not plain and check_destination:
-                existing = await self._existing(dst_ep, d, expected)
-            if existing is None:
-                await self._copy_tree(src_ep, dst_ep, manifest, d, mount_from, compress, result)
+            job = CopyJob(src_ep, dst_ep, mount_from, compress)
+            existing = await self._push_unless_there(job, d, manifest, check_destination and not plain, result)
         if existing is not None:
             result.media_type = existing.media_type
         result.transformed = result.transformed or result.digest != source_digest
@@ -217,18 +211,23 @@ class Client:
         result.requests = self.transport.stats.total_requests - requests_before
         return result
 
-    async def _copy_tree(
-        self,
-        src: Store,
-        dst: Store,
-        manifest: Manifest,
-        d: Location,
-        mount_from: MountFrom,
-        compress: Recompression | None,
-        result: CopyResult,
-    ) -> None:
+    async def _push_unless_there(
+        self, job: CopyJob, d: Location, manifest: Manifest, check: bool, result: CopyResult
+    ) -> ManifestInfo | None:
+        """Copy ``manifest`` (selected, maybe to be recompressed) unless ``d`` already holds what it becomes:
+        then the destination's manifest info, and nothing was sent."""
+        expected: Digest | None = manifest.digest
+        if job.compress is not None:
+            expected = await self._known_conversion(job.src, job.dst, d, manifest) if check else None
+            result.digest = expected or result.digest
+        existing = await self._existing(job.dst, d, expected) if expected is not None and check else None
+        if existing is None:
+            await self._copy_tree(job, manifest, d, result)
+        return existing
+
+    async def _copy_tree(self, job: CopyJob, manifest: Manifest, d: Location, result: CopyResult) -> None:
         try:
-            tree = await self.trees.copy(src, dst, manifest, d.tag, mount_from, compress)
+            tree = await self.trees.copy(job.src, job.dst, manifest, d.tag, job.mount_from, job.compress)
         except BaseExceptionGroup as group:
             raise unwrap_group(group) from None
         assert tree.top is not None
