@@ -1,8 +1,9 @@
-"""Benchmark tools: ``python -m benchmarks {run,chart,table,compare}`` (run from the repository root).
+"""Benchmark tools: ``python -m benchmarks {run,compression,chart,table,compare}`` (run from the repository root).
 
 ::
 
     .venv/bin/python -m benchmarks run [ARGS...]                        # the harness (benchmarks.mirror), ARGS as-is
+    .venv/bin/python -m benchmarks compression [ARGS...]                # gzip vs zstd (benchmarks.compression)
     .venv/bin/python -m benchmarks table benchmarks/results/mirror.json  # medians, speedups, ratios, traffic
     .venv/bin/python -m benchmarks chart benchmarks/results/mirror.json [-o chart.svg]
     .venv/bin/python -m benchmarks compare BEFORE.json AFTER.json [--noise 0.1]
@@ -22,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 
-def _run(argv: list[str]) -> int:
+def _run(argv: list[str], module: str = "benchmarks.mirror") -> int:
     # Imported lazily: the harness pulls in registries, the workload builder and the client.
-    mirror = importlib.import_module("benchmarks.mirror")
-    return int(mirror.main(argv) or 0)
+    return int(importlib.import_module(module).main(argv) or 0)
 
 
 def _load(parser: argparse.ArgumentParser, path: str) -> dict[str, Any]:
@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the mirror benchmark harness (benchmarks.mirror); every further argument is passed to it",
         add_help=False,
     )
+    sub.add_parser(
+        "compression",
+        help="gzip vs zstd: sizes, decompression, recompression CPU (benchmarks.compression); arguments passed on",
+        add_help=False,
+    )
     chart = sub.add_parser("chart", help="write an SVG chart of a results document")
     chart.add_argument("results", help="results JSON (e.g. benchmarks/results/mirror.json)")
     chart.add_argument("-o", "--output", help="SVG path (default: the results path with .svg)")
@@ -80,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list[:1] == ["run"]:
         # Forwarded untouched (including --help), before argparse could claim any option.
         return _run(args_list[1:])
+    if args_list[:1] == ["compression"]:
+        return _run(args_list[1:], "benchmarks.compression")
     parser = build_parser()
     args = parser.parse_args(args_list)
     if args.command == "chart":
