@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -51,7 +50,8 @@ class Spool:
     repository = ""
 
     def __init__(self) -> None:
-        self._dir: Path | None = None
+        # TemporaryDirectory: removed by close(), and by its finalizer if a client is never closed.
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
 
     def __str__(self) -> str:
         return "recompressed layers (local spool)"
@@ -59,8 +59,8 @@ class Spool:
     @property
     def root(self) -> Path:
         if self._dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix="ocicopy-spool-"))
-        return self._dir
+            self._dir = tempfile.TemporaryDirectory(prefix="ocicopy-spool-", ignore_cleanup_errors=True)
+        return Path(self._dir.name)
 
     def path(self, digest: Digest) -> Path:
         return self.root / f"{digest.algorithm}-{digest.hex}"
@@ -95,7 +95,7 @@ class Spool:
 
     def close(self) -> None:
         if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir.cleanup()
             self._dir = None
 
 
