@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -31,6 +32,8 @@ from ocicopy.store import Endpoint, Store
 from ocicopy.transport import Transport
 
 Location = Reference | LayoutReference
+#: Tags of the referrers tag schema and cosign's (``sha256-<hex>[.sig|.att|.sbom]``): not images of their own.
+_REFERRER_TAG = re.compile(r"sha(256|512)-[0-9a-f]{64}(\.sig|\.att|\.sbom)?")
 RefLike = str | Reference | LayoutReference
 
 
@@ -317,8 +320,13 @@ class Client:
 
 
 async def _only_image(layout: Layout) -> Digest:
-    """The image of a layout given without a tag: its only tag (skopeo's rule), else an error naming them."""
-    tags = await layout.tags()
+    """The image of a layout given without a tag: its only tag (skopeo's rule; referrer fallback and cosign
+    tags aside), or its only entry when nothing is tagged (a builder's output); else an error naming them."""
+    tags = [t for t in await layout.tags() if not _REFERRER_TAG.fullmatch(t)]
+    if not tags:
+        entries = await layout.entries()
+        if len(entries) == 1:
+            return entries[0].digest
     if len(tags) != 1:
         shown = ", ".join(tags[:10]) or "none"
         raise InputError(f"{layout} holds {len(tags)} tagged images ({shown}): name one as oci:PATH:TAG")

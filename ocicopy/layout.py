@@ -580,6 +580,18 @@ class Layout:
         names = (_ref_name(entry) for entry in _read_index(self.root)["manifests"])
         return list(dict.fromkeys(name for name in names if name is not None))
 
+    async def entries(self) -> list[Descriptor]:
+        """The descriptors index.json lists (tagged or not), in index order ([] without a layout)."""
+        return await to_thread.run_sync(self._entries)
+
+    def _entries(self) -> list[Descriptor]:
+        if _layout_state(self.root) != "layout":
+            return []
+        try:
+            return [Descriptor.model_validate(e) for e in _read_index(self.root)["manifests"]]
+        except ValueError as exc:
+            raise ManifestError(f"{self.root / _INDEX_FILE}: invalid descriptor ({_one_line(exc)})") from None
+
     async def referrers(self, digest: Digest, artifact_type: str | None = None) -> list[Descriptor] | None:
         """None: a layout has no referrers API (the fallback tag scheme works, tags being ref.name entries)."""
         return None

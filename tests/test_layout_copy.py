@@ -197,3 +197,27 @@ async def test_a_truncated_blob_in_the_layout_is_rewritten(
     assert blob.read_bytes() == bytes(image.layers[0])
     assert next(b for b in again.blobs if b.digest == image.layers[0].digest).action is BlobAction.COPIED
     assert _skopeo_raw(f"oci:{layout}:v2") == image.manifest
+
+
+async def test_only_image_ignores_referrer_tags_and_takes_an_untagged_output(
+    registry: RegistryServer, make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    """``oci:DIR``: its only image, even beside the fallback tag of its signature; and a builder's output that
+    lists one untagged manifest."""
+    from ocicopy.digest import Digest
+    from ocicopy.subjects import fallback_tag
+
+    src = make_repo("src")
+    image = _image()
+    sig = im.make_artifact(b"sig", artifact_type="application/vnd.example.sig", subject=image)
+    im.push(registry, src, "v1", image)
+    signed, untagged = tmp_path / "signed", tmp_path / "untagged"
+    async with _client(registry) as client:
+        await client.copy(f"{registry.host}/{src}:v1", f"oci:{signed}:v1")
+        await client.copy(f"{registry.host}/{src}:v1", f"oci:{untagged}@{image.digest}")
+        im.push(registry, src, sig.digest, sig)
+        await client.copy(f"{registry.host}/{src}@{sig.digest}", f"oci:{signed}@{sig.digest}")
+        assert fallback_tag(Digest(image.digest)) in _refs(signed)
+        assert await client.digest(f"oci:{signed}") == image.digest
+        assert _refs(untagged) == [None]
+        assert await client.digest(f"oci:{untagged}") == image.digest
