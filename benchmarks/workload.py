@@ -365,13 +365,20 @@ class Workload:
     def push(self, server: RegistryServer, jobs: int = 4, only: Iterable[tuple[str, str]] | None = None) -> None:
         """Seed the source registry: every (service, version) under ``acme/<service>:<version>`` (or ``only``)."""
         wanted = None if only is None else set(only)
+        # One thread per repository: distribution 2.8 can answer "blob unknown" to a manifest PUT while another
+        # upload of the same blob into the same repository rewrites its link file (seen at tiny scales, where
+        # versions of a service share every layer).
+        by_repo: dict[str, list[tuple[str, Image | Index]]] = {}
+        for (service, version), obj in self.images.items():
+            if wanted is None or (service, version) in wanted:
+                by_repo.setdefault(self.repository(service), []).append((version, obj))
 
-        def one(item: tuple[tuple[str, str], Image | Index]) -> None:
-            (service, version), obj = item
-            push(server, self.repository(service), version, obj)
+        def one(repo: str) -> None:
+            for version, obj in by_repo[repo]:
+                push(server, repo, version, obj)
 
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            list(pool.map(one, [kv for kv in self.images.items() if wanted is None or kv[0] in wanted]))
+            list(pool.map(one, list(by_repo)))
         self.pushed = True
 
     def ship(self, service: str, log: Callable[[str], None] | None = None) -> Workload:
