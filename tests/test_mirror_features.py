@@ -143,14 +143,20 @@ async def test_compress_across_runs(registry: RegistryServer, registry2: Registr
     assert web.digest != third.deployments[1].pinned
 
 
-async def test_mirror_referrers(registry: RegistryServer, registry2: RegistryServer) -> None:
-    src, prefix = unique_repo_name("rsrc"), unique_repo_name("m")
+def _seed_signed(registry: RegistryServer, src: str) -> tuple[im.Image, im.Artifact]:
+    """An image ``src:v1`` and a signature listed under its fallback tag (as a signer without the API leaves it)."""
     image = _seed(registry, src, "v1")
     sig = im.make_artifact(b"sig", artifact_type="application/vnd.example.sig", subject=image)
     im.push(registry, src, sig.digest, sig)
     entry = {**im.descriptor(sig.media_type, sig.manifest), "artifactType": sig.artifact_type}
     index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [entry]}
     im.push(registry, src, fallback_tag(Digest(image.digest)), im.Index(im.dump(index), index["mediaType"], []))
+    return image, sig
+
+
+async def test_mirror_referrers(registry: RegistryServer, registry2: RegistryServer) -> None:
+    src, prefix = unique_repo_name("rsrc"), unique_repo_name("m")
+    image, sig = _seed_signed(registry, src)
     plan = {
         "mirror": {"registry": registry2.host, "prefix": prefix, "referrers": True},
         "registries": {registry.host: {"plain_http": True}, registry2.host: {"plain_http": True}},
@@ -184,12 +190,7 @@ def test_plan_validation_of_new_fields(tmp_path: Path) -> None:
 
 async def test_dry_run_writes_no_referrers(registry: RegistryServer, registry2: RegistryServer) -> None:
     src, prefix = unique_repo_name("rsrc"), unique_repo_name("m")
-    image = _seed(registry, src, "v1")
-    sig = im.make_artifact(b"sig", artifact_type="application/vnd.example.sig", subject=image)
-    im.push(registry, src, sig.digest, sig)
-    entry = {**im.descriptor(sig.media_type, sig.manifest), "artifactType": sig.artifact_type}
-    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [entry]}
-    im.push(registry, src, fallback_tag(Digest(image.digest)), im.Index(im.dump(index), index["mediaType"], []))
+    image, sig = _seed_signed(registry, src)
     plan = {
         "mirror": {"registry": registry2.host, "prefix": prefix, "referrers": True},
         "registries": {registry.host: {"plain_http": True}, registry2.host: {"plain_http": True}},
