@@ -131,7 +131,8 @@ class Ledger:
             return {}, {}
         try:
             data = await read_blob(self.registry, self.repository, layers[0].digest, MAX_LEDGER_BYTES)
-            return _decode(data), _decode_converted(data)
+            doc = _load(data)
+            return _blobs(doc), _conversions(doc)
         except OcicopyError:
             return {}, {}
 
@@ -184,13 +185,9 @@ def _conversion_entry(desc: Descriptor, diff_id: Digest | None) -> dict[str, Any
     return entry
 
 
-def _decode_converted(data: bytes) -> dict[Digest, Conversion]:
+def _conversions(doc: dict[str, Any]) -> dict[Digest, Conversion]:
     """The ``converted`` table of an untrusted ledger: valid digests and zstd descriptors only."""
-    try:
-        doc: Any = json.loads(data)
-    except (ValueError, RecursionError):
-        return {}
-    table = doc.get("converted") if isinstance(doc, dict) and doc.get("version") == 1 else None
+    table = doc.get("converted")
     if not isinstance(table, dict):
         return {}
     out: dict[Digest, Conversion] = {}
@@ -210,13 +207,22 @@ def _decode_converted(data: bytes) -> dict[Digest, Conversion]:
     return out
 
 
-def _decode(data: bytes) -> dict[Digest, list[str]]:
-    """Parse an untrusted ledger: only valid digests and repository names survive."""
+def _load(data: bytes) -> dict[str, Any]:
+    """An untrusted ledger's JSON document when it is a version-1 object, else an empty one."""
     try:
         doc: Any = json.loads(data)
     except (ValueError, RecursionError):
         return {}
-    if not isinstance(doc, dict) or doc.get("version") != 1 or not isinstance(doc.get("blobs"), dict):
+    return doc if isinstance(doc, dict) and doc.get("version") == 1 else {}
+
+
+def _decode(data: bytes) -> dict[Digest, list[str]]:
+    """Parse an untrusted ledger's blob locations: only valid digests and repository names survive."""
+    return _blobs(_load(data))
+
+
+def _blobs(doc: dict[str, Any]) -> dict[Digest, list[str]]:
+    if not isinstance(doc.get("blobs"), dict):
         return {}
     out: dict[Digest, list[str]] = {}
     for key, repos in doc["blobs"].items():
