@@ -29,7 +29,7 @@ from ocicopy.converter import Converter
 from ocicopy.digest import Digest, Verifier
 from ocicopy.errors import DigestMismatchError, ManifestError, RegistryError, TransportError
 from ocicopy.flight import SingleFlight
-from ocicopy.models import Descriptor, Manifest, parse_manifest
+from ocicopy.models import Descriptor, Manifest, compact_manifest
 from ocicopy.options import Timeouts
 from ocicopy.platforms import PlatformSpec
 from ocicopy.progress import NoProgress, Progress
@@ -523,5 +523,4 @@ def subset_index(index: Manifest, keep: Sequence[Descriptor]) -> Manifest:
     doc = json.loads(index.raw)
     wanted = {d.digest for d in keep}
     doc["manifests"] = [m for m in doc["manifests"] if m.get("digest") in wanted]
-    raw = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-    return parse_manifest(raw, index.media_type)
+    return compact_manifest(doc, index.media_type)

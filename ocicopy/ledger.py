@@ -34,7 +34,7 @@ import anyio
 from ocicopy.compression import OCI_LAYER_ZSTD, OCI_NONDIST_LAYER_ZSTD
 from ocicopy.digest import Digest, is_digest
 from ocicopy.errors import InputError, OcicopyError
-from ocicopy.models import OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, Descriptor, ImageManifest, Manifest, parse_manifest
+from ocicopy.models import OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, Descriptor, ImageManifest, Manifest, compact_manifest
 from ocicopy.reference import validate_repository
 from ocicopy.registry import Registry, read_blob
 
@@ -154,8 +154,7 @@ def _manifest(data: bytes) -> Manifest:
         "config": {"mediaType": OCI_EMPTY, "digest": Digest.of(EMPTY_CONFIG), "size": len(EMPTY_CONFIG)},
         "layers": [{"mediaType": LAYER_TYPE, "digest": Digest.of(data), "size": len(data)}],
     }
-    raw = json.dumps(doc, separators=(",", ":")).encode()
-    manifest = parse_manifest(raw, OCI_MANIFEST)
+    manifest = compact_manifest(doc, OCI_MANIFEST)
     assert isinstance(manifest.view, ImageManifest)
     return manifest
 

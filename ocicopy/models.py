@@ -139,6 +139,12 @@ def parse_manifest(raw: bytes, content_type: str | None = None, digest: Digest |
     return Manifest(raw=raw, media_type=media_type, digest=actual, view=view)
 
 
+def compact_manifest(doc: dict[str, Any], media_type: str) -> Manifest:
+    """A manifest made here (a transformation, a referrers index, the ledger): compact UTF-8 JSON, parsed and
+    checked like any fetched one. The same document always gives the same bytes, hence the same digest."""
+    return parse_manifest(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(), media_type)
+
+
 def _load_json(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw)

@@ -15,7 +15,7 @@ import anyio
 
 from ocicopy.digest import Digest
 from ocicopy.errors import ManifestError, NotFoundError
-from ocicopy.models import OCI_INDEX, Descriptor, ImageManifest, Manifest, parse_manifest
+from ocicopy.models import OCI_INDEX, Descriptor, ImageManifest, Manifest, compact_manifest
 from ocicopy.store import Store
 
 COSIGN_SUFFIXES: Final = (".sig", ".att", ".sbom")
@@ -54,7 +54,7 @@ def add_to_index(index: Manifest | None, entry: Descriptor) -> Manifest | None:
         return None
     manifests.append(entry.model_dump(mode="json", by_alias=True, exclude_none=True))
     doc["manifests"] = manifests
-    return parse_manifest(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(), OCI_INDEX)
+    return compact_manifest(doc, OCI_INDEX)
 
 
 class FallbackIndexes:

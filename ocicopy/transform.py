@@ -26,7 +26,7 @@ from ocicopy.models import (
     OCI_MANIFEST,
     Descriptor,
     Manifest,
-    parse_manifest,
+    compact_manifest,
 )
 
 #: Layer types a ``zstd`` recompression converts. Docker foreign layers (``urls``, never pushed by
@@ -54,11 +54,6 @@ def _replace(entry: dict[str, Any], new: Descriptor) -> dict[str, Any]:
     return out
 
 
-def _dump(doc: dict[str, Any], media_type: str) -> Manifest:
-    raw = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-    return parse_manifest(raw, media_type)
-
-
 def rewrite_image(image: Manifest, layers: Mapping[int, Descriptor]) -> Manifest:
     """``image`` with layer ``i`` replaced by ``layers[i]``, as an OCI manifest; the config bytes unchanged."""
     if image.is_index:
@@ -75,7 +70,7 @@ def rewrite_image(image: Manifest, layers: Mapping[int, Descriptor]) -> Manifest
         else:
             out_layers.append({**entry, "mediaType": _OCI_TYPES.get(entry["mediaType"], entry["mediaType"])})
     doc["layers"] = out_layers
-    return _dump(_oci_key_order(doc), OCI_MANIFEST)
+    return compact_manifest(_oci_key_order(doc), OCI_MANIFEST)
 
 
 def rewrite_index(index: Manifest, children: Mapping[int, Descriptor]) -> Manifest:
@@ -87,7 +82,7 @@ def rewrite_index(index: Manifest, children: Mapping[int, Descriptor]) -> Manife
     doc["manifests"] = [
         _replace(entry, children[i]) if i in children else entry for i, entry in enumerate(doc["manifests"])
     ]
-    return _dump(_oci_key_order(doc), OCI_INDEX)
+    return compact_manifest(_oci_key_order(doc), OCI_INDEX)
 
 
 def _oci_key_order(doc: dict[str, Any]) -> dict[str, Any]:
