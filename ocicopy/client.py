@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -29,11 +28,10 @@ from ocicopy.registry import ManifestInfo, Registry
 from ocicopy.report import MirrorReport
 from ocicopy.result import CopyAction, CopyResult
 from ocicopy.store import Endpoint, Store
+from ocicopy.subjects import is_referrer_tag
 from ocicopy.transport import Transport
 
 Location = Reference | LayoutReference
-#: Tags of the referrers tag schema and cosign's (``sha256-<hex>[.sig|.att|.sbom]``): not images of their own.
-_REFERRER_TAG = re.compile(r"sha(256|512)-[0-9a-f]{64}(\.sig|\.att|\.sbom)?")
 RefLike = str | Reference | LayoutReference
 
 
@@ -322,7 +320,7 @@ class Client:
 async def _only_image(layout: Layout) -> Digest:
     """The image of a layout given without a tag: its only tag (skopeo's rule; referrer fallback and cosign
     tags aside), or its only entry when nothing is tagged (a builder's output); else an error naming them."""
-    tags = [t for t in await layout.tags() if not _REFERRER_TAG.fullmatch(t)]
+    tags = [t for t in await layout.tags() if not is_referrer_tag(t)]
     if not tags:
         entries = await layout.entries()
         if len(entries) == 1:

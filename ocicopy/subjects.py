@@ -9,6 +9,7 @@ an image index under the fallback tag ``<alg>-<hex>`` of the subject, listing th
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Final
 
 import anyio
@@ -24,6 +25,15 @@ COSIGN_SUFFIXES: Final = (".sig", ".att", ".sbom")
 def fallback_tag(digest: Digest) -> str:
     """The referrers tag schema: ``<alg>-<ref>``, algorithm cut to 32 and encoded part to 64 characters."""
     return f"{digest.algorithm[:32]}-{digest.hex[:64]}"
+
+
+#: The tags :func:`fallback_tag` and :func:`cosign_tags` make: they name referrers, not images of their own.
+_REFERRER_TAG: Final = re.compile(r"sha(256|512)-[0-9a-f]{64}(\.sig|\.att|\.sbom)?")
+
+
+def is_referrer_tag(tag: str) -> bool:
+    """Whether ``tag`` is a fallback referrers tag or a cosign tag (``sha256-<hex>[.sig|.att|.sbom]``)."""
+    return _REFERRER_TAG.fullmatch(tag) is not None
 
 
 def cosign_tags(digest: Digest) -> list[str]:

@@ -301,3 +301,11 @@ async def test_referrers_are_capped_with_a_warning(api_registry: FakeRegistry, m
         result = await client.copy(f"{api_registry.host}/src:v1", f"{api_registry.host}/dst:v1", referrers=True)
     assert len(result.referrers) == 5
     assert any("stopped after 5 referrers" in w for w in result.warnings)
+
+
+def test_referrer_tags_are_recognised() -> None:
+    from ocicopy.subjects import is_referrer_tag
+
+    d = Digest.of(b"x")
+    assert all(is_referrer_tag(t) for t in [fallback_tag(d), *cosign_tags(d), fallback_tag(Digest.of(b"x", "sha512"))])
+    assert not any(is_referrer_tag(t) for t in ["v1", "latest", "sha256-abc", fallback_tag(d) + ".foo"])
