@@ -23,7 +23,7 @@ from ocicopy.plan import Mode, Plan
 from ocicopy.platforms import PlatformSpec, parse_platform
 from ocicopy.progress import NoProgress, Progress
 from ocicopy.reference import Reference, parse_reference
-from ocicopy.referrers import ReferrerCopier, list_referrers
+from ocicopy.referrers import ReferrerCopier, ReferrersOutcome, list_referrers
 from ocicopy.registry import ManifestInfo, Registry
 from ocicopy.report import MirrorReport
 from ocicopy.result import CopyAction, CopyResult
@@ -163,7 +163,11 @@ class Client:
         source_digest = s.digest or await self._resolve_source(self.endpoint(s), s)
         result = await self.copy_resolved(s, d, source_digest, specs, mount_from, compress=settings)
         if referrers or artifact_types:
-            await self.copy_referrers(s, d, result, artifact_types)
+            subjects = [m.digest for m in result.manifests]
+            outcome = await self.copy_referrers(s, d, result.digest, subjects=subjects, artifact_types=artifact_types)
+            result.referrers = outcome.manifests
+            result.blobs += outcome.blobs
+            result.warnings += outcome.warnings
         result.requests = self.transport.stats.total_requests - requests_before
         return result
 
@@ -251,23 +255,25 @@ class Client:
         return reproduced.digest
 
     async def copy_referrers(
-        self, s: Location, d: Location, result: CopyResult, artifact_types: Sequence[str] = ()
-    ) -> None:
-        """Copy the referrers of every manifest of ``result`` that reached the destination unchanged (all of
-        the source's when the copy was skipped); adds them to ``result.referrers``."""
+        self,
+        s: Location,
+        d: Location,
+        digest: Digest,
+        *,
+        subjects: Sequence[Digest] = (),
+        artifact_types: Sequence[str] = (),
+    ) -> ReferrersOutcome:
+        """Copy the referrers of ``subjects`` (the manifests a copy pushed or found) from ``s`` to ``d``; without
+        them, of the destination's manifest ``digest`` and, for an index, of its children."""
         src_ep, dst_ep = self.endpoint(s), self.endpoint(d)
         # A manifest made here (a platform subset) has no referrers at the source: asking costs a request only.
-        subjects = [m.digest for m in result.manifests]
-        if not subjects:  # skipped whole: the top and, for an index, its children (as the destination has them)
-            held = await dst_ep.manifest_get(str(result.digest))
+        if not subjects:
+            held = await dst_ep.manifest_get(str(digest))
             subjects = [held.digest, *(c.digest for c in held.children())]
         try:
-            outcome = await ReferrerCopier(self.trees).copy(src_ep, dst_ep, subjects, artifact_types)
+            return await ReferrerCopier(self.trees).copy(src_ep, dst_ep, subjects, artifact_types)
         except BaseExceptionGroup as group:
             raise unwrap_group(group) from None
-        result.referrers = outcome.manifests
-        result.blobs += outcome.blobs
-        result.warnings += outcome.warnings
 
     # -- mirroring -------------------------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from ocicopy.plan import Plan
 from ocicopy.planner import Target, ledger_repository, plan_targets
 from ocicopy.platforms import parse_platform
 from ocicopy.reference import Reference
+from ocicopy.referrers import ReferrersOutcome
 from ocicopy.registry import ManifestInfo
 from ocicopy.report import DeploymentResult, MirrorAction, MirrorReport, totals_of
 from ocicopy.result import BlobAction, CopyAction, CopyResult
@@ -71,7 +72,7 @@ class Mirror:
         self.immutable = re.compile(pattern) if pattern else None
         self.heads: SingleFlight[ManifestInfo | None] = SingleFlight(keep_results=True)
         self.copies: SingleFlight[CopyResult] = SingleFlight(keep_results=True)
-        self.referrer_copies: SingleFlight[CopyResult] = SingleFlight(keep_results=True)
+        self.referrer_copies: SingleFlight[ReferrersOutcome] = SingleFlight(keep_results=True)
         self.manifests: SingleFlight[Manifest] = SingleFlight(keep_results=True)
         self.planned_blobs: set[Digest] = set()
         self.predicted: set[str] = set()
@@ -203,7 +204,7 @@ class Mirror:
             expected = await self._known_conversion(expected)
         if mirrored is not None and mirrored.digest == expected:
             result.action, result.pinned = MirrorAction.SKIPPED, _pinned(dest, mirrored.digest)
-            await self._referrers(target, source_digest, mirrored.digest, result)
+            await self._referrers(target, mirrored.digest, result)
             return
         if self.options.dry_run:
             await self._predict(target, source_digest, top, mirrored, result)
@@ -211,7 +212,7 @@ class Mirror:
         check = expected is None and mirrored is not None
         copy, leader = await self.copies.run(str(dest), lambda: self._copy(target, source_digest, top, check))
         result.pinned = _pinned(dest, copy.digest)
-        await self._referrers(target, source_digest, copy.digest, result)
+        await self._referrers(target, copy.digest, result)
         if not leader or copy.action is CopyAction.SKIPPED:
             result.action = MirrorAction.SKIPPED  # mirrored by another deployment of this run, or already there
             return
@@ -250,28 +251,16 @@ class Mirror:
         known = converter.mapping.get(digest)
         return known.digest if known is not None else None
 
-    async def _referrers(self, target: Target, source_digest: Digest, digest: Digest, result: DeploymentResult) -> None:
+    async def _referrers(self, target: Target, digest: Digest, result: DeploymentResult) -> None:
         """With ``referrers: true``: bring the image's referrers into the mirror (once per destination)."""
         if not self.plan.mirror.referrers or target.source is None or self.options.dry_run:
             return
-        source, dest = target.source, target.destination
-
-        async def run() -> CopyResult:
-            copy = CopyResult(
-                source=str(source),
-                destination=str(dest),
-                source_digest=source_digest,
-                digest=digest,
-                media_type="",
-                action=CopyAction.SKIPPED,
-                transformed=digest != source_digest,
-            )
-            await self.client.copy_referrers(source, dest, copy, self.plan.mirror.artifact_types)
-            return copy
-
-        copy, _ = await self.referrer_copies.run(str(dest), run)
-        result.referrers = len(copy.referrers)
-        result.warnings += copy.warnings
+        source, dest, types = target.source, target.destination, self.plan.mirror.artifact_types
+        outcome, _ = await self.referrer_copies.run(
+            str(dest), lambda: self.client.copy_referrers(source, dest, digest, artifact_types=types)
+        )
+        result.referrers = len(outcome.manifests)
+        result.warnings += outcome.warnings
 
     async def _copy(self, target: Target, source_digest: Digest, top: Manifest | None, check: bool) -> CopyResult:
         assert target.source is not None
