@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import urljoin
 
 import anyio
-import httpx
+import httpx2
 
 from benchmarks.blob_throughput import PeakRss, _git_revision, cpu_seconds, metadata
 from benchmarks.chart import render_table, write_chart
@@ -562,7 +562,7 @@ def curl_blob(src: str, src_repo: str, dst: str, dst_repo: str, digest: str) -> 
     """``POST`` for a location, then ``curl GET | curl -T - PUT ?digest=`` (streamed, never buffered)."""
     post = _curl("-X", "POST", "-o", "/dev/null", "-w", "%header{location}", f"{dst}/v2/{dst_repo}/blobs/uploads/")
     location = subprocess.run(post, capture_output=True, text=True, check=True).stdout.strip()
-    target = httpx.URL(urljoin(dst + "/", location)).copy_add_param("digest", digest)
+    target = httpx2.URL(urljoin(dst + "/", location)).copy_add_param("digest", digest)
     get = _curl(f"{src}/v2/{src_repo}/blobs/{digest}")
     put = _curl("-o", "/dev/null", "-w", "%{http_code}", "-T", "-", "-X", "PUT")
     put += ["-H", "Content-Type: application/octet-stream", str(target)]
@@ -893,7 +893,7 @@ class ProfileRun:
         """Sizes of uploaded blobs that are not the workload's (the ledger), from a HEAD on the mirror."""
         for digest, repo in traffic_.upload_repos.items():
             if digest not in self.sizes:
-                response = httpx.head(f"{mirror.url}/v2/{repo}/blobs/{digest}", timeout=30)
+                response = httpx2.head(f"{mirror.url}/v2/{repo}/blobs/{digest}", timeout=30)
                 self.sizes[digest] = int(response.headers.get("content-length", 0))
 
     def run_chain(self, chain: list[Scenario], repeat: int) -> None:

@@ -44,7 +44,7 @@ wan/source     41.3 ms (fresh conn 43.6)    2.136 s (2.097 + 0.040 = 2.137)   2.
 wan/mirror     2.6 ms (fresh conn 4.6)      0.211 s (0.210 + 0.002 = 0.212)   0.23 s
 =============  ===========================  ================================  ====================
 
-Through a real ``docker-registry`` and httpx on the source profile: ``GET /v2/`` 45 ms, a 50 MiB blob
+Through a real ``docker-registry`` and httpx2 on the source profile: ``GET /v2/`` 45 ms, a 50 MiB blob
 ``GET`` 2.18-2.20 s. Uploads measure the same as downloads.
 """
 

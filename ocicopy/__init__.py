@@ -16,7 +16,7 @@ Either side may be an OCI image layout (``oci:PATH[:TAG]``); ``compress="zstd"``
 
 from __future__ import annotations
 
-__version__ = "0.1.0"  # kept equal to pyproject.toml by tests/test_cli.py (importlib.metadata costs ~50 ms at start)
+__version__ = "0.2.0"  # kept equal to pyproject.toml by tests/test_cli.py (importlib.metadata costs ~50 ms at start)
 
 from ocicopy.client import Client, copy
 from ocicopy.compression import Recompression

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-import httpx
+import httpx2
 
 from ocicopy.errors import InsecureRequestError
 
@@ -142,15 +142,15 @@ def parse_token_response(body: object, scopes: Scopes, now: float | None = None)
     return Token(value, scopes, (now if now is not None else time.monotonic()) + lifetime)
 
 
-def check_realm(realm: str, registry_url: httpx.URL) -> httpx.URL:
+def check_realm(realm: str, registry_url: httpx2.URL) -> httpx2.URL:
     """Validate a token realm before credentials are sent to it.
 
     The realm must be an absolute https URL (http only when the registry itself was marked plain-HTTP), and
     must carry no userinfo. A malicious registry could otherwise point it anywhere to collect credentials.
     """
     try:
-        url = httpx.URL(realm)
-    except (httpx.InvalidURL, TypeError) as exc:
+        url = httpx2.URL(realm)
+    except (httpx2.InvalidURL, TypeError) as exc:
         raise InsecureRequestError(f"registry {registry_url.netloc.decode()} sent an invalid token realm") from exc
     host = registry_url.netloc.decode()
     if url.scheme not in ("https", "http") or not url.host:

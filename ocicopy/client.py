@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 
 from ocicopy.compression import Recompression, recompression
 from ocicopy.converter import reproduce_conversion
@@ -63,8 +63,9 @@ class Client:
         plain_http: Iterable[str] = (),
         credentials: Mapping[str, Credentials] | CredentialSource | None = None,
         progress: Progress | None = None,
-        http_client: httpx.AsyncClient | None = None,
+        http_client: httpx2.AsyncClient | None = None,
     ) -> None:
+        _check_http_client(http_client)
         options = options or ClientOptions()
         if plain_http:
             options = options.model_copy(update={"plain_http": options.plain_http | frozenset(plain_http)})
@@ -345,6 +346,19 @@ def _destination(dst: Location, src: Location) -> Location:
     if dst.tag is None and dst.digest is None and src.tag is not None:
         return dst.with_tag(src.tag)
     return dst
+
+
+def _check_http_client(client: object) -> None:
+    """``http_client`` must be an ``httpx2.AsyncClient`` (0.2.0 changed it from ``httpx.AsyncClient``)."""
+    if client is None or isinstance(client, httpx2.AsyncClient):
+        return
+    kind = f"{type(client).__module__.split('.')[0]}.{type(client).__qualname__}"
+    if kind.startswith("httpx."):
+        raise TypeError(
+            f"http_client must be an httpx2.AsyncClient, not {kind}: ocicopy 0.2 moved from httpx to httpx2 "
+            "(the maintained continuation, same API): build it with httpx2.AsyncClient(...)"
+        )
+    raise TypeError(f"http_client must be an httpx2.AsyncClient, not {kind}")
 
 
 def _credential_source(

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, S
 from dataclasses import dataclass, field
 
 import anyio
-import httpx
+import httpx2
 
 from ocicopy.compression import Recompression
 from ocicopy.converter import Converter
@@ -219,14 +219,14 @@ class BlobCopier:
             try:
                 await self._stream_once(src, dst, desc, session, sent)
                 return
-            except (TransportError, httpx.TransportError, RegistryError) as exc:
+            except (TransportError, httpx2.TransportError, RegistryError) as exc:
                 with anyio.CancelScope(shield=True):
                     if sent.all and await _committed(dst, desc):
                         return  # the answer to the committing PUT was lost, but the blob is there and verified
                     await dst.registry.cancel_upload(session)
                 session = None
                 if attempt >= self.retry.attempts or not _transient(exc):
-                    if isinstance(exc, httpx.TransportError):  # a stream broke mid-body: say which blob, as data
+                    if isinstance(exc, httpx2.TransportError):  # a stream broke mid-body: say which blob, as data
                         reason = f"{type(exc).__name__} after {attempt} attempts"
                         raise TransportError(
                             "GET/PUT", f"blob {desc.digest} {src.host} -> {dst.host}", reason
@@ -281,7 +281,7 @@ class BlobCopier:
                     async for chunk in response.aiter_raw():
                         offset += len(chunk)
                         yield chunk
-            except httpx.TransportError as exc:
+            except httpx2.TransportError as exc:
                 reason = f"{type(exc).__name__} at byte {offset} of {desc.size}"
             else:
                 if offset >= desc.size:
@@ -321,7 +321,7 @@ class ReadGaveUp(TransportError):
     """A blob read that failed on every resume: not retried again one level up (the bound stays the policy's)."""
 
 
-def _check_read(response: httpx.Response, offset: int, desc: Descriptor, where: str) -> None:
+def _check_read(response: httpx2.Response, offset: int, desc: Descriptor, where: str) -> None:
     """A full read must be a 200 of the descriptor's size; a resume must be a 206 starting at ``offset``."""
     length = response.headers.get("content-length")
     if offset == 0:
@@ -347,7 +347,7 @@ def _transient(exc: BaseException) -> bool:
     if isinstance(exc, RegistryError):
         # 416 on a PATCH (the registry lost track of the offset) or a source range: start over, new session.
         return exc.status == 416 or is_retryable_status(exc.status, exc.codes)
-    return isinstance(exc, TransportError | httpx.TransportError)
+    return isinstance(exc, TransportError | httpx2.TransportError)
 
 
 @dataclass

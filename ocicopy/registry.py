@@ -14,7 +14,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import httpx
+import httpx2
 
 from ocicopy.auth import Scopes
 from ocicopy.digest import Digest, Verifier
@@ -46,7 +46,7 @@ class UploadSession:
     """An open upload: where to send bytes, and the chunk minimum the registry asked for (0 = none)."""
 
     repository: str
-    location: httpx.URL
+    location: httpx2.URL
     chunk_min: int = 0
 
 
@@ -54,7 +54,7 @@ MAX_REFERRER_PAGES = 100
 MAX_REFERRERS_LISTED = 1000
 
 
-def _next_page(url: httpx.URL, link: str | None) -> httpx.URL | None:
+def _next_page(url: httpx2.URL, link: str | None) -> httpx2.URL | None:
     """The ``rel="next"`` target of a ``Link`` header, resolved against ``url``; None if absent or off-host."""
     if not link:
         return None
@@ -80,7 +80,7 @@ class Registry:
         self.host = host
         self.limits = transport.options.limits
 
-    def _url(self, repository: str, tail: str, params: dict[str, str] | None = None) -> httpx.URL:
+    def _url(self, repository: str, tail: str, params: dict[str, str] | None = None) -> httpx2.URL:
         return self.transport.url(self.host, f"/v2/{validate_repository(repository)}/{tail}", params)
 
     # -- manifests -------------------------------------------------------------------------------------------
@@ -165,7 +165,9 @@ class Registry:
         indexed = subject is not None and response.headers.get("oci-subject") == str(subject.digest)
         return Pushed(manifest.digest, indexed)
 
-    async def _put_manifest(self, url: httpx.URL, repository: str, manifest: Manifest) -> tuple[httpx.Response, bytes]:
+    async def _put_manifest(
+        self, url: httpx2.URL, repository: str, manifest: Manifest
+    ) -> tuple[httpx2.Response, bytes]:
         return await self.transport.request(
             "PUT",
             self.host,
@@ -188,7 +190,7 @@ class Registry:
         registry did not apply (no ``OCI-Filters-Applied``) is applied here.
         """
         params = {"artifactType": artifact_type} if artifact_type else None
-        url: httpx.URL | None = self._url(repository, f"referrers/{Digest(digest)}", params)
+        url: httpx2.URL | None = self._url(repository, f"referrers/{Digest(digest)}", params)
         found: list[Descriptor] = []
         for _ in range(MAX_REFERRER_PAGES):
             if url is None:
@@ -229,10 +231,10 @@ class Registry:
         return int(length) if length.isdigit() else -1
 
     @asynccontextmanager
-    async def blob_get(self, repository: str, digest: Digest, offset: int = 0) -> AsyncIterator[httpx.Response]:
+    async def blob_get(self, repository: str, digest: Digest, offset: int = 0) -> AsyncIterator[httpx2.Response]:
         """Stream a blob (redirects followed without credentials); the caller verifies the bytes.
 
-        ``Accept-Encoding: identity``: a blob is never transparently decoded (httpx would otherwise decode
+        ``Accept-Encoding: identity``: a blob is never transparently decoded (httpx2 would otherwise decode
         gzip/br/zstd bodies and the digest would be of other bytes). ``offset`` asks for a ``Range``.
         """
         url = self._url(repository, f"blobs/{Digest(digest)}")
@@ -270,7 +272,7 @@ class Registry:
             return None
         return self._session(repository, url, response)
 
-    def _session(self, repository: str, url: httpx.URL, response: httpx.Response) -> UploadSession:
+    def _session(self, repository: str, url: httpx2.URL, response: httpx2.Response) -> UploadSession:
         location = response.headers.get("location")
         if not location:
             raise RegistryError(response.status_code, "POST", redact(url), (), "upload answer has no Location")
@@ -295,7 +297,7 @@ class Registry:
         await self._commit(session, url, body, size)
 
     async def _commit(
-        self, session: UploadSession, url: httpx.URL, body: AsyncIterable[bytes] | bytes, size: int
+        self, session: UploadSession, url: httpx2.URL, body: AsyncIterable[bytes] | bytes, size: int
     ) -> None:
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         async with self.transport.stream(
@@ -329,7 +331,7 @@ class Registry:
         url = location.copy_merge_params({"digest": str(digest)})
         await self._commit(UploadSession(session.repository, location, session.chunk_min), url, bytes(buf), len(buf))
 
-    async def _patch(self, session: UploadSession, location: httpx.URL, data: bytes, offset: int) -> httpx.URL:
+    async def _patch(self, session: UploadSession, location: httpx2.URL, data: bytes, offset: int) -> httpx2.URL:
         headers = {
             "Content-Type": "application/octet-stream",
             "Content-Range": f"{offset}-{offset + len(data) - 1}",

@@ -1,4 +1,4 @@
-"""HTTP transport: one shared ``httpx.AsyncClient``, the auth dance, retries, redirects, capped reads.
+"""HTTP transport: one shared ``httpx2.AsyncClient``, the auth dance, retries, redirects, capped reads.
 
 Every request names the registry host, a path built from validated values, and the :class:`Scopes` it needs.
 The transport adds ``Authorization`` (basic or bearer, learnt from the registry's 401 challenge), retries what
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import httpcore
-import httpx
+import httpcore2
+import httpx2
 
 from ocicopy.auth import (
     Challenge,
@@ -47,25 +47,25 @@ from ocicopy.retry import is_retryable_status, parse_retry_after
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
-# httpcore reads 64 KiB per socket receive; every piece then crosses h11, httpcore, two anyio timeout scopes
+# httpcore2 reads 64 KiB per socket receive; every piece then crosses h11, httpcore2, two anyio timeout scopes
 # and an event-loop turn. 1 MiB reads cut the CPU of a streamed GET→PUT by about a third (benchmarks/README.md).
-# A private attribute (httpcore 1.0): set only where it exists, and it only raises the per-read maximum.
-if isinstance(getattr(httpcore.AsyncHTTP11Connection, "READ_NUM_BYTES", None), int):
-    httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = max(httpcore.AsyncHTTP11Connection.READ_NUM_BYTES, 1 << 20)
+# A private attribute (httpcore2 1.0): set only where it exists, and it only raises the per-read maximum.
+if isinstance(getattr(httpcore2.AsyncHTTP11Connection, "READ_NUM_BYTES", None), int):
+    httpcore2.AsyncHTTP11Connection.READ_NUM_BYTES = max(httpcore2.AsyncHTTP11Connection.READ_NUM_BYTES, 1 << 20)
 
 
 class BrokenBody(TransportError):
     """The connection broke while a body was being read (retryable, unlike an undecodable body)."""
 
 
-def redact(url: httpx.URL | str) -> str:
+def redact(url: httpx2.URL | str) -> str:
     """A URL safe to print: no userinfo, no query string (signed URLs carry secrets there)."""
-    u = httpx.URL(str(url))
+    u = httpx2.URL(str(url))
     shown = f"{u.scheme}://{u.netloc.decode()}{u.path}"
     return shown + ("?…" if u.query else "")
 
 
-async def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
+async def read_capped(response: httpx2.Response, limit: int, what: str) -> bytes:
     """Read a streamed body into memory, aborting at ``limit + 1`` bytes whatever Content-Length says.
 
     The bytes are content-decoded (a gzip ``Content-Encoding`` is transport, not manifest content); the cap
@@ -80,15 +80,15 @@ async def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
             buf += chunk
             if len(buf) > limit:
                 raise BodyTooLargeError(what, limit)
-    except httpx.HTTPError as exc:  # a broken (retryable) or undecodable (not) body
+    except httpx2.HTTPError as exc:  # a broken (retryable) or undecodable (not) body
         request = response.request
-        kind = BrokenBody if isinstance(exc, httpx.TransportError) else TransportError
+        kind = BrokenBody if isinstance(exc, httpx2.TransportError) else TransportError
         raise kind(request.method, redact(request.url), f"reading {what}: {type(exc).__name__}") from None
     return bytes(buf)
 
 
-async def _drain(response: httpx.Response, limit: int) -> None:
-    """Read a small unwanted body to its end, so the connection goes back to the pool (httpcore drops a
+async def _drain(response: httpx2.Response, limit: int) -> None:
+    """Read a small unwanted body to its end, so the connection goes back to the pool (httpcore2 drops a
     connection whose response is closed unread); a body over ``limit`` is left and the connection dropped."""
     if response.is_stream_consumed:
         return
@@ -98,7 +98,7 @@ async def _drain(response: httpx.Response, limit: int) -> None:
             seen += len(chunk)
             if seen > limit:
                 return
-    except httpx.HTTPError:
+    except httpx2.HTTPError:
         return
 
 
@@ -139,12 +139,12 @@ class Transport:
         self,
         options: ClientOptions,
         credentials: CredentialSource | None = None,
-        client: httpx.AsyncClient | None = None,
+        client: httpx2.AsyncClient | None = None,
     ) -> None:
         self.options = options
         self._credentials = credentials
         self._given = client
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._clients: dict[str, httpx2.AsyncClient] = {}
         self._auth: dict[str, HostAuthState] = {}
         self._auth_locks: dict[str, anyio.Lock] = {}
         self._creds_cache: dict[str, Credentials | None] = {}
@@ -168,7 +168,7 @@ class Transport:
                 await client.aclose()
         self._clients.clear()
 
-    def _client(self, url: httpx.URL) -> httpx.AsyncClient:
+    def _client(self, url: httpx2.URL) -> httpx2.AsyncClient:
         """The pool for ``url``'s scheme, made on first use.
 
         https always verifies TLS. The http pool is built without a TLS context (loading the CA bundle costs
@@ -180,18 +180,18 @@ class Transport:
         scheme = "https" if url.scheme == "https" else "http"
         if scheme not in self._clients:
             t = self.options.timeouts
-            self._clients[scheme] = httpx.AsyncClient(
-                timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=t.pool),
-                limits=httpx.Limits(max_connections=128, max_keepalive_connections=64),
+            self._clients[scheme] = httpx2.AsyncClient(
+                timeout=httpx2.Timeout(connect=t.connect, read=t.read, write=t.read, pool=t.pool),
+                limits=httpx2.Limits(max_connections=128, max_keepalive_connections=64),
                 follow_redirects=False,
                 trust_env=True,
                 verify=scheme == "https",
             )
         return self._clients[scheme]
 
-    def url(self, host: str, path: str, params: Mapping[str, str] | None = None) -> httpx.URL:
+    def url(self, host: str, path: str, params: Mapping[str, str] | None = None) -> httpx2.URL:
         scheme = "http" if self.options.is_plain_http(host) else "https"
-        return httpx.URL(f"{scheme}://{host}{path}", params=dict(params) if params else None)
+        return httpx2.URL(f"{scheme}://{host}{path}", params=dict(params) if params else None)
 
     # -- public verbs -------------------------------------------------------------------------------------
 
@@ -199,7 +199,7 @@ class Transport:
         self,
         method: str,
         host: str,
-        url: httpx.URL,
+        url: httpx2.URL,
         *,
         scopes: Scopes,
         expect: Collection[int],
@@ -207,7 +207,7 @@ class Transport:
         content: bytes | None = None,
         body_limit: int = 0,
         what: str = "response",
-    ) -> tuple[httpx.Response, bytes]:
+    ) -> tuple[httpx2.Response, bytes]:
         """Send a request whose body (if any) is replayable; return the answer and its capped body.
 
         An answer whose body breaks mid-way is asked again, under the same retry policy.
@@ -238,14 +238,14 @@ class Transport:
         self,
         method: str,
         host: str,
-        url: httpx.URL,
+        url: httpx2.URL,
         *,
         scopes: Scopes,
         expect: Collection[int],
         headers: Mapping[str, str] | None = None,
         content: bytes | AsyncIterable[bytes] | None = None,
         follow_redirects: bool = False,
-    ) -> AsyncIterator[httpx.Response]:
+    ) -> AsyncIterator[httpx2.Response]:
         """Send a request and yield the streamed answer (closed on exit).
 
         A streamed ``content`` cannot be replayed, so such a request is tried once (the caller owns retries);
@@ -263,13 +263,13 @@ class Transport:
         self,
         method: str,
         host: str,
-        url: httpx.URL,
+        url: httpx2.URL,
         scopes: Scopes,
         expect: Collection[int],
         headers: Mapping[str, str],
         content: bytes | AsyncIterable[bytes] | None,
         follow_redirects: bool,
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         policy = self.options.retry
         replayable = content is None or isinstance(content, bytes)
         started = time.monotonic()
@@ -280,7 +280,7 @@ class Transport:
             auth = await self._authorization(host, scopes)
             try:
                 response = await self._send_once(method, host, url, {**headers, **auth}, content, follow_redirects)
-            except httpx.TransportError as exc:
+            except httpx2.TransportError as exc:
                 if not replayable or not self._may_retry(attempt, started) or _is_tls_error(exc):
                     raise self._transport_error(method, host, url, exc) from None
                 await anyio.sleep(policy.delay(attempt))
@@ -324,13 +324,13 @@ class Transport:
         self,
         method: str,
         host: str,
-        url: httpx.URL,
+        url: httpx2.URL,
         headers: Mapping[str, str],
         content: bytes | AsyncIterable[bytes] | None,
         follow_redirects: bool,
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         hdrs = {"User-Agent": self.options.user_agent, **headers}
-        request = httpx.Request(method, url, headers=hdrs, content=content)
+        request = httpx2.Request(method, url, headers=hdrs, content=content)
         self.stats.count(host)
         response = await self._client(url).send(request, stream=True)
         hops = 0
@@ -338,17 +338,17 @@ class Transport:
             hops += 1
             target = self._redirect_target(url, response, hops)
             await response.aclose()
-            # Credentials stay with the registry: a hop to another origin gets no Authorization (and httpx adds
+            # Credentials stay with the registry: a hop to another origin gets no Authorization (and httpx2 adds
             # no cookies to a hand-built request). ECR/S3/GCS signed URLs reject a second auth mechanism anyway.
             same_origin = (target.scheme, target.netloc) == (url.scheme, url.netloc)
             hop_headers = hdrs if same_origin else {k: v for k, v in hdrs.items() if k.lower() != "authorization"}
             self.stats.count(target.netloc.decode())
-            hop = httpx.Request("GET", target, headers=hop_headers)
+            hop = httpx2.Request("GET", target, headers=hop_headers)
             response = await self._client(target).send(hop, stream=True)
             url = target
         return response
 
-    def _redirect_target(self, url: httpx.URL, response: httpx.Response, hops: int) -> httpx.URL:
+    def _redirect_target(self, url: httpx2.URL, response: httpx2.Response, hops: int) -> httpx2.URL:
         if hops > self.options.limits.max_redirects:
             raise InsecureRequestError(f"too many redirects from {redact(url)}")
         target = url.join(response.headers["location"])
@@ -379,7 +379,7 @@ class Transport:
         token = state.token_for(scopes) or await self._fetch_token(host, scopes)
         return {"Authorization": f"Bearer {token.value}"}
 
-    async def _handle_401(self, host: str, response: httpx.Response, scopes: Scopes, had_auth: bool) -> bool:
+    async def _handle_401(self, host: str, response: httpx2.Response, scopes: Scopes, had_auth: bool) -> bool:
         """Learn or refresh auth after a 401; True when the request should be sent again."""
         challenge = parse_challenge(response.headers.get("www-authenticate"))
         if challenge is None or challenge.scheme not in ("basic", "bearer"):
@@ -399,7 +399,7 @@ class Transport:
             return True
         return not had_auth and await self._creds(host) is not None
 
-    def _widened(self, host: str, response: httpx.Response, scopes: Scopes) -> Scopes:
+    def _widened(self, host: str, response: httpx2.Response, scopes: Scopes) -> Scopes:
         challenge = parse_challenge(response.headers.get("www-authenticate"))
         if challenge is not None and challenge.error == "insufficient_scope" and "scope" in challenge.params:
             return scopes.merge(Scopes.parse(challenge.params["scope"]))
@@ -431,20 +431,20 @@ class Transport:
                 "client_id": "ocicopy",
             }
             form.update(params)
-            request = httpx.Request("POST", realm, data=form | {"scope": " ".join(scopes.strings())}, headers=headers)
+            request = httpx2.Request("POST", realm, data=form | {"scope": " ".join(scopes.strings())}, headers=headers)
         else:
             if creds is not None:
                 raw = f"{creds.username}:{creds.password}".encode()
                 headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
-            request = httpx.Request("GET", realm.copy_merge_params(query), headers=headers)
+            request = httpx2.Request("GET", realm.copy_merge_params(query), headers=headers)
         return await self._exchange(host, request, scopes)
 
-    async def _exchange(self, host: str, request: httpx.Request, scopes: Scopes) -> Token:
+    async def _exchange(self, host: str, request: httpx2.Request, scopes: Scopes) -> Token:
         shown = redact(request.url)
         try:
             self.stats.count(request.url.netloc.decode())
             response = await self._client(request.url).send(request, stream=True)  # never follows redirects
-        except httpx.TransportError as exc:
+        except httpx2.TransportError as exc:
             raise TransportError(request.method, shown, f"token request failed: {type(exc).__name__}") from None
         try:
             body = await read_capped(response, self.options.limits.token_body_bytes, "token response")
@@ -480,7 +480,7 @@ class Transport:
         self,
         method: str,
         host: str,
-        url: httpx.URL,
+        url: httpx2.URL,
         status: int,
         errors: list[SpecError],
         scopes: Scopes | None = None,
@@ -502,7 +502,7 @@ class Transport:
             return NotFoundError(status, method, shown, errors)
         return RegistryError(status, method, shown, errors)
 
-    def _transport_error(self, method: str, host: str, url: httpx.URL, exc: Exception) -> TransportError:
+    def _transport_error(self, method: str, host: str, url: httpx2.URL, exc: Exception) -> TransportError:
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if _is_tls_error(exc) and url.scheme == "https":
             reason += f" (if {host} speaks plain HTTP, mark it with --plain-http {host})"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from urllib.parse import quote
 
-import httpx
+import httpx2
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -25,8 +25,8 @@ from ocicopy.auth import (
 )
 from ocicopy.errors import InsecureRequestError
 
-HTTPS_REGISTRY = httpx.URL("https://reg.example:5000/")
-HTTP_REGISTRY = httpx.URL("http://reg.example:5000/")
+HTTPS_REGISTRY = httpx2.URL("https://reg.example:5000/")
+HTTP_REGISTRY = httpx2.URL("http://reg.example:5000/")
 
 # --- parse_challenge ------------------------------------------------------------------------------------------
 
@@ -335,7 +335,7 @@ def test_token_response_rejects(body: object) -> None:
     ],
 )
 def test_token_response_rejects_values_that_cannot_be_an_http_header(token: str) -> None:
-    # The value goes verbatim into "Authorization: Bearer <token>". httpx encodes header values as ASCII, so
+    # The value goes verbatim into "Authorization: Bearer <token>". httpx2 encodes header values as ASCII, so
     # a non-ASCII token raises UnicodeEncodeError inside Transport._send_once (not an OcicopyError), and control
     # characters are only refused by h11 when sending. RFC 6750 b64token is printable ASCII.
     with pytest.raises(ValueError):
@@ -370,7 +370,7 @@ def test_token_fresh_keeps_a_margin(now: float, fresh: bool) -> None:
         ("HTTPS://Auth.Example/token", HTTPS_REGISTRY, "https://auth.example/token"),
     ],
 )
-def test_check_realm_accepts(realm: str, registry: httpx.URL, expected: str) -> None:
+def test_check_realm_accepts(realm: str, registry: httpx2.URL, expected: str) -> None:
     assert str(check_realm(realm, registry)) == expected
 
 
@@ -393,7 +393,7 @@ def test_check_realm_accepts(realm: str, registry: httpx.URL, expected: str) -> 
         pytest.param("https://user:s3cr3t@exa\x00mple/token", HTTPS_REGISTRY, "invalid", id="nul"),
     ],
 )
-def test_check_realm_refuses(realm: str, registry: httpx.URL, message: str) -> None:
+def test_check_realm_refuses(realm: str, registry: httpx2.URL, message: str) -> None:
     with pytest.raises(InsecureRequestError, match=message) as info:
         check_realm(realm, registry)
     assert "reg.example:5000" in str(info.value)

@@ -3,7 +3,7 @@
 The token server records every token request, so scope merging (one token for a mount's two
 repositories) and token reuse are observed, not assumed. Secrets are checked to stay out of every
 error message and ``repr``: the password, and every ``Authorization`` value ocicopy actually sent
-(captured with an httpx request hook on the client's own connection pool).
+(captured with an httpx2 request hook on the client's own connection pool).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import itertools
 import secrets
 from collections.abc import Callable
 
-import httpx
+import httpx2
 import pytest
 
 import ocicopy
@@ -36,13 +36,13 @@ def _ref(server: RegistryServer, repo: str, ref: str = "latest") -> str:
 
 
 class Recorder:
-    """An httpx client for ocicopy that records the Authorization headers it sends."""
+    """An httpx2 client for ocicopy that records the Authorization headers it sends."""
 
     def __init__(self) -> None:
         self.authorizations: list[str] = []
-        self.http = httpx.AsyncClient(timeout=30, event_hooks={"request": [self._hook]})
+        self.http = httpx2.AsyncClient(timeout=30, event_hooks={"request": [self._hook]})
 
-    async def _hook(self, request: httpx.Request) -> None:
+    async def _hook(self, request: httpx2.Request) -> None:
         if "authorization" in request.headers:
             self.authorizations.append(request.headers["authorization"])
 

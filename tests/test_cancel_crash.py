@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 
 from ocicopy import Client, ClientOptions, MirrorAction, MirrorReport, parse_plan
@@ -168,7 +168,7 @@ def wait_mid_way(trio: Trio, since: int, stalls: int, alive: Any = lambda: True)
     )
 
 
-def _manifest_tree_complete(http: httpx.Client, repo: str, raw: bytes, problems: list[str], where: str) -> None:
+def _manifest_tree_complete(http: httpx2.Client, repo: str, raw: bytes, problems: list[str], where: str) -> None:
     doc = json.loads(raw)
     for child in doc.get("manifests", []):
         resp = http.get(f"/v2/{repo}/manifests/{child['digest']}", headers={"Accept": ", ".join(im.MANIFEST_TYPES)})
@@ -190,7 +190,7 @@ def tag_states(mirror: RegistryServer, data: dict[str, Any], expected: dict[tupl
     at the source digest (never an incomplete image, never another image)."""
     states: dict[tuple[str, str], str | None] = {}
     problems: list[str] = []
-    with httpx.Client(base_url=mirror.url, timeout=30) as http:
+    with httpx2.Client(base_url=mirror.url, timeout=30) as http:
         for target in plan_targets(parse_plan(data)):
             key = (target.deployment.service, target.deployment.environment)
             dest = target.destination
@@ -313,7 +313,7 @@ async def test_cancelled_mirror_leaves_no_incomplete_tag_and_no_connection(trio:
                 tg.cancel_scope.cancel()
             # cancelled, client still open: no request may still be in flight in its pools
             for scheme, pool in client.transport._clients.items():
-                pending = list(pool._transport._pool._requests)  # httpcore's queue of requests in flight
+                pending = list(pool._transport._pool._requests)  # httpcore2's queue of requests in flight
                 in_flight.extend(f"{scheme}: {r.request.method} {r.request.url}" for r in pending)
         assert finished == [], "the mirror finished before it was cancelled: the test did not interrupt it"
         assert in_flight == [], f"requests still in flight after the cancellation: {in_flight}"
@@ -514,7 +514,7 @@ def test_500_deployments_bounded_fds_and_memory(trio: Trio, big_fleet: BigFleet,
     assert copied == (100 if mode == "cluster" else 500)  # one copy per destination (cluster: per source image)
 
     # every pinned reference, read back from the mirror: the exact bytes of the source manifest
-    with httpx.Client(base_url=trio.mirror.url, timeout=30) as http:
+    with httpx2.Client(base_url=trio.mirror.url, timeout=30) as http:
         for d in result.deployments:
             want = expected[(d.service, d.environment)]
             assert d.source_digest == want and pinned_digest(d.pinned) == want, d

@@ -2,7 +2,7 @@
 
 Every test seeds its own repositories (``make_repo``) with small deterministic images, runs
 :meth:`ocicopy.Client.copy` and then proves the outcome from the outside: the destination's bytes as
-skopeo and plain httpx read them, and the requests the registries logged between two marks.
+skopeo and plain httpx2 read them, and the requests the registries logged between two marks.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 import ocicopy
@@ -71,9 +71,9 @@ def assert_copied(dst: FakeRegistry, repo: str, tag: str, obj: images.Manifest) 
         assert dst.blob(repo, digest) == data
 
 
-def commit_url(session: httpx.Response, digest: str) -> httpx.URL:
+def commit_url(session: httpx2.Response, digest: str) -> httpx2.URL:
     """The session's Location (relative, with its ``_state`` query kept) plus ``digest=``."""
-    return httpx.URL(session.headers["Location"]).copy_add_param("digest", digest)
+    return httpx2.URL(session.headers["Location"]).copy_add_param("digest", digest)
 
 
 async def copy(opts: ocicopy.ClientOptions, src: str, dst: str) -> ocicopy.CopyResult:
@@ -214,7 +214,7 @@ async def test_patch_201_and_chunk_min_chunked_upload(fake: FakeRegistry, fake2:
 def test_chunk_min_refuses_monolithic_put_and_small_patch(fake: FakeRegistry) -> None:
     fake.quirks.chunk_min = 100
     data = b"x" * 300
-    with httpx.Client(base_url=fake.url) as http:
+    with httpx2.Client(base_url=fake.url) as http:
         start = http.post("/v2/r/blobs/uploads/")
         assert start.status_code == 202 and start.headers["OCI-Chunk-Min-Length"] == "100"
         put = http.put(commit_url(start, images.sha256(data)), content=data)
@@ -253,11 +253,11 @@ def test_ignore_range(fake: FakeRegistry) -> None:
     blob = images.layer(99, 2000)
     digest = fake.seed_blob("r", blob)
     url = f"{fake.url}/v2/r/blobs/{digest}"
-    partial = httpx.get(url, headers={"Range": "bytes=100-"})
+    partial = httpx2.get(url, headers={"Range": "bytes=100-"})
     assert partial.status_code == 206 and partial.content == blob[100:]
     assert partial.headers["Content-Range"] == f"bytes 100-{len(blob) - 1}/{len(blob)}"
     fake.quirks.ignore_range = True
-    full = httpx.get(url, headers={"Range": "bytes=100-"})
+    full = httpx2.get(url, headers={"Range": "bytes=100-"})
     assert full.status_code == 200 and full.content == blob and "Content-Range" not in full.headers
 
 
@@ -266,7 +266,7 @@ def test_ignore_range(fake: FakeRegistry) -> None:
 
 def test_spec_errors(fake: FakeRegistry) -> None:
     img = image(8, layers=1)
-    with httpx.Client(base_url=fake.url) as http:
+    with httpx2.Client(base_url=fake.url) as http:
         assert http.get("/v2/").status_code == 200
         start = http.post("/v2/r/blobs/uploads/")
         assert start.status_code == 202 and start.headers["Location"].startswith("/v2/r/blobs/uploads/")
@@ -283,7 +283,7 @@ def test_spec_errors(fake: FakeRegistry) -> None:
         assert fake.requests[-1].headers.get("transfer-encoding") == "chunked"
     fake.quirks.max_manifest_bytes = 10
     fake.seed_blob("r", img.layers[0])
-    with httpx.Client(base_url=fake.url) as http:
+    with httpx2.Client(base_url=fake.url) as http:
         big = http.put("/v2/r/manifests/v1", content=img.manifest, headers={"Content-Type": img.media_type})
         assert big.status_code == 413
 
@@ -293,9 +293,9 @@ def test_referrers_switch(fake: FakeRegistry) -> None:
     fake.seed("r", "v1", img)
     art = images.make_artifact(subject=img)
     fake.seed("r", art.digest, art)
-    assert httpx.get(f"{fake.url}/v2/r/referrers/{img.digest}").status_code == 404
+    assert httpx2.get(f"{fake.url}/v2/r/referrers/{img.digest}").status_code == 404
     fake.quirks.no_referrers = False
-    got = httpx.get(f"{fake.url}/v2/r/referrers/{img.digest}")
+    got = httpx2.get(f"{fake.url}/v2/r/referrers/{img.digest}")
     assert got.status_code == 200 and got.headers["Content-Type"] == images.OCI_INDEX
     assert [m["digest"] for m in got.json()["manifests"]] == [art.digest]
     assert got.json()["manifests"][0]["artifactType"] == art.artifact_type

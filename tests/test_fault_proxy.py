@@ -5,7 +5,7 @@ what it says, ``times``/``match``/``none`` are honoured, client → server bytes
 
 Part 2 puts the proxy in front of the *source* registry (the destination is spoken to directly) and copies
 images of a few hundred KB with :class:`ocicopy.Client` while the proxy breaks the source's answers. The
-outcome is proven from the outside with plain httpx and the destination's storage: correct bytes after a
+outcome is proven from the outside with plain httpx2 and the destination's storage: correct bytes after a
 transient fault; after a permanent one an ocicopy error, no tag (or the old one untouched), no committed blob
 and no upload session left behind.
 
@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
-import httpx
+import httpx2
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
 
@@ -176,8 +176,8 @@ async def test_reset_gives_a_connection_error(after: int) -> None:
 
 async def test_reset_through_httpx_is_a_transport_error() -> None:
     with anyio.fail_after(DEADLINE):
-        async with proxied(Fault("reset", after_bytes=100_000)) as (proxy, _), httpx.AsyncClient() as http:
-            with pytest.raises(httpx.TransportError):
+        async with proxied(Fault("reset", after_bytes=100_000)) as (proxy, _), httpx2.AsyncClient() as http:
+            with pytest.raises(httpx2.TransportError):
                 await http.get(f"http://{proxy.host}/bytes/{N}")
 
 
@@ -214,12 +214,12 @@ async def test_slowloris_delivers_every_byte() -> None:
 async def test_stall_trips_a_read_timeout_then_closes() -> None:
     after = len(head_for(N)) + 1000
     with anyio.fail_after(DEADLINE):
-        timeout = httpx.Timeout(10, read=0.3)
+        timeout = httpx2.Timeout(10, read=0.3)
         async with (
             proxied(Fault("stall", after_bytes=after, stall_seconds=60)) as (proxy, _),
-            httpx.AsyncClient(timeout=timeout) as http,
+            httpx2.AsyncClient(timeout=timeout) as http,
         ):
-            with pytest.raises(httpx.ReadTimeout):
+            with pytest.raises(httpx2.ReadTimeout):
                 await http.get(f"http://{proxy.host}/bytes/{N}")
         # a short stall: the bytes before it, then silence, then a clean close
         async with proxied(Fault("stall", after_bytes=after, stall_seconds=0.5)) as (proxy, _):
@@ -299,7 +299,7 @@ async def test_client_to_server_bytes_always_pass() -> None:
     body = random.Random(7).randbytes(300_000)
     with anyio.fail_after(DEADLINE):
         async with proxied(Fault("garbage", after_bytes=len(head_for(64)), times=-1)) as (proxy, server):
-            async with httpx.AsyncClient() as http:
+            async with httpx2.AsyncClient() as http:
                 response = await http.post(f"http://{proxy.host}/upload", content=body)
             assert response.status_code == 200
             assert len(response.content) == 64  # the answer was garbled, same length
@@ -368,8 +368,8 @@ def _blob_get(repo: str, digest: str) -> bytes:
 
 
 def _tag_digest(server: RegistryServer, repo: str, tag: str) -> str | None:
-    """The digest ``repo:tag`` resolves to on ``server`` (plain httpx HEAD), None on 404."""
-    response = httpx.head(
+    """The digest ``repo:tag`` resolves to on ``server`` (plain httpx2 HEAD), None on 404."""
+    response = httpx2.head(
         f"{server.url}/v2/{repo}/manifests/{tag}", headers={"Accept": ", ".join(im.MANIFEST_TYPES)}, timeout=10
     )
     if response.status_code == 404:

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -34,7 +34,7 @@ from tests.harness.registry import (
 from tests.harness.tokenserver import Scope, TokenServer
 
 
-def _challenge(resp: httpx.Response) -> dict[str, str]:
+def _challenge(resp: httpx2.Response) -> dict[str, str]:
     scheme, _, params = resp.headers["WWW-Authenticate"].partition(" ")
     out = {"scheme": scheme}
     for part in params.split('",'):
@@ -43,8 +43,8 @@ def _challenge(resp: httpx.Response) -> dict[str, str]:
     return out
 
 
-def _token(ts: TokenServer, user: str, password: str, *scopes: str) -> httpx.Response:
-    return httpx.get(ts.realm, params={"service": ts.service, "scope": list(scopes)}, auth=(user, password))
+def _token(ts: TokenServer, user: str, password: str, *scopes: str) -> httpx2.Response:
+    return httpx2.get(ts.realm, params={"service": ts.service, "scope": list(scopes)}, auth=(user, password))
 
 
 def _kinds() -> dict[str, im.Manifest]:
@@ -72,24 +72,24 @@ def test_anonymous_registries_answer_200(registry: RegistryServer, registry2: Re
     assert registry.url != registry2.url
     for server in (registry, registry2):
         assert server.host.startswith("127.0.0.1:")
-        resp = httpx.get(f"{server.url}/v2/")
+        resp = httpx2.get(f"{server.url}/v2/")
         assert resp.status_code == 200
         assert resp.headers["Docker-Distribution-Api-Version"] == "registry/2.0"
 
 
 def test_basic_registry_challenges(basic_registry: RegistryServer) -> None:
-    resp = httpx.get(f"{basic_registry.url}/v2/")
+    resp = httpx2.get(f"{basic_registry.url}/v2/")
     assert resp.status_code == 401
     assert _challenge(resp)["scheme"] == "Basic"
-    ok = httpx.get(f"{basic_registry.url}/v2/", auth=(basic_registry.username, basic_registry.password))
+    ok = httpx2.get(f"{basic_registry.url}/v2/", auth=(basic_registry.username, basic_registry.password))
     assert ok.status_code == 200
-    assert httpx.get(f"{basic_registry.url}/v2/", auth=(basic_registry.username, "wrong")).status_code == 401
+    assert httpx2.get(f"{basic_registry.url}/v2/", auth=(basic_registry.username, "wrong")).status_code == 401
 
 
 def test_token_registry_challenges_with_token_server_realm(
     token_registry: RegistryServer, token_server: TokenServer
 ) -> None:
-    resp = httpx.get(f"{token_registry.url}/v2/")
+    resp = httpx2.get(f"{token_registry.url}/v2/")
     assert resp.status_code == 401
     challenge = _challenge(resp)
     assert challenge["scheme"] == "Bearer"
@@ -101,7 +101,7 @@ def test_token_accepted_and_wrong_password_refused(
     token_registry: RegistryServer, token_server: TokenServer, unique_repo: str
 ) -> None:
     url = f"{token_registry.url}/v2/{unique_repo}/manifests/latest"
-    assert httpx.get(url).status_code == 401
+    assert httpx2.get(url).status_code == 401
     before = len(token_server.token_requests)
     resp = _token(token_server, token_registry.username, token_registry.password, f"repository:{unique_repo}:pull")
     assert resp.status_code == 200
@@ -109,7 +109,7 @@ def test_token_accepted_and_wrong_password_refused(
     assert body["token"] == body["access_token"]
     assert body["expires_in"] == token_server.expires_in
     # authorized: the registry gets past auth and answers "manifest unknown"
-    assert httpx.get(url, headers={"Authorization": f"Bearer {body['token']}"}).status_code == 404
+    assert httpx2.get(url, headers={"Authorization": f"Bearer {body['token']}"}).status_code == 404
     bad = _token(token_server, token_registry.username, "wrong", f"repository:{unique_repo}:pull")
     assert bad.status_code == 401
     recorded = token_server.token_requests[before:]
@@ -136,18 +136,18 @@ def test_reader_gets_pull_only(token_registry: RegistryServer, token_server: Tok
     assert resp.status_code == 200
     auth = {"Authorization": f"Bearer {resp.json()['token']}"}
     assert token_server.token_requests[-1].granted == [{"type": "repository", "name": unique_repo, "actions": ["pull"]}]
-    assert httpx.get(f"{token_registry.url}/v2/{unique_repo}/tags/list", headers=auth).status_code == 404
-    push = httpx.post(f"{token_registry.url}/v2/{unique_repo}/blobs/uploads/", headers=auth)
+    assert httpx2.get(f"{token_registry.url}/v2/{unique_repo}/tags/list", headers=auth).status_code == 404
+    push = httpx2.post(f"{token_registry.url}/v2/{unique_repo}/blobs/uploads/", headers=auth)
     assert push.status_code == 401
     assert _challenge(push)["error"] == "insufficient_scope"
 
 
 def test_anonymous_token_has_no_access(token_registry: RegistryServer, token_server: TokenServer) -> None:
-    resp = httpx.get(token_server.realm, params={"service": token_server.service, "scope": "repository:a/b:pull"})
+    resp = httpx2.get(token_server.realm, params={"service": token_server.service, "scope": "repository:a/b:pull"})
     assert resp.status_code == 200
     auth = {"Authorization": f"Bearer {resp.json()['token']}"}
-    assert httpx.get(f"{token_registry.url}/v2/", headers=auth).status_code == 200
-    assert httpx.get(f"{token_registry.url}/v2/a/b/tags/list", headers=auth).status_code == 401
+    assert httpx2.get(f"{token_registry.url}/v2/", headers=auth).status_code == 200
+    assert httpx2.get(f"{token_registry.url}/v2/a/b/tags/list", headers=auth).status_code == 401
     assert token_server.token_requests[-1].user is None
 
 
@@ -159,7 +159,7 @@ def test_post_password_grant_and_space_separated_scopes(token_server: TokenServe
         "service": token_server.service,
         "scope": "repository:a:pull repository:b:push",
     }
-    resp = httpx.post(token_server.realm, data=form)
+    resp = httpx2.post(token_server.realm, data=form)
     assert resp.status_code == 200
     assert token_server.token_requests[-1].scopes == ["repository:a:pull", "repository:b:push"]
     assert Scope.parse("repository:host:5000/x:pull") == Scope("repository", "host:5000/x", ["pull"])
@@ -172,8 +172,8 @@ def test_expired_token_rejected_beyond_leeway(
     url = f"{token_registry.url}/v2/{unique_repo}/tags/list"
     fresh = token_server.mint([f"repository:{unique_repo}:pull"])
     stale = token_server.mint([f"repository:{unique_repo}:pull"], ttl=-120)
-    assert httpx.get(url, headers={"Authorization": f"Bearer {fresh}"}).status_code == 404
-    assert httpx.get(url, headers={"Authorization": f"Bearer {stale}"}).status_code == 401
+    assert httpx2.get(url, headers={"Authorization": f"Bearer {fresh}"}).status_code == 404
+    assert httpx2.get(url, headers={"Authorization": f"Bearer {stale}"}).status_code == 401
 
 
 # --------------------------------------------------------------------------- images
@@ -261,9 +261,9 @@ def test_access_log_sees_monolithic_upload(registry: RegistryServer, unique_repo
 
 
 def test_mark_excludes_earlier_requests(registry: RegistryServer, unique_repo: str) -> None:
-    httpx.head(f"{registry.url}/v2/{unique_repo}/manifests/before")
+    httpx2.head(f"{registry.url}/v2/{unique_repo}/manifests/before")
     mark = registry.mark()
-    httpx.head(f"{registry.url}/v2/{unique_repo}/manifests/after")
+    httpx2.head(f"{registry.url}/v2/{unique_repo}/manifests/after")
     entries = registry.requests(mark)
     assert [e.path for e in entries] == [f"/v2/{unique_repo}/manifests/after"]
     assert entries[0].status == 404
@@ -288,23 +288,23 @@ def test_hand_made_mount_is_observed(registry: RegistryServer, make_repo: Callab
     with im.RegistryClient(registry, src) as client:
         client.push_blob(blob)
     mark = registry.mark()
-    resp = httpx.post(f"{registry.url}/v2/{dst}/blobs/uploads/", params={"mount": blob.digest, "from": src})
+    resp = httpx2.post(f"{registry.url}/v2/{dst}/blobs/uploads/", params={"mount": blob.digest, "from": src})
     assert resp.status_code == 201
     entries = registry.requests(mark)
     assert [e.param("from") for e in mounts(entries, blob.digest)] == [src]
     assert blob_uploads(entries) == []
     assert upload_starts(entries) == []
     assert for_repo(entries, dst) == entries
-    assert httpx.head(f"{registry.url}/v2/{dst}/blobs/{blob.digest}").status_code == 200
+    assert httpx2.head(f"{registry.url}/v2/{dst}/blobs/{blob.digest}").status_code == 200
 
 
 def test_failed_mount_is_not_a_mount(registry: RegistryServer, make_repo: Callable[[str], str]) -> None:
     src, dst = make_repo("src"), make_repo("dst")
     missing = im.sha256(b"never pushed")
     mark = registry.mark()
-    resp = httpx.post(f"{registry.url}/v2/{dst}/blobs/uploads/", params={"mount": missing, "from": src})
+    resp = httpx2.post(f"{registry.url}/v2/{dst}/blobs/uploads/", params={"mount": missing, "from": src})
     assert resp.status_code == 202  # distribution falls back to opening an upload session
-    httpx.delete(httpx.URL(registry.url).join(resp.headers["Location"]))
+    httpx2.delete(httpx2.URL(registry.url).join(resp.headers["Location"]))
     entries = registry.requests(mark)
     assert mounts(entries) == []
     assert len(upload_starts(entries)) == 1
@@ -314,9 +314,9 @@ def test_auth_refusals_are_logged_as_401(
     token_registry: RegistryServer, token_server: TokenServer, unique_repo: str
 ) -> None:
     mark = token_registry.mark()
-    httpx.get(f"{token_registry.url}/v2/{unique_repo}/tags/list")
+    httpx2.get(f"{token_registry.url}/v2/{unique_repo}/tags/list")
     token = token_server.mint([f"repository:{unique_repo}:pull"])
-    httpx.get(f"{token_registry.url}/v2/{unique_repo}/tags/list", headers={"Authorization": f"Bearer {token}"})
+    httpx2.get(f"{token_registry.url}/v2/{unique_repo}/tags/list", headers={"Authorization": f"Bearer {token}"})
     entries = token_registry.requests(mark)
     assert [e.status for e in entries] == [401, 404]
     assert entries[0].message.startswith("error authorizing context")
@@ -333,11 +333,11 @@ def test_mount_needs_pull_on_source_under_token_auth(
     url = f"{token_registry.url}/v2/{dst}/blobs/uploads/"
     params = {"mount": blob.digest, "from": src}
     only_dst = token_server.mint([f"repository:{dst}:pull,push"])
-    resp = httpx.post(url, params=params, headers={"Authorization": f"Bearer {only_dst}"})
+    resp = httpx2.post(url, params=params, headers={"Authorization": f"Bearer {only_dst}"})
     assert resp.status_code == 401
     assert f"repository:{src}:pull" in _challenge(resp)["scope"]
     both = token_server.mint([f"repository:{dst}:pull,push", f"repository:{src}:pull"])
-    assert httpx.post(url, params=params, headers={"Authorization": f"Bearer {both}"}).status_code == 201
+    assert httpx2.post(url, params=params, headers={"Authorization": f"Bearer {both}"}).status_code == 201
 
 
 # --------------------------------------------------------------------------- lifecycle and naming
@@ -358,10 +358,10 @@ def test_missing_binary_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_stop_terminates_and_frees_port(tmp_path: Path) -> None:
     server = start_registry(tmp_path)
     with server:
-        assert httpx.get(f"{server.url}/v2/").status_code == 200
+        assert httpx2.get(f"{server.url}/v2/").status_code == 200
     assert not server.alive()
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"{server.url}/v2/")
+    with pytest.raises(httpx2.TransportError):
+        httpx2.get(f"{server.url}/v2/")
 
 
 def test_unique_repo_fixture(unique_repo: str) -> None:

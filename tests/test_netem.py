@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
-import httpx
+import httpx2
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
 from hypothesis import given, settings
@@ -406,14 +406,14 @@ def test_registry_http_through_the_link(registry: RegistryServer) -> None:
     repo = unique_repo_name("netem")
     with (
         LinkEmulator(registry.host, rtt=0.004, bandwidth_bps=1e9, name="registry") as link,
-        httpx.Client(base_url=f"http://{link.host}", trust_env=False, timeout=DEADLINE) as http,
+        httpx2.Client(base_url=f"http://{link.host}", trust_env=False, timeout=DEADLINE) as http,
     ):
         ping = http.get("/v2/")
         assert ping.status_code == 200
         assert ping.headers["docker-distribution-api-version"] == "registry/2.0"
         started = http.post(f"/v2/{repo}/blobs/uploads/")
         assert started.status_code == 202, started.text
-        location = httpx.URL(started.headers["location"])
+        location = httpx2.URL(started.headers["location"])
         assert location.host == "127.0.0.1"
         assert location.port == int(link.host.rpartition(":")[2])  # the registry saw the link's Host header
         done = http.put(location.copy_merge_params({"digest": digest}), content=blob)

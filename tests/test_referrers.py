@@ -275,12 +275,12 @@ async def test_referrer_listed_but_missing_is_a_warning() -> None:
 
 
 def test_next_page_stays_on_the_same_host() -> None:
-    import httpx
+    import httpx2
 
     from ocicopy.registry import _next_page
 
-    here = httpx.URL("https://r.example/v2/a/referrers/sha256:x")
-    assert _next_page(here, '</v2/a/referrers/sha256:x?n=2&last=y>; rel="next"') == httpx.URL(
+    here = httpx2.URL("https://r.example/v2/a/referrers/sha256:x")
+    assert _next_page(here, '</v2/a/referrers/sha256:x?n=2&last=y>; rel="next"') == httpx2.URL(
         "https://r.example/v2/a/referrers/sha256:x?n=2&last=y"
     )
     assert _next_page(here, '<https://evil.example/v2/a/referrers/x>; rel="next"') is None

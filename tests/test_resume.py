@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import anyio
-import httpx
+import httpx2
 import pytest
 
 from ocicopy import ClientOptions, RetryPolicy
@@ -29,7 +29,7 @@ DATA = bytes(range(256)) * 4096  # 1 MiB
 DIGEST = Digest("sha256:" + hashlib.sha256(DATA).hexdigest())
 
 
-class Broken(httpx.AsyncByteStream):
+class Broken(httpx2.AsyncByteStream):
     """A body that stops with a connection error after ``fail_at`` bytes."""
 
     def __init__(self, data: bytes, fail_at: int | None) -> None:
@@ -40,7 +40,7 @@ class Broken(httpx.AsyncByteStream):
         for i in range(0, end, 65536):
             yield self.data[i : min(i + 65536, end)]
         if self.fail_at is not None:
-            raise httpx.ReadError("connection reset by peer")
+            raise httpx2.ReadError("connection reset by peer")
 
 
 @dataclass
@@ -48,48 +48,48 @@ class Scripted:
     """Source blob GETs follow ``plan`` (one entry per GET); the mirror accepts uploads and checks them."""
 
     plan: list[str]
-    gets: list[httpx.Request] = field(default_factory=list)
+    gets: list[httpx2.Request] = field(default_factory=list)
     committed: list[bytes] = field(default_factory=list)
     sessions: int = 0
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
         if request.url.host == SRC:
             return self.source(request)
         if request.method == "HEAD":
-            return httpx.Response(404)
+            return httpx2.Response(404)
         if request.method == "POST":
             self.sessions += 1
-            return httpx.Response(202, headers={"Location": f"/v2/r/blobs/uploads/{self.sessions}"})
+            return httpx2.Response(202, headers={"Location": f"/v2/r/blobs/uploads/{self.sessions}"})
         if request.method == "PUT":
             body = request.read()
             if hashlib.sha256(body).hexdigest() != DIGEST.hex:
-                return httpx.Response(400, json={"errors": [{"code": "DIGEST_INVALID"}]})
+                return httpx2.Response(400, json={"errors": [{"code": "DIGEST_INVALID"}]})
             self.committed.append(body)
-            return httpx.Response(201, headers={"Docker-Content-Digest": DIGEST})
-        return httpx.Response(202)  # DELETE of a cancelled session
+            return httpx2.Response(201, headers={"Docker-Content-Digest": DIGEST})
+        return httpx2.Response(202)  # DELETE of a cancelled session
 
-    def source(self, request: httpx.Request) -> httpx.Response:
+    def source(self, request: httpx2.Request) -> httpx2.Response:
         self.gets.append(request)
         step = self.plan.pop(0) if self.plan else "full"
         start = int(request.headers.get("range", "bytes=0-")[6:-1] or 0)
         if step == "break":  # send some bytes from where asked, then reset
             status = 206 if start else 200
             headers = {"Content-Range": f"bytes {start}-{len(DATA) - 1}/{len(DATA)}"} if start else {}
-            return httpx.Response(status, headers=headers, stream=Broken(DATA[start:], 300_000))
+            return httpx2.Response(status, headers=headers, stream=Broken(DATA[start:], 300_000))
         if step == "ignore-range":
-            return httpx.Response(200, stream=Broken(DATA, None))
+            return httpx2.Response(200, stream=Broken(DATA, None))
         if step == "wrong-start":
             headers = {"Content-Range": f"bytes 0-{len(DATA) - 1}/{len(DATA)}"}
-            return httpx.Response(206, headers=headers, stream=Broken(DATA, None))
+            return httpx2.Response(206, headers=headers, stream=Broken(DATA, None))
         if start:
             headers = {"Content-Range": f"bytes {start}-{len(DATA) - 1}/{len(DATA)}"}
-            return httpx.Response(206, headers=headers, stream=Broken(DATA[start:], None))
-        return httpx.Response(200, stream=Broken(DATA, None))
+            return httpx2.Response(206, headers=headers, stream=Broken(DATA[start:], None))
+        return httpx2.Response(200, stream=Broken(DATA, None))
 
 
 async def copy_blob(script: Scripted, attempts: int = 4) -> None:
     options = ClientOptions(use_docker_config=False, retry=RetryPolicy(attempts=attempts, base_delay=0.001))
-    async with Transport(options, None, httpx.AsyncClient(transport=httpx.MockTransport(script))) as t:
+    async with Transport(options, None, httpx2.AsyncClient(transport=httpx2.MockTransport(script))) as t:
         copier = BlobCopier(anyio.CapacityLimiter(2), options.retry)
         desc = Descriptor.model_validate({"mediaType": "application/octet-stream", "digest": DIGEST, "size": len(DATA)})
         await copier.copy(Endpoint(Registry(t, SRC), "r"), Endpoint(Registry(t, DST), "r"), desc)

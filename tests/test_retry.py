@@ -221,7 +221,7 @@ def test_parse_retry_after_junk(value: str | None) -> None:
     ],
 )
 def test_parse_retry_after_hostile_values_are_none_not_crashes(value: str) -> None:
-    # A registry controls this header (httpx decodes non-UTF-8 header bytes as latin-1, so b"\xb2" becomes "²").
+    # A registry controls this header (httpx2 decodes non-UTF-8 header bytes as latin-1, so b"\xb2" becomes "²").
     assert parse_retry_after(value, now=NOW) is None
 
 

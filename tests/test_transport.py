@@ -1,6 +1,6 @@
 """Transport behaviour a real registry will not show on demand: 429/503, challenges, tokens, redirects.
 
-A scripted registry (``httpx.MockTransport``) plays the server; the code under test is ocicopy's own
+A scripted registry (``httpx2.MockTransport``) plays the server; the code under test is ocicopy's own
 request loop (auth dance, retry, redirect policy), which runs unmodified.
 """
 
@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpx
+import httpx2
 import pytest
 
 from ocicopy import ClientOptions, Credentials
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.anyio
 
 HOST = "registry.example"
 SECRET = "pa55-SECRET-word"
-Handler = Callable[[httpx.Request], httpx.Response]
+Handler = Callable[[httpx2.Request], httpx2.Response]
 
 
 @dataclass
@@ -42,13 +42,13 @@ class Script:
     """Records every request; ``handler`` decides answers."""
 
     handler: Handler
-    seen: list[httpx.Request] = field(default_factory=list)
+    seen: list[httpx2.Request] = field(default_factory=list)
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
         self.seen.append(request)
         return self.handler(request)
 
-    def to(self, host: str) -> list[httpx.Request]:
+    def to(self, host: str) -> list[httpx2.Request]:
         return [r for r in self.seen if r.url.host == host]
 
 
@@ -67,10 +67,10 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 def make(script: Script, *, creds: bool = True, attempts: int = 3, **options: object) -> Transport:
     opts = ClientOptions(use_docker_config=False, retry=RetryPolicy(attempts=attempts), **options)  # type: ignore[arg-type]
     source = StaticCredentials({HOST: Credentials("alice", SECRET)}) if creds else None
-    return Transport(opts, source, httpx.AsyncClient(transport=httpx.MockTransport(script)))
+    return Transport(opts, source, httpx2.AsyncClient(transport=httpx2.MockTransport(script)))
 
 
-async def get(transport: Transport, path: str = "/v2/app/manifests/v1") -> httpx.Response:
+async def get(transport: Transport, path: str = "/v2/app/manifests/v1") -> httpx2.Response:
     response, _ = await transport.request(
         "GET", HOST, transport.url(HOST, path), scopes=Scopes.pull("app"), expect={200}
     )
@@ -85,7 +85,7 @@ def bearer_challenge(realm: str = "https://auth.example/token", extra: str = "")
 
 
 async def test_429_retry_after_seconds_is_honoured(sleeps: list[float]) -> None:
-    answers = iter([httpx.Response(429, headers={"Retry-After": "2"}), httpx.Response(200)])
+    answers = iter([httpx2.Response(429, headers={"Retry-After": "2"}), httpx2.Response(200)])
     script = Script(lambda r: next(answers))
     async with make(script) as t:
         assert (await get(t)).status_code == 200
@@ -94,7 +94,7 @@ async def test_429_retry_after_seconds_is_honoured(sleeps: list[float]) -> None:
 
 
 async def test_retry_after_is_capped(sleeps: list[float]) -> None:
-    answers = iter([httpx.Response(503, headers={"Retry-After": "86400"}), httpx.Response(200)])
+    answers = iter([httpx2.Response(503, headers={"Retry-After": "86400"}), httpx2.Response(200)])
     async with make(Script(lambda r: next(answers))) as t:
         await get(t)
     assert sleeps == [pytest.approx(RetryPolicy().max_retry_after, abs=0.5)]
@@ -102,7 +102,7 @@ async def test_retry_after_is_capped(sleeps: list[float]) -> None:
 
 async def test_5xx_retries_are_bounded_and_the_error_is_data(sleeps: list[float]) -> None:
     body = b'{"errors":[{"code":"UNAVAILABLE","message":"down for maintenance"}]}'
-    script = Script(lambda r: httpx.Response(503, content=body))
+    script = Script(lambda r: httpx2.Response(503, content=body))
     async with make(script, attempts=4) as t:
         with pytest.raises(RegistryError) as info:
             await get(t, "/v2/app/manifests/v1?sig=SIGNED")
@@ -113,7 +113,7 @@ async def test_5xx_retries_are_bounded_and_the_error_is_data(sleeps: list[float]
 
 
 async def test_404_is_not_retried(sleeps: list[float]) -> None:
-    script = Script(lambda r: httpx.Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN"}]}))
+    script = Script(lambda r: httpx2.Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN"}]}))
     async with make(script) as t:
         with pytest.raises(NotFoundError):
             await get(t)
@@ -121,8 +121,8 @@ async def test_404_is_not_retried(sleeps: list[float]) -> None:
 
 
 async def test_connection_errors_are_retried_then_reported(sleeps: list[float]) -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
+    def refuse(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectError("connection refused", request=request)
 
     script = Script(refuse)
     async with make(script, attempts=3) as t:
@@ -134,11 +134,11 @@ async def test_connection_errors_are_retried_then_reported(sleeps: list[float]) 
 # -- basic and bearer auth -----------------------------------------------------------------------------------
 
 
-def basic_server(request: httpx.Request) -> httpx.Response:
+def basic_server(request: httpx2.Request) -> httpx2.Response:
     expected = "Basic " + base64.b64encode(f"alice:{SECRET}".encode()).decode()
     if request.headers.get("authorization") == expected:
-        return httpx.Response(200)
-    return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="registry"'})
+        return httpx2.Response(200)
+    return httpx2.Response(401, headers={"WWW-Authenticate": 'Basic realm="registry"'})
 
 
 async def test_basic_challenge_is_answered_with_credentials() -> None:
@@ -157,7 +157,7 @@ async def test_basic_without_credentials_names_the_host() -> None:
 
 
 async def test_rejected_basic_credentials_fail_once_without_the_password() -> None:
-    script = Script(lambda r: httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'}))
+    script = Script(lambda r: httpx2.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'}))
     async with make(script) as t:
         with pytest.raises(AuthenticationError) as info:
             await get(t)
@@ -174,13 +174,13 @@ class TokenRegistry:
     realm: str = "https://auth.example/token"
     challenge_extra: str = ""
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
         if request.url.host == "auth.example":
-            return httpx.Response(200, json={"token": self.issued.pop(0), "expires_in": 300})
+            return httpx2.Response(200, json={"token": self.issued.pop(0), "expires_in": 300})
         auth = request.headers.get("authorization", "")
         if auth.removeprefix("Bearer ") in self.valid:
-            return httpx.Response(200)
-        return httpx.Response(401, headers=bearer_challenge(self.realm, self.challenge_extra))
+            return httpx2.Response(200)
+        return httpx2.Response(401, headers=bearer_challenge(self.realm, self.challenge_extra))
 
 
 async def test_bearer_token_is_fetched_once_for_all_scopes_and_reused() -> None:
@@ -260,12 +260,12 @@ async def test_realm_change_mid_session_is_refused() -> None:
 
 
 def redirecting(location: str) -> Handler:
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         if request.url.host == HOST and "/blobs/" in request.url.path:
             if not request.headers.get("authorization"):
-                return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
-            return httpx.Response(307, headers={"Location": location})
-        return httpx.Response(200, content=b"blob-bytes")
+                return httpx2.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+            return httpx2.Response(307, headers={"Location": location})
+        return httpx2.Response(200, content=b"blob-bytes")
 
     return handler
 
@@ -313,7 +313,7 @@ async def test_unsafe_redirects_are_refused_and_redacted(location: str, why: str
 
 async def test_manifest_over_the_cap_is_refused() -> None:
     big = b'{"schemaVersion":2,' + b" " * 5000 + b"}"
-    script = Script(lambda r: httpx.Response(200, content=big, headers={"Content-Type": "application/json"}))
+    script = Script(lambda r: httpx2.Response(200, content=big, headers={"Content-Type": "application/json"}))
     limits = {"manifest_bytes": 4096}
     async with make(script, limits=limits) as t:
         with pytest.raises(BodyTooLargeError, match="4096"):
@@ -329,7 +329,7 @@ async def test_endless_manifest_stream_is_cut_at_the_cap() -> None:
             sent += 1024
             yield b"x" * 1024
 
-    script = Script(lambda r: httpx.Response(200, content=endless()))
+    script = Script(lambda r: httpx2.Response(200, content=endless()))
     async with make(script, limits={"manifest_bytes": 8192}) as t:
         with pytest.raises(BodyTooLargeError):
             await Registry(t, HOST).manifest_get("app", "v1")
@@ -338,8 +338,8 @@ async def test_endless_manifest_stream_is_cut_at_the_cap() -> None:
 
 async def test_undecodable_content_encoding_is_a_transport_error() -> None:
     script = Script(
-        lambda r: httpx.Response(  # a stream, as from the network: decoding happens while reading
-            200, stream=httpx.ByteStream(b"definitely not gzip"), headers={"Content-Encoding": "gzip"}
+        lambda r: httpx2.Response(  # a stream, as from the network: decoding happens while reading
+            200, stream=httpx2.ByteStream(b"definitely not gzip"), headers={"Content-Encoding": "gzip"}
         )
     )
     async with make(script) as t:
@@ -348,8 +348,8 @@ async def test_undecodable_content_encoding_is_a_transport_error() -> None:
 
 
 async def test_retry_after_pauses_every_request_to_that_host(sleeps: list[float]) -> None:
-    answers = iter([httpx.Response(429, headers={"Retry-After": "7"})])
-    script = Script(lambda r: next(answers, httpx.Response(200)))
+    answers = iter([httpx2.Response(429, headers={"Retry-After": "7"})])
+    script = Script(lambda r: next(answers, httpx2.Response(200)))
     async with make(script) as t:
         await get(t)  # 429 → waits 7 s (recorded), then succeeds
         assert sleeps == [pytest.approx(7.0, abs=0.5)]
@@ -371,7 +371,7 @@ async def test_manifest_put_413_names_the_size_and_is_not_retried(sleeps: list[f
     }
     raw = json.dumps(doc).encode()
     manifest = parse_manifest(raw)
-    script = Script(lambda r: httpx.Response(413, json={"errors": [{"code": "SIZE_INVALID"}]}))
+    script = Script(lambda r: httpx2.Response(413, json={"errors": [{"code": "SIZE_INVALID"}]}))
     async with make(script) as t:
         with pytest.raises(RegistryError, match=f"refused a {len(raw)}-byte manifest as too large") as info:
             await Registry(t, HOST).manifest_put("app", "v1", manifest)
@@ -390,7 +390,7 @@ async def test_tag_whose_docker_content_digest_disagrees_is_rejected() -> None:
         "Content-Type": "application/vnd.oci.image.manifest.v1+json",
         "Docker-Content-Digest": "sha256:" + "d" * 64,
     }
-    script = Script(lambda r: httpx.Response(200, content=raw, headers=headers))
+    script = Script(lambda r: httpx2.Response(200, content=raw, headers=headers))
     async with make(script) as t:
         with pytest.raises(DigestMismatchError, match="Docker-Content-Digest differs"):
             await Registry(t, HOST).manifest_get("app", "v1")
@@ -399,7 +399,7 @@ async def test_tag_whose_docker_content_digest_disagrees_is_rejected() -> None:
 async def test_manifest_fetched_by_digest_must_hash_to_it() -> None:
     raw = _manifest_bytes()
     headers = {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
-    script = Script(lambda r: httpx.Response(200, content=raw, headers=headers))
+    script = Script(lambda r: httpx2.Response(200, content=raw, headers=headers))
     async with make(script) as t:
         with pytest.raises(DigestMismatchError, match="hash differently"):
             await Registry(t, HOST).manifest_get("app", "sha256:" + "e" * 64)

@@ -1,5 +1,5 @@
 """Tests for the pure helpers of ocicopy.transport: URL redaction, the spec error body, capped body reads (on
-in-memory httpx responses) and the internal-address check used on redirects."""
+in-memory httpx2 responses) and the internal-address check used on redirects."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 import anyio
-import httpx
+import httpx2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -39,7 +39,7 @@ from ocicopy.transport import _is_internal, parse_error_body, read_capped, redac
 )
 def test_redact_table(url: str, expected: str) -> None:
     assert redact(url) == expected
-    assert redact(httpx.URL(url)) == expected
+    assert redact(httpx2.URL(url)) == expected
 
 
 _secret = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FFF), min_size=4, max_size=20).map(
@@ -134,7 +134,7 @@ def test_parse_error_body_reads_spec_bodies(items: list[dict[str, str]]) -> None
 # --- read_capped ------------------------------------------------------------------------------------------------
 
 
-class Chunks(httpx.AsyncByteStream):
+class Chunks(httpx2.AsyncByteStream):
     """A streamed body that records how much of it was pulled; ``endless`` never ends."""
 
     def __init__(self, chunks: list[bytes], endless: bool = False) -> None:
@@ -151,9 +151,9 @@ class Chunks(httpx.AsyncByteStream):
                 return
 
 
-def streamed(body: bytes | Chunks, headers: dict[str, str] | None = None) -> httpx.Response:
-    stream = body if isinstance(body, Chunks) else httpx.ByteStream(body)
-    return httpx.Response(200, headers=headers or {}, stream=stream)
+def streamed(body: bytes | Chunks, headers: dict[str, str] | None = None) -> httpx2.Response:
+    stream = body if isinstance(body, Chunks) else httpx2.ByteStream(body)
+    return httpx2.Response(200, headers=headers or {}, stream=stream)
 
 
 @pytest.mark.anyio
@@ -266,8 +266,8 @@ def test_is_internal_table(host: str, internal: bool) -> None:
     ],
 )
 def test_is_internal_sees_other_spellings_of_loopback(host: str) -> None:
-    # httpx keeps these hosts verbatim (httpx.URL(f"http://{host}/").host == host) and the resolver
+    # httpx2 keeps these hosts verbatim (httpx2.URL(f"http://{host}/").host == host) and the resolver
     # (getaddrinfo / inet_aton) turns them into 127.0.0.1, 0.0.0.0 or the mapped address, so a redirect
     # from a plain-http registry to http://2130706433:port/ reaches loopback although _is_internal says no.
-    assert httpx.URL(f"http://{'[' + host + ']' if ':' in host else host}/").host == host
+    assert httpx2.URL(f"http://{'[' + host + ']' if ':' in host else host}/").host == host
     assert _is_internal(host) is True

@@ -15,7 +15,7 @@ Model:
   head is complete (``\\r\\n\\r\\n``) or :data:`MATCH_WINDOW` bytes arrived, so that a fault can be chosen
   before the server sees the request (only while some pending fault has a ``match``; otherwise nothing is
   held).
-- **Faults are chosen per request.** HTTP/1.1 clients keep connections alive (httpx sends a blob ``GET`` on
+- **Faults are chosen per request.** HTTP/1.1 clients keep connections alive (httpx2 sends a blob ``GET`` on
   the connection that served a manifest), so matching only a connection's first bytes would miss most
   requests. A new request starts when the client sends bytes after the server has sent some (or when the
   connection opens); no pipelining is assumed. The proxy's faults are scanned in the order they were added:

@@ -1,4 +1,4 @@
-"""Deterministic test images, and seeding/reading them with plain synchronous httpx.
+"""Deterministic test images, and seeding/reading them with plain synchronous httpx2.
 
 Manifests and configs are serialised with ``json.dumps(indent=3) + "\\n"``: deterministic, but not a
 form any re-serialiser produces by chance, so a copier that re-encodes a manifest changes its
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urljoin
 
-import httpx
+import httpx2
 
 if TYPE_CHECKING:
     from tests.harness.registry import RegistryServer
@@ -282,7 +282,7 @@ class RegistryClient:
         headers = {}
         if callable(auth):
             headers["Authorization"] = "Bearer " + auth([f"repository:{repo}:{actions}"])
-        self.http = httpx.Client(
+        self.http = httpx2.Client(
             base_url=self.base,
             auth=auth if isinstance(auth, tuple) else None,
             headers=headers,
@@ -295,7 +295,7 @@ class RegistryClient:
     def __exit__(self, *exc: object) -> None:
         self.http.close()
 
-    def _check(self, resp: httpx.Response, *expected: int) -> httpx.Response:
+    def _check(self, resp: httpx2.Response, *expected: int) -> httpx2.Response:
         if resp.status_code not in expected:
             raise RuntimeError(
                 f"{resp.request.method} {resp.request.url} -> {resp.status_code} (expected {expected}): {resp.text}"
@@ -312,7 +312,7 @@ class RegistryClient:
         if self.blob_exists(digest):
             return digest
         start = self._check(self.http.post(f"/v2/{self.repo}/blobs/uploads/"), 202)
-        location = httpx.URL(urljoin(self.base + "/", start.headers["Location"]))
+        location = httpx2.URL(urljoin(self.base + "/", start.headers["Location"]))
         put = self.http.put(
             location.copy_add_param("digest", digest),  # keep the session's own query (_state)
             content=data,

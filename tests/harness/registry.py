@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs
 
 import bcrypt
-import httpx
+import httpx2
 
 if TYPE_CHECKING:
     from tests.harness.tokenserver import TokenServer
@@ -316,7 +316,7 @@ class RegistryServer:
             raise RuntimeError(f"registry {self.url} is not running; log tail:\n{self.log_tail()}")
         token = uuid.uuid4().hex
         start = self.log_path.stat().st_size
-        httpx.get(f"{self.url}/v2/", params={MARK_PARAM: token}, headers=self._sentinel_auth, timeout=10)
+        httpx2.get(f"{self.url}/v2/", params={MARK_PARAM: token}, headers=self._sentinel_auth, timeout=10)
         needle = f"{MARK_PARAM}={token}".encode()
         deadline = time.monotonic() + _LOG_DEADLINE
         while time.monotonic() < deadline:
@@ -470,8 +470,8 @@ def _wait_ready(server: RegistryServer) -> None:
                 f"registry exited with code {server.process.returncode} before answering; "
                 f"log tail:\n{server.log_tail()}"
             )
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{server.url}/v2/", timeout=2).status_code in (200, 401):
+        with contextlib.suppress(httpx2.TransportError):
+            if httpx2.get(f"{server.url}/v2/", timeout=2).status_code in (200, 401):
                 return
         time.sleep(0.05)
     raise RuntimeError(
