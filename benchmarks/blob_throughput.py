@@ -34,8 +34,8 @@ from urllib.parse import urljoin
 
 import httpx2
 
-from tests.harness.images import OCI_CONFIG, OCI_MANIFEST, RegistryClient, dump
-from tests.harness.registry import (
+from harness.images import OCI_CONFIG, OCI_MANIFEST, RegistryClient, dump
+from harness.registry import (
     RegistryServer,
     blob_uploads,
     mounts,

@@ -14,7 +14,7 @@ counts once, as it does in a mirror. Three parts:
    format hashes the output and checks it against every layer's ``diff_id`` (so the timed passes cannot measure
    garbage), then ``--repeats`` timed passes (5; quick 3); the median, MiB/s of uncompressed output, and the
    ratio of gzip's time to zstd's.
-3. **Mirror CPU** (two real loopback registries, :mod:`tests.harness.registry`). The workload's images are pushed
+3. **Mirror CPU** (two real loopback registries, :mod:`harness.registry`). The workload's images are pushed
    to a source registry, then every deployment is mirrored (cluster mode, ledger off) by ``Client.mirror`` in
    this process into a *fresh* destination registry per run: ``plain`` (byte-exact copy) and ``zstd-N``
    (plan setting ``mirror.compress: zstd``, ``compress_level: N``), alternating which goes first, after one
@@ -58,13 +58,13 @@ import zstandard
 
 from benchmarks.blob_throughput import _git_revision, cpu_seconds, metadata
 from benchmarks.workload import GZIP_LEVEL, Workload, build_workload
+from harness.images import Layer
+from harness.registry import RegistryServer, start_registry, uploaded_digests
 from ocicopy.client import Client
 from ocicopy.compression import Recompressed, detect, gzip_to_zstd
 from ocicopy.options import ClientOptions
 from ocicopy.plan import MirrorSettings, Plan, parse_plan
 from ocicopy.report import MirrorReport
-from tests.harness.images import Layer
-from tests.harness.registry import RegistryServer, start_registry, uploaded_digests
 
 MiB: Final = 1024 * 1024
 GiB: Final = 1024 * MiB

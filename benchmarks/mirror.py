@@ -16,8 +16,8 @@ a redeploy, everything already there), in every network profile:
 - ``cluster-library`` / ``service+mount-library``: the warm rerun in this process (``Client.mirror``), not as a
   CLI subprocess: how deployment tools embed the library. Used by the warm targets; not rows of the results.
 
-Network profiles (:mod:`benchmarks.netem`): ``loopback`` (direct), and ``wan``: the source registry behind a
-:class:`~benchmarks.netem.LinkEmulator` (40 ms RTT, 200 Mbit/s), the mirror behind another (2 ms, 2 Gbit/s).
+Network profiles (:mod:`harness.netem`): ``loopback`` (direct), and ``wan``: the source registry behind a
+:class:`~harness.netem.LinkEmulator` (40 ms RTT, 200 Mbit/s), the mirror behind another (2 ms, 2 Gbit/s).
 Every tool addresses the registries by the emulators' hosts; bytes and requests come from the registries' own
 access logs. Run from the repository root::
 
@@ -70,6 +70,8 @@ import httpx2
 from benchmarks.blob_throughput import PeakRss, _git_revision, cpu_seconds, metadata
 from benchmarks.chart import render_table, write_chart
 from benchmarks.workload import ManifestItem, Workload, build_workload
+from harness.oracle import skopeo_version
+from harness.registry import MARK_PARAM, AccessEntry, RegistryServer, start_registry
 from ocicopy.client import Client
 from ocicopy.copier import fetch_child
 from ocicopy.options import ClientOptions
@@ -77,11 +79,9 @@ from ocicopy.plan import parse_plan
 from ocicopy.planner import mirror_tag
 from ocicopy.reference import parse_reference
 from ocicopy.store import Endpoint
-from tests.harness.oracle import skopeo_version
-from tests.harness.registry import MARK_PARAM, AccessEntry, RegistryServer, start_registry
 
 if TYPE_CHECKING:
-    from benchmarks.netem import LinkEmulator
+    from harness.netem import LinkEmulator
 
 MiB: Final = 1024 * 1024
 NAIVE_SPEEDUP_MIN: Final = 3.0
@@ -266,11 +266,11 @@ def make_profiles(
     source: tuple[float | None, float | None] = (None, None),
     mirror: tuple[float | None, float | None] = (None, None),
 ) -> list[Profile]:
-    """Profiles by name from :data:`benchmarks.netem.PROFILES`, links overridden by ``(rtt, bandwidth)`` pairs.
+    """Profiles by name from :data:`harness.netem.PROFILES`, links overridden by ``(rtt, bandwidth)`` pairs.
 
     A profile without links (``loopback``) uses ``scale``; a profile with links uses ``link_scale``.
     """
-    from benchmarks.netem import PROFILES
+    from harness.netem import PROFILES
 
     out = []
     for name in names:
@@ -293,7 +293,7 @@ def linked(server: RegistryServer, link: Link | None, name: str) -> Iterator[tup
     if link is None:
         yield server.host, None
         return
-    from benchmarks.netem import LinkEmulator
+    from harness.netem import LinkEmulator
 
     with LinkEmulator(server.host, rtt=link.rtt, bandwidth_bps=link.bandwidth_bps, name=name) as emulator:
         yield emulator.host, emulator

@@ -21,7 +21,7 @@ About 255 MiB of unique blobs at ``scale=1`` (51 MiB at 0.2). Layer content (``c
   order until the compressed size reaches the layer's target, with mtime 0, uid/gid 0 and a gzip header without
   name or time. Deterministic for a given ``/usr`` (the :attr:`Workload.fingerprint` tells two runs apart), and it
   compresses like real layers (about 3.8:1 with gzip -6 on this machine's /usr).
-- ``random``: :func:`tests.harness.images.layer` pseudo-random bytes (incompressible; identical on every
+- ``random``: :func:`harness.images.layer` pseudo-random bytes (incompressible; identical on every
   machine); the fallback when ``/usr`` is too small.
 
 Source layout: repository ``acme/<service>``, tags ``1.<i>.0`` (prod, staging) and ``1.<i>.1`` (dev);
@@ -47,10 +47,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from tests.harness.images import Image, Index, Layer, layer, make_image, make_index, push, sha256
+from harness.images import Image, Index, Layer, layer, make_image, make_index, push, sha256
 
 if TYPE_CHECKING:
-    from tests.harness.registry import RegistryServer
+    from harness.registry import RegistryServer
 
 MiB: Final = 1024 * 1024
 SEED: Final = 20261126

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.harness.registry import RegistryServer, start_registry, unique_repo_name
-from tests.harness.tokenserver import TokenServer, start_token_server
+from harness.registry import RegistryServer, start_registry, unique_repo_name
+from harness.tokenserver import TokenServer, start_token_server
 
 REGISTRY_FIXTURES = frozenset({"registry", "registry2", "basic_registry", "token_registry", "token_server"})
 

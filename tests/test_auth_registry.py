@@ -17,11 +17,11 @@ import httpx2
 import pytest
 
 import ocicopy
+from harness import images as im
+from harness.oracle import docker_ref, skopeo_inspect_raw
+from harness.registry import AccessEntry, RegistryServer, blob_uploads, mounts
+from harness.tokenserver import Scope, TokenRequest, TokenServer, pull_only
 from ocicopy import AuthenticationError, BlobAction, Client, ClientOptions, CopyAction, Credentials
-from tests.harness import images as im
-from tests.harness.oracle import docker_ref, skopeo_inspect_raw
-from tests.harness.registry import AccessEntry, RegistryServer, blob_uploads, mounts
-from tests.harness.tokenserver import Scope, TokenRequest, TokenServer, pull_only
 
 MakeRepo = Callable[[str], str]
 _seeds = itertools.count(5000)

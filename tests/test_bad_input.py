@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 import pytest
 
+from harness import images as im
+from harness.registry import AccessEntry, RegistryServer, blob_uploads, manifest_puts
 from ocicopy import Client, ClientOptions, CopyAction, NotFoundError, OcicopyError, TransportError
 from ocicopy.errors import InputError, InvalidReferenceError
-from tests.harness import images as im
-from tests.harness.registry import AccessEntry, RegistryServer, blob_uploads, manifest_puts
 
 MakeRepo = Callable[[str], str]
 _seeds = itertools.count(9000)

@@ -25,7 +25,7 @@ from benchmarks import compression as bench
 from benchmarks.__main__ import main as cli_main
 from benchmarks.compare import compare_report
 from benchmarks.workload import build_workload
-from tests.harness.images import Layer
+from harness.images import Layer
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIET = {"progress": lambda _message: None}

@@ -31,18 +31,18 @@ import anyio
 import httpx2
 import pytest
 
-from ocicopy import Client, ClientOptions, MirrorAction, MirrorReport, parse_plan
-from ocicopy.planner import plan_targets
-from tests.harness import images as im
-from tests.harness.fault_proxy import Fault, FaultProxy
-from tests.harness.oracle import docker_ref, skopeo_digest
-from tests.harness.registry import (
+from harness import images as im
+from harness.fault_proxy import Fault, FaultProxy
+from harness.oracle import docker_ref, skopeo_digest
+from harness.registry import (
     AccessEntry,
     RegistryServer,
     blob_uploads,
     start_registry,
     unique_repo_name,
 )
+from ocicopy import Client, ClientOptions, MirrorAction, MirrorReport, parse_plan
+from ocicopy.planner import plan_targets
 
 _seeds = itertools.count(70_000)
 SERVICES = ("api", "web", "worker", "billing", "multi")

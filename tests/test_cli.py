@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import images as im
-from tests.harness.oracle import docker_ref, skopeo_inspect_raw
-from tests.harness.registry import RegistryServer, blob_uploads, manifest_puts
+from harness import images as im
+from harness.oracle import docker_ref, skopeo_inspect_raw
+from harness.registry import RegistryServer, blob_uploads, manifest_puts
 
 MakeRepo = Callable[[str], str]
 _seeds = itertools.count(7000)

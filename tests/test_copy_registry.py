@@ -15,10 +15,9 @@ import anyio
 import pytest
 
 import ocicopy
-from ocicopy import BlobAction, Client, ClientOptions, CopyAction, ManifestError
-from tests.harness import images as im
-from tests.harness.oracle import docker_ref, skopeo_digest, skopeo_inspect_raw
-from tests.harness.registry import (
+from harness import images as im
+from harness.oracle import docker_ref, skopeo_digest, skopeo_inspect_raw
+from harness.registry import (
     AccessEntry,
     RegistryServer,
     blob_gets,
@@ -31,6 +30,7 @@ from tests.harness.registry import (
     upload_starts,
     uploaded_digests,
 )
+from ocicopy import BlobAction, Client, ClientOptions, CopyAction, ManifestError
 
 MakeRepo = Callable[[str], str]
 _seeds = itertools.count(1000)

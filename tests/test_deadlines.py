@@ -6,9 +6,9 @@ import anyio
 import pytest
 
 import ocicopy
-from tests.harness import images
-from tests.harness.fault_proxy import Fault, FaultProxy
-from tests.harness.registry import RegistryServer, manifest_puts
+from harness import images
+from harness.fault_proxy import Fault, FaultProxy
+from harness.registry import RegistryServer, manifest_puts
 
 pytestmark = pytest.mark.anyio
 

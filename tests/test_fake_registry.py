@@ -14,9 +14,8 @@ import httpx2
 import pytest
 
 import ocicopy
-from ocicopy.options import Limits
-from tests.harness import images
-from tests.harness.fake_registry import (
+from harness import images
+from harness.fake_registry import (
     FakeRegistry,
     Quirks,
     Request,
@@ -27,7 +26,8 @@ from tests.harness.fake_registry import (
     is_manifest_put,
     is_mount,
 )
-from tests.harness.registry import RegistryServer, blob_uploads, manifest_puts, mounts
+from harness.registry import RegistryServer, blob_uploads, manifest_puts, mounts
+from ocicopy.options import Limits
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The byte-level fault proxy (``tests/harness/fault_proxy.py``), and ocicopy through it against real registries.
+"""The byte-level fault proxy (``harness/fault_proxy.py``), and ocicopy through it against real registries.
 
 Part 1 checks the proxy itself against a tiny HTTP/1.1 server in the test's event loop: every fault kind does
 what it says, ``times``/``match``/``none`` are honoured, client → server bytes always pass.
@@ -28,9 +28,9 @@ import pytest
 from anyio.abc import SocketAttribute, SocketStream
 
 import ocicopy
-from tests.harness import images as im
-from tests.harness.fault_proxy import Fault, FaultProxy
-from tests.harness.registry import AccessEntry, RegistryServer
+from harness import images as im
+from harness.fault_proxy import Fault, FaultProxy
+from harness.registry import AccessEntry, RegistryServer
 
 pytestmark = pytest.mark.anyio
 

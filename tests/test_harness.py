@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.harness import images as im
-from tests.harness.oracle import SkopeoError, docker_ref, skopeo_digest, skopeo_inspect_raw, skopeo_list_tags
-from tests.harness.registry import (
+from harness import images as im
+from harness.oracle import SkopeoError, docker_ref, skopeo_digest, skopeo_inspect_raw, skopeo_list_tags
+from harness.registry import (
     REPO_NAME_RE,
     RegistryServer,
     blob_gets,
@@ -31,7 +31,7 @@ from tests.harness.registry import (
     upload_starts,
     uploaded_digests,
 )
-from tests.harness.tokenserver import Scope, TokenServer
+from harness.tokenserver import Scope, TokenServer
 
 
 def _challenge(resp: httpx2.Response) -> dict[str, str]:

@@ -49,7 +49,8 @@ def test_installing_ocicopy_pulls_no_httpx() -> None:
 def test_importing_every_module_imports_no_httpx() -> None:
     code = (
         "import sys, pkgutil, importlib, ocicopy\n"
-        "for m in pkgutil.iter_modules(ocicopy.__path__):\n    if m.name != '__main__': importlib.import_module('ocicopy.' + m.name)\n"
+        "for m in pkgutil.iter_modules(ocicopy.__path__):\n"
+        "    if m.name != '__main__': importlib.import_module('ocicopy.' + m.name)\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'httpcore'))\n"
         "print(','.join(bad))\n"
     )
@@ -68,7 +69,7 @@ _LegacyAsyncClient.__qualname__ = "AsyncClient"
 def test_an_httpx_client_is_refused_with_a_pointer_to_httpx2() -> None:
     with pytest.raises(TypeError, match=r"httpx2\.AsyncClient, not httpx\.AsyncClient.*0\.2 moved"):
         ocicopy.Client(http_client=_LegacyAsyncClient())  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="not builtins.object"):
+    with pytest.raises(TypeError, match=r"not builtins\.object"):
         ocicopy.Client(http_client=object())  # type: ignore[arg-type]
 
 

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from harness.images import OCI_MANIFEST, Image, Index, layer, make_artifact, make_image, make_index, sha256
 from ocicopy.digest import Digest
 from ocicopy.errors import (
     BodyTooLargeError,
@@ -42,7 +43,6 @@ from ocicopy.options import Limits
 from ocicopy.reference import Reference
 from ocicopy.registry import ManifestInfo
 from ocicopy.store import Store
-from tests.harness.images import OCI_MANIFEST, Image, Index, layer, make_artifact, make_image, make_index, sha256
 
 pytestmark = pytest.mark.anyio
 
@@ -670,7 +670,7 @@ import anyio
 from ocicopy.digest import Digest
 from ocicopy.layout import Layout
 from ocicopy.models import parse_manifest
-from tests.harness.images import layer, make_image
+from harness.images import layer, make_image
 
 async def one(data):
     yield data

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from harness import images as im
+from harness.oracle import docker_ref
+from harness.registry import RegistryServer, blob_uploads
 from ocicopy import BlobAction, Client, ClientOptions, CopyAction
 from ocicopy.errors import InputError
-from tests.harness import images as im
-from tests.harness.oracle import docker_ref
-from tests.harness.registry import RegistryServer, blob_uploads
 
 pytestmark = pytest.mark.anyio
 MakeRepo = Callable[[str], str]

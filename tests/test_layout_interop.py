@@ -20,11 +20,11 @@ from pathlib import Path
 import anyio
 import pytest
 
+from harness.images import Image, Index, layer, make_image, make_index
+from harness.oracle import skopeo_copy, skopeo_inspect_raw
 from ocicopy.digest import Digest
 from ocicopy.layout import Layout
 from ocicopy.models import Descriptor, Manifest, parse_manifest
-from tests.harness.images import Image, Index, layer, make_image, make_index
-from tests.harness.oracle import skopeo_copy, skopeo_inspect_raw
 
 UMOCI_TIMEOUT = 120
 

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
+from harness import images
+from harness.registry import RegistryServer, manifest_gets, manifest_puts
 from ocicopy import ClientOptions
 from ocicopy.digest import Digest
 from ocicopy.ledger import ARTIFACT_TYPE, LEDGER_TAG, MAX_REPOS_PER_BLOB, Ledger, _decode
 from ocicopy.registry import Registry
 from ocicopy.transport import Transport
-from tests.harness import images
-from tests.harness.registry import RegistryServer, manifest_gets, manifest_puts
 
 pytestmark = pytest.mark.anyio
 

@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 
-from ocicopy import BuildSpec, MirrorReport, build_key
-from tests.harness import images as im
-from tests.harness.oracle import skopeo_digest
-from tests.harness.registry import (
+from harness import images as im
+from harness.oracle import skopeo_digest
+from harness.registry import (
     RegistryServer,
     blob_gets,
     blob_uploads,
@@ -28,6 +27,7 @@ from tests.harness.registry import (
     mounts,
     start_registry,
 )
+from ocicopy import BuildSpec, MirrorReport, build_key
 from tests.test_mirror_registry import (
     CLUSTER,
     Fleet,

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import zstandard
 
+from harness import images as im
+from harness.registry import RegistryServer, blob_gets, unique_repo_name
 from ocicopy import Client, ClientOptions, MirrorReport, parse_plan
 from ocicopy.digest import Digest
 from ocicopy.plan import BuildSpec
 from ocicopy.planner import build_key
 from ocicopy.referrers import fallback_tag
-from tests.harness import images as im
-from tests.harness.registry import RegistryServer, blob_gets, unique_repo_name
 from tests.test_zstd_copy import gzip_layer
 
 pytestmark = pytest.mark.anyio

@@ -17,10 +17,9 @@ from typing import Any
 
 import pytest
 
-from ocicopy import Client, ClientOptions, MirrorAction, MirrorReport, parse_plan
-from tests.harness import images as im
-from tests.harness.oracle import docker_ref, skopeo_digest
-from tests.harness.registry import (
+from harness import images as im
+from harness.oracle import docker_ref, skopeo_digest
+from harness.registry import (
     AccessEntry,
     RegistryServer,
     blob_gets,
@@ -32,6 +31,7 @@ from tests.harness.registry import (
     start_registry,
     unique_repo_name,
 )
+from ocicopy import Client, ClientOptions, MirrorAction, MirrorReport, parse_plan
 
 MakeRepo = Callable[[str], str]
 _seeds = itertools.count(30_000)

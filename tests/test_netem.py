@@ -1,4 +1,4 @@
-"""The benchmarks' link emulator (``benchmarks/netem.py``): token-bucket math and proxy behaviour.
+"""The benchmarks' link emulator (``harness/netem.py``): token-bucket math and proxy behaviour.
 
 No timing assertions: the bucket is tested with a fake clock, the proxy for what it delivers (every byte, in
 order, half-closes, closes on stop and on errors), never for how fast. Each socket test is bounded by
@@ -22,8 +22,8 @@ from anyio.abc import SocketAttribute, SocketStream
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks.netem import PROFILES, LinkEmulator, TokenBucket, default_burst
-from tests.harness.registry import RegistryServer, unique_repo_name
+from harness.netem import PROFILES, LinkEmulator, TokenBucket, default_burst
+from harness.registry import RegistryServer, unique_repo_name
 
 MiB = 1024 * 1024
 DEADLINE = 30.0  # generous bound per socket test: a hang fails instead of blocking the suite

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import ocicopy
-from tests.harness import images
-from tests.harness.registry import RegistryServer, blob_uploads, mounts, upload_starts
+from harness import images
+from harness.registry import RegistryServer, blob_uploads, mounts, upload_starts
 
 pytestmark = pytest.mark.anyio
 

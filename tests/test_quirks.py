@@ -7,8 +7,8 @@ import json
 import pytest
 
 import ocicopy
-from tests.harness import images
-from tests.harness.fake_registry import (
+from harness import images
+from harness.fake_registry import (
     FakeRegistry,
     Quirks,
     Response,

@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 import ocicopy
-from tests.harness import images
-from tests.harness.oracle import docker_ref, skopeo_digest
-from tests.harness.registry import RegistryServer, manifest_puts
+from harness import images
+from harness.oracle import docker_ref, skopeo_digest
+from harness.registry import RegistryServer, manifest_puts
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -17,13 +17,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from harness import images as im
+from harness.fake_registry import FakeRegistry, Quirks
+from harness.registry import RegistryServer
 from ocicopy import Client, ClientOptions
 from ocicopy.digest import Digest
 from ocicopy.models import OCI_INDEX, parse_manifest
 from ocicopy.referrers import add_to_index, cosign_tags, fallback_tag, referrer_descriptor
-from tests.harness import images as im
-from tests.harness.fake_registry import FakeRegistry, Quirks
-from tests.harness.registry import RegistryServer
 
 pytestmark = pytest.mark.anyio
 MakeRepo = Callable[[str], str]

@@ -6,13 +6,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from harness import images
+from harness.registry import RegistryServer, blob_uploads, mounts, upload_starts
 from ocicopy import ClientOptions
 from ocicopy.digest import Digest, Verifier
 from ocicopy.errors import DigestMismatchError, NotFoundError
 from ocicopy.registry import Registry, UploadSession, read_blob, verified
 from ocicopy.transport import Transport
-from tests.harness import images
-from tests.harness.registry import RegistryServer, blob_uploads, mounts, upload_starts
 
 pytestmark = pytest.mark.anyio
 

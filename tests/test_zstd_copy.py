@@ -20,11 +20,11 @@ import anyio
 import pytest
 import zstandard
 
+from harness import images as im
+from harness.oracle import docker_ref, skopeo_inspect_raw
+from harness.registry import RegistryServer, blob_gets
 from ocicopy import BlobAction, Client, ClientOptions, CopyAction
 from ocicopy.errors import InputError, ManifestError, OcicopyError
-from tests.harness import images as im
-from tests.harness.oracle import docker_ref, skopeo_inspect_raw
-from tests.harness.registry import RegistryServer, blob_gets
 
 pytestmark = pytest.mark.anyio
 MakeRepo = Callable[[str], str]
@@ -253,7 +253,7 @@ async def test_spool_is_removed_when_the_client_closes(registry: RegistryServer,
 
 async def test_corrupt_source_bytes_are_caught_before_conversion_is_used() -> None:
     """The fake registry serves other bytes for a gzip layer: the source digest check fails, nothing is pushed."""
-    from tests.harness.fake_registry import FakeRegistry, Response
+    from harness.fake_registry import FakeRegistry, Response
 
     image = im.make_image([gzip_layer()])
     original = bytes(image.layers[0])

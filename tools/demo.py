@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import ocicopy  # noqa: E402
+from harness import images  # noqa: E402
+from harness.oracle import docker_ref, skopeo_digest  # noqa: E402
+from harness.registry import RegistryServer, start_registry  # noqa: E402
 from ocicopy.display import human_bytes  # noqa: E402
-from tests.harness import images  # noqa: E402
-from tests.harness.oracle import docker_ref, skopeo_digest  # noqa: E402
-from tests.harness.registry import RegistryServer, start_registry  # noqa: E402
 
 MiB = 1024 * 1024
 

@@ -2,7 +2,7 @@
 stall, slow-loris, garbage.
 
 A :class:`FaultProxy` listens on ``127.0.0.1:<free port>`` in its own thread and event loop (the structure of
-``benchmarks/netem.py``) and forwards every accepted connection to ``target``. Point a client at
+``harness/netem.py``) and forwards every accepted connection to ``target``. Point a client at
 :attr:`FaultProxy.host` instead of the server's address, then :meth:`FaultProxy.add` faults::
 
     with FaultProxy(registry.host) as proxy:
@@ -58,7 +58,7 @@ from typing import Literal, get_args
 import anyio
 from anyio.abc import SocketAttribute, SocketStream
 
-from tests.harness.loopserver import LoopbackServer, parse_target
+from harness.loopserver import LoopbackServer, parse_target
 
 __all__ = ["MATCH_WINDOW", "Fault", "FaultKind", "FaultProxy"]
 

@@ -21,7 +21,7 @@ from urllib.parse import urljoin
 import httpx2
 
 if TYPE_CHECKING:
-    from tests.harness.registry import RegistryServer
+    from harness.registry import RegistryServer
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -59,7 +59,7 @@ import anyio
 from anyio.abc import SocketStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from tests.harness.loopserver import LoopbackServer, parse_target
+from harness.loopserver import LoopbackServer, parse_target
 
 __all__ = ["PROFILES", "LinkEmulator", "TokenBucket", "default_burst"]
 

@@ -44,7 +44,7 @@ import bcrypt
 import httpx2
 
 if TYPE_CHECKING:
-    from tests.harness.tokenserver import TokenServer
+    from harness.tokenserver import TokenServer
 
 AuthMode = Literal["none", "basic", "token"]
 

@@ -1,6 +1,6 @@
 """A TCP listener on 127.0.0.1 served on its own anyio event loop in a daemon thread.
 
-The link emulator (``benchmarks/netem.py``) and the fault proxy (``tests/harness/fault_proxy.py``) are both
+The link emulator (``harness/netem.py``) and the fault proxy (``harness/fault_proxy.py``) are both
 such servers: sync tests and benchmarks start and stop them from their own thread.
 """
 

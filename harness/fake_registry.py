@@ -2,7 +2,7 @@
 
 The fake speaks the distribution-spec v1.1 endpoints ocicopy uses, over real HTTP/1.1 (keep-alive,
 ``Content-Length`` on every answer, chunked request bodies accepted) from a background thread, with all
-state in memory. Unlike :mod:`tests.harness.registry` (the real CNCF registry), it can be told to misbehave:
+state in memory. Unlike :mod:`harness.registry` (the real CNCF registry), it can be told to misbehave:
 
 * :class:`Quirks` switches vendor behaviour (no mounts, 401 on a declined mount, no manifest HEAD, no
   ``Range``, 201 on PATCH, a chunk minimum, no referrers API, a manifest size cap); mutable at runtime;
@@ -13,7 +13,7 @@ state in memory. Unlike :mod:`tests.harness.registry` (the real CNCF registry), 
   global start/end order indices), :attr:`FakeRegistry.max_in_flight` the highest concurrency seen, and
   :func:`assert_order` checks "all of these completed before any of those started".
 
-``FakeRegistry.entries()`` converts the log to :class:`tests.harness.registry.AccessEntry` objects, so the
+``FakeRegistry.entries()`` converts the log to :class:`harness.registry.AccessEntry` objects, so the
 real registry's predicates (``mounts``, ``blob_uploads``, ``manifest_puts``, ...) work on the fake too.
 
 Example::
@@ -41,8 +41,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from tests.harness.images import OCI_INDEX, Artifact, Image, Index
-from tests.harness.registry import REPO_NAME_RE, AccessEntry
+from harness.images import OCI_INDEX, Artifact, Image, Index
+from harness.registry import REPO_NAME_RE, AccessEntry
 
 TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}")

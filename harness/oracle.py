@@ -15,7 +15,7 @@ import subprocess
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tests.harness.registry import RegistryServer
+    from harness.registry import RegistryServer
 
 Creds = tuple[str, str] | str | None
 TIMEOUT = 300
