@@ -29,13 +29,14 @@ from ocicopy.errors import (
     ManifestError,
     NotFoundError,
     OcicopyError,
+    PlanError,
     RegistryError,
     TransportError,
 )
 from ocicopy.layout import Layout, LayoutReference, parse_layout_reference
 from ocicopy.models import Descriptor, Manifest
 from ocicopy.options import ClientOptions, Limits, RegistryConfig, Timeouts
-from ocicopy.plan import BuildSpec, Deployment, MirrorSettings, Mode, Plan, PlanError, load_plan, parse_plan
+from ocicopy.plan import BuildSpec, Deployment, MirrorSettings, Mode, Plan, load_plan, parse_plan
 from ocicopy.planner import build_key, mirror_tag
 from ocicopy.reference import Reference, parse_reference
 from ocicopy.report import DeploymentResult, MirrorAction, MirrorReport

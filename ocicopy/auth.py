@@ -1,4 +1,5 @@
-"""Registry authentication: challenges, scopes, token answers (pure) and the per-host token cache.
+"""Registry authentication: challenges, scopes, token answers (pure), and :class:`HostAuth`, the auth of one
+registry host as one unit (challenge, token cache, credentials) with an httpx-style flow.
 
 The flow (distribution "Token Authentication Specification"): a request answered 401 carries
 ``WWW-Authenticate: Bearer realm=...,service=...,scope=...`` (or ``Basic``). For Bearer, ocicopy asks the realm
@@ -6,19 +7,28 @@ for a token covering *every* scope the operation needs (a mount needs ``pull`` o
 ``pull,push`` on the destination: one token request), caches it until shortly before it expires, and retries
 the request once. The realm is checked before any credential is sent to it (see :func:`check_realm`) and is
 pinned per registry for the session: a registry that changes its realm mid-session is refused.
+
+:meth:`HostAuth.flow` sends nothing itself (after httpx's ``Auth.auth_flow``): it yields the requests to send
+(the request with its ``Authorization``, and a token request when one is needed) and receives their answers,
+so the whole dance is tested with in-memory responses; :class:`~ocicopy.transport.Transport` drives it.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+import anyio
 import httpx2
 
-from ocicopy.errors import InsecureRequestError
+from ocicopy.credentials import Credentials
+from ocicopy.errors import AuthenticationError, InsecureRequestError, SpecError, TransportError
+from ocicopy.wire import drain, parse_error_body, read_capped, redact
 
 PULL: Final = frozenset({"pull"})
 PUSH: Final = frozenset({"pull", "push"})
@@ -182,3 +192,164 @@ class HostAuthState:
 
     def remember(self, token: Token) -> None:
         self.tokens = [t for t in self.tokens if not token.scopes.covers(t.scopes)] + [token]
+
+
+#: Marks a request a flow yields to ask the token service (not the registry) for a token.
+TOKEN_REQUEST: Final = "ocicopy.token_request"  # noqa: S105 (an extension key, not a secret)
+#: The flow of one request: yields requests to send, receives their answers; the last answer is the result.
+Flow = AsyncGenerator[httpx2.Request, httpx2.Response]
+
+
+def basic_header(creds: Credentials) -> str:
+    return "Basic " + base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
+
+
+class HostAuth:
+    """The auth of one registry host: its challenge (pinned realm), cached tokens and credentials.
+
+    ``credentials`` looks them up (explicit settings, the docker config, a credential helper; the caller caches);
+    ``registry_url`` is the host's base URL (its scheme decides whether a plain-http realm is acceptable).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        registry_url: httpx2.URL,
+        credentials: Callable[[], Awaitable[Credentials | None]],
+        *,
+        user_agent: str = "ocicopy",
+        token_body_limit: int = 64 * 1024,
+    ) -> None:
+        self.host = host
+        self.registry_url = registry_url
+        self.state = HostAuthState()
+        self._credentials = credentials
+        self._user_agent = user_agent
+        self._token_body_limit = token_body_limit
+        self._lock = anyio.Lock()  # one token request at a time per host: the others then find it cached
+
+    @property
+    def challenge(self) -> Challenge | None:
+        return self.state.challenge
+
+    async def credentials(self) -> Credentials | None:
+        return await self._credentials()
+
+    async def flow(self, request: httpx2.Request, scopes: Scopes, *, replayable: bool = True) -> Flow:
+        """Authorize ``request`` for ``scopes``; on a 401, learn or refresh the auth and send it once more.
+
+        The driver must close the flow (``aclose``) when it stops early: a token request is in flight under the
+        host's token lock.
+        """
+        for last in (False, True):
+            challenge = self.state.challenge
+            if challenge is not None and challenge.scheme == "basic":
+                creds = await self._credentials()
+                if creds is not None:
+                    request.headers["Authorization"] = basic_header(creds)
+            elif challenge is not None:
+                token = self.state.token_for(scopes)
+                if token is None:
+                    async with self._lock:  # the others waiting here then find it cached
+                        token = self.state.token_for(scopes)
+                        if token is None:
+                            token_request = await self.token_request(challenge, scopes)
+                            answer = yield token_request
+                            token = await self.read_token(token_request, answer, scopes)
+                            self.state.remember(token)
+                request.headers["Authorization"] = f"Bearer {token.value}"
+            response = yield request
+            if last or response.status_code != 401 or not replayable:
+                return
+            retry, scopes = await self._after_401(response, scopes, had_auth="authorization" in request.headers)
+            if not retry:
+                return
+            await drain(response, 64 * 1024)  # read to its end: the connection goes back to the pool
+            await response.aclose()
+            request = _resend(request)
+
+    async def _after_401(self, response: httpx2.Response, scopes: Scopes, had_auth: bool) -> tuple[bool, Scopes]:
+        """Learn or refresh auth after a 401: whether to send again, and with which scopes."""
+        challenge = parse_challenge(response.headers.get("www-authenticate"))
+        if challenge is None or challenge.scheme not in ("basic", "bearer"):
+            return False, scopes
+        state = self.state
+        if state.challenge is None:
+            if challenge.scheme == "bearer":
+                check_realm(challenge.realm or "", self.registry_url)
+            state.challenge = challenge
+            retry = challenge.scheme == "bearer" or await self._credentials() is not None
+            return retry, _widened(challenge, scopes)
+        if challenge.scheme == "bearer":
+            if challenge.realm != state.challenge.realm:
+                raise InsecureRequestError(f"registry {self.host} changed its token realm mid-session; refused")
+            token = state.token_for(scopes)
+            if token is not None:
+                state.forget(token)  # expired or revoked early: fetch a new one once
+            return True, _widened(challenge, scopes)
+        return not had_auth and await self._credentials() is not None, scopes
+
+    async def token_request(self, challenge: Challenge, scopes: Scopes) -> httpx2.Request:
+        """The request to the (validated) realm for a token covering ``scopes``: a GET with basic credentials, or a
+        POST with the identity token (OAuth2 refresh_token grant) when the credentials carry one."""
+        realm = check_realm(challenge.realm or "", self.registry_url)
+        params: list[tuple[str, str]] = [("service", challenge.service)] if challenge.service else []
+        params += [("scope", s) for s in scopes.strings()]
+        creds = await self._credentials()
+        headers = {"User-Agent": self._user_agent, "Accept": "application/json"}
+        if creds is not None and creds.identity_token:
+            form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token, "client_id": "ocicopy"}
+            form.update(params)
+            data = form | {"scope": " ".join(scopes.strings())}
+            request = httpx2.Request("POST", realm, data=data, headers=headers, extensions={TOKEN_REQUEST: True})
+        else:
+            if creds is not None:
+                headers["Authorization"] = basic_header(creds)
+            query: list[tuple[str, str | int | float | bool | None]] = list(params)
+            url = realm.copy_merge_params(query)
+            request = httpx2.Request("GET", url, headers=headers, extensions={TOKEN_REQUEST: True})
+        return request
+
+    async def read_token(self, request: httpx2.Request, response: httpx2.Response, scopes: Scopes) -> Token:
+        """The token in the realm's answer, or an :class:`AuthenticationError` saying why there is none."""
+        shown = redact(request.url)
+        try:
+            body = await read_capped(response, self._token_body_limit, "token response")
+        finally:
+            await response.aclose()
+        if response.status_code != 200:
+            errors: list[SpecError] = parse_error_body(body)
+            raise AuthenticationError(
+                response.status_code, request.method, shown, errors, f"token request for {self.host} refused"
+            )
+        try:
+            return parse_token_response(json.loads(body), scopes)
+        except (ValueError, RecursionError) as exc:
+            raise AuthenticationError(200, request.method, shown, (), f"unusable token response: {exc}") from None
+
+    def token_failed(self, request: httpx2.Request, exc: Exception) -> TransportError:
+        return TransportError(request.method, redact(request.url), f"token request failed: {type(exc).__name__}")
+
+    async def refusal_hint(self, status: int, challenge: Challenge | None, scopes: Scopes | None) -> str:
+        """Why a 401/403 happened, for the error message (never a secret)."""
+        needed = " ".join(scopes.strings()) if scopes is not None else ""
+        if status == 401 and await self._credentials() is None:
+            return f"authentication required and no credentials are configured for {self.host}"
+        if (challenge is not None and challenge.error == "insufficient_scope") or status == 403:
+            return f"access denied: the credentials for {self.host} do not grant {needed or 'this operation'}"
+        if status == 401:
+            return f"credentials for {self.host} were rejected"
+        return "authentication failed" if self.state.challenge is not None else ""
+
+
+def _resend(request: httpx2.Request) -> httpx2.Request:
+    """A new request like ``request`` (its body is replayable bytes), without its ``Authorization``."""
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in ("authorization", "content-length")}
+    return httpx2.Request(request.method, request.url, headers=headers, content=request.content)
+
+
+def _widened(challenge: Challenge, scopes: Scopes) -> Scopes:
+    """``scopes`` plus what an ``insufficient_scope`` challenge names."""
+    if challenge.error == "insufficient_scope" and "scope" in challenge.params:
+        return scopes.merge(Scopes.parse(challenge.params["scope"]))
+    return scopes

@@ -25,7 +25,14 @@ import zstandard
 from pydantic import BaseModel, ConfigDict, Field
 
 from ocicopy.digest import Digest, Hasher
-from ocicopy.errors import InputError, OcicopyError
+from ocicopy.errors import (
+    CompressionError,
+    CorruptDataError,
+    InputError,
+    NotConvertibleError,
+    OutputLimitError,
+    WindowTooLargeError,
+)
 
 GZIP_MAGIC: Final = b"\x1f\x8b"
 ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
@@ -52,44 +59,6 @@ STEP: Final = 1 << 20
 _ZSTD_FEED: Final = 64
 """Compressed bytes fed to zstd per call. ``ZstdDecompressionObj.decompress`` has no ``max_length``;
 a zstd block decodes to ≤ 128 KiB and takes ≥ 4 bytes, so 64 input bytes yield ≤ ~2.1 MiB."""
-
-
-class CompressionError(OcicopyError):
-    """Base of recompression / decompression failures."""
-
-
-class CorruptDataError(CompressionError):
-    """The compressed stream is malformed or truncated."""
-
-    def __init__(self, fmt: str, reason: str) -> None:
-        self.format = fmt
-        self.reason = reason
-        super().__init__(f"corrupt {fmt} stream: {reason}")
-
-
-class OutputLimitError(CompressionError):
-    """Decompressed output exceeded the allowed size (decompression bomb guard)."""
-
-    def __init__(self, fmt: str, limit: int) -> None:
-        self.format = fmt
-        self.limit = limit
-        super().__init__(f"{fmt} stream decompresses to more than the limit of {limit} bytes")
-
-
-class WindowTooLargeError(CompressionError):
-    """A zstd frame needs a decompression window above the allowed ``2**max_window_log``."""
-
-    def __init__(self, max_window_log: int, detail: str) -> None:
-        self.max_window_log = max_window_log
-        super().__init__(f"zstd frame needs a window larger than 2**{max_window_log} bytes ({detail})")
-
-
-class NotConvertibleError(CompressionError):
-    """The media type is not a gzip layer that can be recompressed to zstd."""
-
-    def __init__(self, media_type: str) -> None:
-        self.media_type = media_type
-        super().__init__(f"media type {media_type!r} is not a gzip layer convertible to zstd")
 
 
 def detect(first_bytes: bytes) -> Literal["gzip", "zstd", "none"]:

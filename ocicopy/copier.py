@@ -27,7 +27,7 @@ import httpx2
 from ocicopy.compression import Recompression
 from ocicopy.converter import Converter
 from ocicopy.digest import Digest, Verifier
-from ocicopy.errors import DigestMismatchError, ManifestError, RegistryError, TransportError
+from ocicopy.errors import DigestMismatchError, ManifestError, ReadGaveUp, RegistryError, TransportError
 from ocicopy.flight import SingleFlight
 from ocicopy.models import Descriptor, Manifest, compact_manifest
 from ocicopy.options import Timeouts
@@ -315,10 +315,6 @@ async def _committed(dst: Endpoint, desc: Descriptor) -> bool:
         return await dst.registry.blob_exists(dst.repository, desc.digest) == desc.size
     except (TransportError, RegistryError):
         return False
-
-
-class ReadGaveUp(TransportError):
-    """A blob read that failed on every resume: not retried again one level up (the bound stays the policy's)."""
 
 
 def _check_read(response: httpx2.Response, offset: int, desc: Descriptor, where: str) -> None:

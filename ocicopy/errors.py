@@ -1,19 +1,28 @@
-"""Errors are data: what failed, where, and what the registry said.
+"""Errors are data: what failed, where, and what the registry said. Every error ocicopy raises on purpose is
+defined here (other modules re-export the ones they raise, for their callers' convenience).
 
 ::
 
     OcicopyError
     ├── InputError                      bad input from the caller; nothing was sent
-    │   ├── InvalidReferenceError
+    │   ├── InvalidReferenceError       image or layout reference, tag, repository name
     │   ├── InvalidDigestError
-    │   └── InvalidPlatformError
+    │   ├── InvalidPlatformError
+    │   └── PlanError                   a plan file or plan object that cannot be used; names the entry
     ├── ManifestError                   a manifest we refuse to handle
     │   └── UnsupportedManifestError    schema 1, unknown media type
     ├── DigestMismatchError             bytes do not match the digest or size they were promised under
     ├── BodyTooLargeError               a body over its in-memory cap
+    ├── CompressionError                recompression / bounded decompression
+    │   ├── CorruptDataError            malformed or truncated gzip/zstd stream
+    │   ├── OutputLimitError            decompresses to more than allowed (bomb guard)
+    │   ├── WindowTooLargeError         zstd frame window over the cap
+    │   └── NotConvertibleError         not a gzip layer
     ├── CredentialError                 docker config / credential helper failure
     ├── InsecureRequestError            a request we refuse to make (TLS downgrade, foreign realm...)
     ├── TransportError                  connection / TLS / timeout after retries
+    │   ├── BrokenBody                  the connection broke while a body was read (retryable)
+    │   └── ReadGaveUp                  a blob read that failed on every resume (not retried again)
     └── RegistryError                   an HTTP answer we cannot use: status + spec error codes + request
         ├── AuthenticationError         401 / 403 after the auth dance
         └── NotFoundError               404, MANIFEST_UNKNOWN, BLOB_UNKNOWN, NAME_UNKNOWN
@@ -56,6 +65,10 @@ class InvalidPlatformError(InputError):
         super().__init__(f"invalid platform {value!r}: {reason}")
 
 
+class PlanError(InputError):
+    """A plan that cannot be used; the message names the entry."""
+
+
 class ManifestError(OcicopyError):
     """A manifest that is malformed or that ocicopy refuses to handle."""
 
@@ -96,6 +109,44 @@ class BodyTooLargeError(OcicopyError):
         super().__init__(f"{what} is larger than the {limit}-byte limit; refusing to read it into memory")
 
 
+class CompressionError(OcicopyError):
+    """Base of recompression / decompression failures."""
+
+
+class CorruptDataError(CompressionError):
+    """The compressed stream is malformed or truncated."""
+
+    def __init__(self, fmt: str, reason: str) -> None:
+        self.format = fmt
+        self.reason = reason
+        super().__init__(f"corrupt {fmt} stream: {reason}")
+
+
+class OutputLimitError(CompressionError):
+    """Decompressed output exceeded the allowed size (decompression bomb guard)."""
+
+    def __init__(self, fmt: str, limit: int) -> None:
+        self.format = fmt
+        self.limit = limit
+        super().__init__(f"{fmt} stream decompresses to more than the limit of {limit} bytes")
+
+
+class WindowTooLargeError(CompressionError):
+    """A zstd frame needs a decompression window above the allowed ``2**max_window_log``."""
+
+    def __init__(self, max_window_log: int, detail: str) -> None:
+        self.max_window_log = max_window_log
+        super().__init__(f"zstd frame needs a window larger than 2**{max_window_log} bytes ({detail})")
+
+
+class NotConvertibleError(CompressionError):
+    """The media type is not a gzip layer that can be recompressed to zstd."""
+
+    def __init__(self, media_type: str) -> None:
+        self.media_type = media_type
+        super().__init__(f"media type {media_type!r} is not a gzip layer convertible to zstd")
+
+
 class CredentialError(OcicopyError):
     pass
 
@@ -112,12 +163,25 @@ class TransportError(OcicopyError):
         super().__init__(f"{method} {url}: {reason}")
 
 
+class BrokenBody(TransportError):
+    """The connection broke while a body was being read (retryable, unlike an undecodable body)."""
+
+
+class ReadGaveUp(TransportError):
+    """A blob read that failed on every resume: not retried again one level up (the bound stays the policy's)."""
+
+
 @dataclass(frozen=True)
 class SpecError:
-    """One entry of the distribution spec's error body ``{"errors": [{"code", "message", "detail"}]}``."""
+    """One entry of the distribution spec's error body ``{"errors": [{"code", "message", "detail"}]}``.
+
+    ``detail`` is the entry's ``detail`` as compact JSON text (capped), e.g. the digest distribution names in a
+    ``MANIFEST_BLOB_UNKNOWN``.
+    """
 
     code: str
     message: str = ""
+    detail: str = ""
 
 
 class RegistryError(OcicopyError):
@@ -145,10 +209,17 @@ class RegistryError(OcicopyError):
     def _render(self) -> str:
         text = f"{self.method} {self.url}: HTTP {self.status}"
         if self.errors:
-            text += " " + "; ".join(f"{e.code}: {e.message}" if e.message else e.code for e in self.errors)
+            text += " " + "; ".join(_entry(e) for e in self.errors)
         if self.message:
             text += f" ({self.message})"
         return text
+
+
+def _entry(error: SpecError) -> str:
+    text = f"{error.code}: {error.message}" if error.message else error.code
+    if error.detail and len(error.detail) <= 140:  # e.g. the digest of a MANIFEST_BLOB_UNKNOWN
+        text += f" ({error.detail})"
+    return text
 
 
 class AuthenticationError(RegistryError):

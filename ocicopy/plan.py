@@ -17,7 +17,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
-from ocicopy.errors import InputError
+from ocicopy.errors import InputError, PlanError
 from ocicopy.layout import LayoutReference, is_layout_reference, parse_layout_reference
 from ocicopy.options import ClientOptions, RegistryConfig
 from ocicopy.platforms import parse_platform
@@ -27,10 +27,6 @@ _NAME: Final = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _COMMIT: Final = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_PLAN_BYTES: Final = 16 * 1024 * 1024
-
-
-class PlanError(InputError):
-    """A plan that cannot be used; the message names the entry."""
 
 
 def _as_value_error(check: Callable[[str], object], value: str) -> str:

@@ -1,17 +1,22 @@
-"""Retry policy: what is retryable (a table), the backoff schedule, ``Retry-After`` parsing. Pure.
+"""Retry policy: what is retryable (a table), the backoff schedule, ``Retry-After`` parsing, and
+:class:`Retrying`, the one retry loop every retrying step uses (requests, broken bodies, blob streams, blob
+read resumes, manifest PUTs that race a concurrent writer).
 
-The async loop that uses these lives in :mod:`ocicopy.transport`; everything here is deterministic given
-its inputs (the jitter source is passed in), so it is tested without sockets or clocks.
+The schedule is deterministic given its inputs (the jitter source, clock and sleep are passed in), so it is
+tested without sockets or clocks.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final
+
+import anyio
 
 #: HTTP statuses worth another try (distribution spec: 429 TOOMANYREQUESTS; 5xx transient server faults).
 RETRYABLE_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -30,7 +35,12 @@ class RetryPolicy:
     deadline: float = 300.0
 
     def delay(self, attempt: int, retry_after: float | None = None, rand: Callable[[], float] = random.random) -> float:
-        """Seconds to wait before try ``attempt + 1`` (``attempt`` counts from 1): full-jitter exponential."""
+        """Seconds to wait before try ``attempt + 1`` (``attempt`` counts from 1).
+
+        Exponential with "equal jitter": uniformly between half the ceiling and the ceiling, where the ceiling is
+        ``base_delay * 2**(attempt-1)`` capped at ``max_delay`` (never a near-zero wait, yet concurrent clients
+        spread out). A server's ``Retry-After`` replaces the schedule, capped at ``max_retry_after``.
+        """
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_retry_after)
         ceiling = min(self.max_delay, self.base_delay * 2.0 ** min(attempt - 1, 63))
@@ -38,6 +48,67 @@ class RetryPolicy:
 
 
 NO_RETRY: Final = RetryPolicy(attempts=1)
+
+
+class Attempt:
+    """One try of a :class:`Retrying` loop."""
+
+    def __init__(self, loop: Retrying, number: int) -> None:
+        self.number = number  # from 1
+        self._loop = loop
+        self.failed = False
+        self.wait = 0.0
+
+    @property
+    def last(self) -> bool:
+        """No further try is allowed (count or deadline reached)."""
+        return not self._loop.may_retry(self.number)
+
+    def retry(self, exc: BaseException, retry_after: float | None = None) -> None:
+        """This try failed with ``exc``: re-raise it when no try is left, else schedule the next one (after the
+        backoff, or ``retry_after`` seconds when the server said so)."""
+        if self.last:
+            raise exc
+        self.failed = True
+        self.wait = self._loop.policy.delay(self.number, retry_after, self._loop.rand)
+
+
+class Retrying:
+    """``async for attempt in Retrying(policy): try: return await step() except E as e: attempt.retry(e)``.
+
+    Yields tries numbered from 1, sleeping the policy's delay between them; a try that neither returns nor
+    calls :meth:`Attempt.retry` ends the loop. Bounded by ``policy.attempts`` and ``policy.deadline`` (from the
+    first try). ``sleep``, ``clock`` and ``rand`` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        *,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.policy = policy
+        self.sleep = sleep or anyio.sleep  # looked up now, not at import: tests replace anyio.sleep
+        self.clock = clock
+        self.rand = rand
+        self.started = 0.0
+
+    def may_retry(self, number: int) -> bool:
+        return number < self.policy.attempts and self.clock() - self.started < self.policy.deadline
+
+    async def __aiter__(self) -> AsyncIterator[Attempt]:
+        self.started = self.clock()
+        number = 0
+        while True:
+            number += 1
+            attempt = Attempt(self, number)
+            yield attempt
+            if not attempt.failed:
+                return
+            if attempt.wait > 0:  # 0: the caller waits its own way (a pause shared by every request to a host)
+                await self.sleep(attempt.wait)
 
 
 def is_retryable_status(status: int, codes: tuple[str, ...] = ()) -> bool:

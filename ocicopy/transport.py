@@ -1,17 +1,16 @@
-"""HTTP transport: one shared ``httpx2.AsyncClient``, the auth dance, retries, redirects, capped reads.
+"""HTTP transport: one ``httpx2.AsyncClient`` per scheme, auth (:class:`~ocicopy.auth.HostAuth`), retries,
+redirects, capped reads.
 
 Every request names the registry host, a path built from validated values, and the :class:`Scopes` it needs.
-The transport adds ``Authorization`` (basic or bearer, learnt from the registry's 401 challenge), retries what
-:mod:`ocicopy.retry` calls retryable, follows redirects only where asked (blob GETs) and never carries
-credentials to another host, and turns every unusable answer into a :class:`RegistryError` (status + spec
-error codes + request, never a secret).
+The transport runs the host's auth flow (``Authorization`` learnt from the registry's 401 challenge), retries
+what :mod:`ocicopy.retry` calls retryable with one :class:`~ocicopy.retry.Retrying` loop, follows redirects only
+where asked (blob GETs) and never carries credentials to another host, and turns every unusable answer into a
+:class:`RegistryError` (status + spec error codes + request, never a secret).
 """
 
 from __future__ import annotations
 
-import base64
 import ipaddress
-import json
 import socket
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Mapping
@@ -23,19 +22,11 @@ import anyio
 import httpcore2
 import httpx2
 
-from ocicopy.auth import (
-    Challenge,
-    HostAuthState,
-    Scopes,
-    Token,
-    check_realm,
-    parse_challenge,
-    parse_token_response,
-)
+from ocicopy.auth import TOKEN_REQUEST, Challenge, HostAuth, Scopes, parse_challenge
 from ocicopy.credentials import Credentials, CredentialSource
 from ocicopy.errors import (
     AuthenticationError,
-    BodyTooLargeError,
+    BrokenBody,
     InsecureRequestError,
     NotFoundError,
     RegistryError,
@@ -43,84 +34,24 @@ from ocicopy.errors import (
     TransportError,
 )
 from ocicopy.options import ClientOptions
-from ocicopy.retry import is_retryable_status, parse_retry_after
+from ocicopy.retry import NO_RETRY, Retrying, is_retryable_status, parse_retry_after
+from ocicopy.wire import drain, parse_error_body, read_capped, redact
+
+__all__ = ["Stats", "Transport", "parse_error_body", "read_capped", "redact"]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 # httpcore2 reads 64 KiB per socket receive; every piece then crosses h11, httpcore2, two anyio timeout scopes
 # and an event-loop turn. 1 MiB reads cut the CPU of a streamed GET→PUT by about a third (benchmarks/README.md).
-# A private attribute (httpcore2 1.0): set only where it exists, and it only raises the per-read maximum.
+# A private attribute (httpcore 1.0, kept by httpcore2): set only where it exists; it only raises the per-read
+# maximum.
 if isinstance(getattr(httpcore2.AsyncHTTP11Connection, "READ_NUM_BYTES", None), int):
     httpcore2.AsyncHTTP11Connection.READ_NUM_BYTES = max(httpcore2.AsyncHTTP11Connection.READ_NUM_BYTES, 1 << 20)
 
 
-class BrokenBody(TransportError):
-    """The connection broke while a body was being read (retryable, unlike an undecodable body)."""
-
-
-def redact(url: httpx2.URL | str) -> str:
-    """A URL safe to print: no userinfo, no query string (signed URLs carry secrets there)."""
-    u = httpx2.URL(str(url))
-    shown = f"{u.scheme}://{u.netloc.decode()}{u.path}"
-    return shown + ("?…" if u.query else "")
-
-
-async def read_capped(response: httpx2.Response, limit: int, what: str) -> bytes:
-    """Read a streamed body into memory, aborting at ``limit + 1`` bytes whatever Content-Length says.
-
-    The bytes are content-decoded (a gzip ``Content-Encoding`` is transport, not manifest content); the cap
-    applies to the decoded stream, so a compression bomb is cut off too. Blobs never come through here.
-    """
-    declared = response.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLargeError(what, limit)
-    buf = bytearray()
-    try:
-        async for chunk in response.aiter_bytes():
-            buf += chunk
-            if len(buf) > limit:
-                raise BodyTooLargeError(what, limit)
-    except httpx2.HTTPError as exc:  # a broken (retryable) or undecodable (not) body
-        request = response.request
-        kind = BrokenBody if isinstance(exc, httpx2.TransportError) else TransportError
-        raise kind(request.method, redact(request.url), f"reading {what}: {type(exc).__name__}") from None
-    return bytes(buf)
-
-
-async def _drain(response: httpx2.Response, limit: int) -> None:
-    """Read a small unwanted body to its end, so the connection goes back to the pool (httpcore2 drops a
-    connection whose response is closed unread); a body over ``limit`` is left and the connection dropped."""
-    if response.is_stream_consumed:
-        return
-    seen = 0
-    try:
-        async for chunk in response.aiter_raw():
-            seen += len(chunk)
-            if seen > limit:
-                return
-    except httpx2.HTTPError:
-        return
-
-
-def parse_error_body(body: bytes) -> list[SpecError]:
-    """The spec's ``{"errors": [{"code","message"}]}``; anything else yields no codes."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):
-        return []
-    items = doc.get("errors") if isinstance(doc, dict) else None
-    if not isinstance(items, list):
-        return []
-    return [
-        SpecError(str(e.get("code", "")), str(e.get("message", ""))[:300])
-        for e in items[:10]
-        if isinstance(e, dict) and e.get("code")
-    ]
-
-
 @dataclass
 class Stats:
-    """Counters the engine reports: requests made and bytes moved, per host."""
+    """Counters the engine reports: requests made, per host."""
 
     requests: dict[str, int] = field(default_factory=dict)
 
@@ -133,7 +64,7 @@ class Stats:
 
 
 class Transport:
-    """Sends registry requests; owns auth state per host. Use as an async context manager."""
+    """Sends registry requests; owns one :class:`HostAuth` per host. Use as an async context manager."""
 
     def __init__(
         self,
@@ -145,8 +76,7 @@ class Transport:
         self._credentials = credentials
         self._given = client
         self._clients: dict[str, httpx2.AsyncClient] = {}
-        self._auth: dict[str, HostAuthState] = {}
-        self._auth_locks: dict[str, anyio.Lock] = {}
+        self._auth: dict[str, HostAuth] = {}
         self._creds_cache: dict[str, Credentials | None] = {}
         self._paused_until: dict[str, float] = {}
         self.stats = Stats()
@@ -193,6 +123,18 @@ class Transport:
         scheme = "http" if self.options.is_plain_http(host) else "https"
         return httpx2.URL(f"{scheme}://{host}{path}", params=dict(params) if params else None)
 
+    def auth(self, host: str) -> HostAuth:
+        """The auth unit of ``host`` (challenge, tokens, credentials), made on first use."""
+        if host not in self._auth:
+            self._auth[host] = HostAuth(
+                host,
+                self.url(host, "/"),
+                lambda: self._creds(host),
+                user_agent=self.options.user_agent,
+                token_body_limit=self.options.limits.token_body_bytes,
+            )
+        return self._auth[host]
+
     # -- public verbs -------------------------------------------------------------------------------------
 
     async def request(
@@ -212,9 +154,7 @@ class Transport:
 
         An answer whose body breaks mid-way is asked again, under the same retry policy.
         """
-        attempt = 0
-        while True:
-            attempt += 1
+        async for attempt in Retrying(self.options.retry):
             try:
                 with anyio.fail_after(self.options.timeouts.request):
                     async with self.stream(
@@ -222,16 +162,15 @@ class Transport:
                     ) as r:
                         if body_limit and method != "HEAD":
                             return r, await read_capped(r, body_limit, what)
-                        await _drain(r, self.options.limits.error_body_bytes)
+                        await drain(r, self.options.limits.error_body_bytes)
                         return r, b""
             except TimeoutError:
                 raise TransportError(
                     method, redact(url), f"no complete answer within {self.options.timeouts.request:.0f} s"
                 ) from None
-            except BrokenBody:
-                if attempt >= self.options.retry.attempts:
-                    raise
-                await anyio.sleep(self.options.retry.delay(attempt))
+            except BrokenBody as exc:
+                attempt.retry(exc)
+        raise AssertionError("unreachable: every try returns or raises")
 
     @asynccontextmanager
     async def stream(
@@ -270,68 +209,72 @@ class Transport:
         content: bytes | AsyncIterable[bytes] | None,
         follow_redirects: bool,
     ) -> httpx2.Response:
-        policy = self.options.retry
         replayable = content is None or isinstance(content, bytes)
-        started = time.monotonic()
-        attempt, auth_retries = 0, 0
-        while True:
-            attempt += 1
+        async for attempt in Retrying(self.options.retry if replayable else NO_RETRY):
             await self._host_pause(host)
-            auth = await self._authorization(host, scopes)
+            hdrs = {"User-Agent": self.options.user_agent, **headers}
+            request = httpx2.Request(method, url, headers=hdrs, content=content)
             try:
-                response = await self._send_once(method, host, url, {**headers, **auth}, content, follow_redirects)
+                response = await self._authorized(host, request, scopes, replayable, follow_redirects)
             except httpx2.TransportError as exc:
-                if not replayable or not self._may_retry(attempt, started) or _is_tls_error(exc):
-                    raise self._transport_error(method, host, url, exc) from None
-                await anyio.sleep(policy.delay(attempt))
+                failure = self._transport_error(method, host, url, exc)
+                if _is_tls_error(exc):
+                    raise failure from None
+                attempt.retry(failure)
                 continue
             if response.status_code in expect:
                 return response
-            if response.status_code == 401 and replayable and auth_retries < 1:
-                auth_retries += 1
-                if await self._handle_401(host, response, scopes, had_auth=bool(auth)):
-                    scopes = self._widened(host, response, scopes)
-                    attempt -= 1  # a learnt challenge is not a failed try
-                    continue
             body = await read_capped(response, self.options.limits.error_body_bytes, "error body")
-            errors = parse_error_body(body)
-            retryable = is_retryable_status(response.status_code, tuple(e.code for e in errors))
-            if replayable and retryable and self._may_retry(attempt, started):
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
-                wait = policy.delay(attempt, retry_after)
-                await response.aclose()
-                if retry_after is not None:  # the registry asked this client to wait: every request to the host
-                    self._paused_until[host] = max(self._paused_until.get(host, 0.0), time.monotonic() + wait)
-                else:
-                    await anyio.sleep(wait)
-                continue
             await response.aclose()
+            errors = parse_error_body(body)
             challenge = parse_challenge(response.headers.get("www-authenticate"))
-            raise self._registry_error(method, host, url, response.status_code, errors, scopes, challenge)
+            error = await self._registry_error(method, host, url, response.status_code, errors, scopes, challenge)
+            if not is_retryable_status(response.status_code, tuple(e.code for e in errors)):
+                raise error
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            attempt.retry(error, retry_after)
+            if retry_after is not None:  # the registry asked this client to wait: every request to the host
+                self._paused_until[host] = max(self._paused_until.get(host, 0.0), time.monotonic() + attempt.wait)
+                attempt.wait = 0.0
+        raise AssertionError("unreachable: every try returns or raises")
+
+    async def _authorized(
+        self, host: str, request: httpx2.Request, scopes: Scopes, replayable: bool, follow_redirects: bool
+    ) -> httpx2.Response:
+        """Run the host's auth flow for ``request``: the answer to the last request it yields."""
+        flow = self.auth(host).flow(request, scopes, replayable=replayable)
+        try:
+            pending = await flow.__anext__()
+            while True:
+                if pending.extensions.get(TOKEN_REQUEST):
+                    response = await self._token_exchange(host, pending)
+                else:
+                    response = await self._send_once(host, pending, follow_redirects)
+                try:
+                    pending = await flow.asend(response)
+                except StopAsyncIteration:
+                    return response
+        finally:
+            await flow.aclose()  # releases the host's token lock if a token request failed
+
+    async def _token_exchange(self, host: str, request: httpx2.Request) -> httpx2.Response:
+        """Send a token request (never following redirects: a token service that redirects is refused)."""
+        try:
+            self.stats.count(request.url.netloc.decode())
+            return await self._client(request.url).send(request, stream=True)
+        except httpx2.TransportError as exc:
+            raise self.auth(host).token_failed(request, exc) from None
 
     async def _host_pause(self, host: str) -> None:
-        """Wait while ``host`` asked for a pause (``Retry-After`` on a 429/503); the wait is capped by policy."""
+        """Wait while ``host`` asked for a pause (``Retry-After`` on a 429/503; the wait is capped by policy)."""
         until = self._paused_until.get(host, 0.0)
         now = time.monotonic()
         if until > now:
             await anyio.sleep(until - now)
 
-    def _may_retry(self, attempt: int, started: float) -> bool:
-        policy = self.options.retry
-        return attempt < policy.attempts and time.monotonic() - started < policy.deadline
-
-    async def _send_once(
-        self,
-        method: str,
-        host: str,
-        url: httpx2.URL,
-        headers: Mapping[str, str],
-        content: bytes | AsyncIterable[bytes] | None,
-        follow_redirects: bool,
-    ) -> httpx2.Response:
-        hdrs = {"User-Agent": self.options.user_agent, **headers}
-        request = httpx2.Request(method, url, headers=hdrs, content=content)
+    async def _send_once(self, host: str, request: httpx2.Request, follow_redirects: bool) -> httpx2.Response:
         self.stats.count(host)
+        url = request.url
         response = await self._client(url).send(request, stream=True)
         hops = 0
         while follow_redirects and response.status_code in _REDIRECTS and "location" in response.headers:
@@ -341,7 +284,7 @@ class Transport:
             # Credentials stay with the registry: a hop to another origin gets no Authorization (and httpx2 adds
             # no cookies to a hand-built request). ECR/S3/GCS signed URLs reject a second auth mechanism anyway.
             same_origin = (target.scheme, target.netloc) == (url.scheme, url.netloc)
-            hop_headers = hdrs if same_origin else {k: v for k, v in hdrs.items() if k.lower() != "authorization"}
+            hop_headers = {k: v for k, v in request.headers.items() if same_origin or k.lower() != "authorization"}
             self.stats.count(target.netloc.decode())
             hop = httpx2.Request("GET", target, headers=hop_headers)
             response = await self._client(target).send(hop, stream=True)
@@ -360,109 +303,6 @@ class Transport:
             raise InsecureRequestError(f"redirect from {redact(url)} to an internal address refused")
         return target
 
-    # -- auth ----------------------------------------------------------------------------------------------
-
-    def _state(self, host: str) -> HostAuthState:
-        return self._auth.setdefault(host, HostAuthState())
-
-    async def _authorization(self, host: str, scopes: Scopes) -> dict[str, str]:
-        state = self._state(host)
-        challenge = state.challenge
-        if challenge is None:
-            return {}
-        if challenge.scheme == "basic":
-            creds = await self._creds(host)
-            if creds is None:
-                return {}
-            raw = f"{creds.username}:{creds.password}".encode()
-            return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
-        token = state.token_for(scopes) or await self._fetch_token(host, scopes)
-        return {"Authorization": f"Bearer {token.value}"}
-
-    async def _handle_401(self, host: str, response: httpx2.Response, scopes: Scopes, had_auth: bool) -> bool:
-        """Learn or refresh auth after a 401; True when the request should be sent again."""
-        challenge = parse_challenge(response.headers.get("www-authenticate"))
-        if challenge is None or challenge.scheme not in ("basic", "bearer"):
-            return False
-        state = self._state(host)
-        if state.challenge is None:
-            if challenge.scheme == "bearer":
-                check_realm(challenge.realm or "", self.url(host, "/"))
-            state.challenge = challenge
-            return challenge.scheme == "bearer" or await self._creds(host) is not None
-        if challenge.scheme == "bearer":
-            if challenge.realm != state.challenge.realm:
-                raise InsecureRequestError(f"registry {host} changed its token realm mid-session; refused")
-            token = state.token_for(scopes)
-            if token is not None:
-                state.forget(token)  # expired or revoked early: fetch a new one once
-            return True
-        return not had_auth and await self._creds(host) is not None
-
-    def _widened(self, host: str, response: httpx2.Response, scopes: Scopes) -> Scopes:
-        challenge = parse_challenge(response.headers.get("www-authenticate"))
-        if challenge is not None and challenge.error == "insufficient_scope" and "scope" in challenge.params:
-            return scopes.merge(Scopes.parse(challenge.params["scope"]))
-        return scopes
-
-    async def _fetch_token(self, host: str, scopes: Scopes) -> Token:
-        lock = self._auth_locks.setdefault(host, anyio.Lock())
-        async with lock:
-            state = self._state(host)
-            cached = state.token_for(scopes)
-            if cached is not None:
-                return cached
-            assert state.challenge is not None
-            token = await self._token_request(host, state.challenge, scopes)
-            state.remember(token)
-            return token
-
-    async def _token_request(self, host: str, challenge: Challenge, scopes: Scopes) -> Token:
-        realm = check_realm(challenge.realm or "", self.url(host, "/"))
-        params: list[tuple[str, str]] = [("service", challenge.service)] if challenge.service else []
-        params += [("scope", s) for s in scopes.strings()]
-        query: list[tuple[str, str | int | float | bool | None]] = list(params)
-        creds = await self._creds(host)
-        headers = {"User-Agent": self.options.user_agent, "Accept": "application/json"}
-        if creds is not None and creds.identity_token:
-            form = {
-                "grant_type": "refresh_token",
-                "refresh_token": creds.identity_token,
-                "client_id": "ocicopy",
-            }
-            form.update(params)
-            request = httpx2.Request("POST", realm, data=form | {"scope": " ".join(scopes.strings())}, headers=headers)
-        else:
-            if creds is not None:
-                raw = f"{creds.username}:{creds.password}".encode()
-                headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
-            request = httpx2.Request("GET", realm.copy_merge_params(query), headers=headers)
-        return await self._exchange(host, request, scopes)
-
-    async def _exchange(self, host: str, request: httpx2.Request, scopes: Scopes) -> Token:
-        shown = redact(request.url)
-        try:
-            self.stats.count(request.url.netloc.decode())
-            response = await self._client(request.url).send(request, stream=True)  # never follows redirects
-        except httpx2.TransportError as exc:
-            raise TransportError(request.method, shown, f"token request failed: {type(exc).__name__}") from None
-        try:
-            body = await read_capped(response, self.options.limits.token_body_bytes, "token response")
-        finally:
-            await response.aclose()
-        if response.status_code != 200:
-            raise AuthenticationError(
-                response.status_code,
-                request.method,
-                shown,
-                parse_error_body(body),
-                f"token request for {host} refused",
-            )
-        try:
-            return parse_token_response(json.loads(body), scopes)
-        except (ValueError, RecursionError) as exc:
-            raise AuthenticationError(200, request.method, shown, (), f"unusable token response: {exc}") from None
-
     async def _creds(self, host: str) -> Credentials | None:
         if host not in self._creds_cache:
             conf = self.options.registry(host)
@@ -476,7 +316,7 @@ class Transport:
 
     # -- errors ----------------------------------------------------------------------------------------------
 
-    def _registry_error(
+    async def _registry_error(
         self,
         method: str,
         host: str,
@@ -489,14 +329,7 @@ class Transport:
         shown = redact(url)
         codes = {e.code for e in errors}
         if status in (401, 403) or codes & {"UNAUTHORIZED", "DENIED"}:
-            needed = " ".join(scopes.strings()) if scopes is not None else ""
-            hint = "authentication failed" if self._state(host).challenge is not None else ""
-            if status == 401 and not self._creds_cache.get(host):
-                hint = f"authentication required and no credentials are configured for {host}"
-            elif (challenge is not None and challenge.error == "insufficient_scope") or status == 403:
-                hint = f"access denied: the credentials for {host} do not grant {needed or 'this operation'}"
-            elif status == 401:
-                hint = f"credentials for {host} were rejected"
+            hint = await self.auth(host).refusal_hint(status, challenge, scopes)
             return AuthenticationError(status, method, shown, errors, hint)
         if status == 404 or codes & {"MANIFEST_UNKNOWN", "BLOB_UNKNOWN", "NAME_UNKNOWN"}:
             return NotFoundError(status, method, shown, errors)

@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ocicopy.retry import NO_RETRY, RETRYABLE_CODES, RetryPolicy, is_retryable_status, parse_retry_after
+from ocicopy.retry import NO_RETRY, RETRYABLE_CODES, Retrying, RetryPolicy, is_retryable_status, parse_retry_after
 
 NOW = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)
 POLICY = RetryPolicy(base_delay=0.25, max_delay=8.0, max_retry_after=60.0)
@@ -247,3 +248,79 @@ def test_parse_retry_after_http_date_round_trip(seconds: int) -> None:
 def test_parse_retry_after_is_none_or_non_negative(value: str) -> None:
     got = parse_retry_after(value, now=NOW)
     assert got is None or got >= 0.0
+
+
+# --- Retrying: the one retry loop ------------------------------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+async def _run(policy: RetryPolicy, fail_times: int, clock: _Clock, retry_after: float | None = None) -> int:
+    tries = 0
+    async for attempt in Retrying(policy, sleep=clock.sleep, clock=clock, rand=fixed(1.0)):
+        tries += 1
+        try:
+            if tries <= fail_times:
+                raise OSError(f"try {tries}")
+            return tries
+        except OSError as exc:
+            attempt.retry(exc, retry_after)
+    raise AssertionError("the loop ended without a result")
+
+
+@pytest.mark.anyio
+async def test_retrying_retries_until_success_with_the_policy_delays() -> None:
+    clock = _Clock()
+    assert await _run(RetryPolicy(attempts=5, base_delay=0.25, max_delay=8.0), 3, clock) == 4
+    assert clock.slept == [0.25, 0.5, 1.0]
+
+
+@pytest.mark.anyio
+async def test_retrying_reraises_the_last_failure_when_attempts_run_out() -> None:
+    clock = _Clock()
+    with pytest.raises(OSError, match="try 3"):
+        await _run(RetryPolicy(attempts=3), 10, clock)
+    assert len(clock.slept) == 2
+
+
+@pytest.mark.anyio
+async def test_retrying_stops_at_the_deadline() -> None:
+    clock = _Clock()
+    with pytest.raises(OSError, match="try 3"):  # 0 + 4 s + 8 s: past the 10 s deadline after the third
+        await _run(RetryPolicy(attempts=50, base_delay=4.0, max_delay=8.0, deadline=10.0), 99, clock)
+    assert clock.slept == [4.0, 8.0]
+
+
+@pytest.mark.anyio
+async def test_retrying_honours_retry_after_and_no_retry_policy() -> None:
+    clock = _Clock()
+    assert await _run(RetryPolicy(attempts=3), 1, clock, retry_after=7.0) == 2
+    assert clock.slept == [7.0]
+    with pytest.raises(OSError, match="try 1"):
+        await _run(NO_RETRY, 1, _Clock())
+
+
+@given(attempts=st.integers(1, 12), failures=st.integers(0, 20))
+def test_retrying_tries_at_most_the_policy_attempts(attempts: int, failures: int) -> None:
+    clock = _Clock()
+
+    async def main() -> int | None:
+        try:
+            return await _run(RetryPolicy(attempts=attempts, deadline=1e9), failures, clock)
+        except OSError:
+            return None
+
+    result = anyio.run(main)
+    assert result == (failures + 1 if failures < attempts else None)
+    assert len(clock.slept) == min(failures, attempts - 1)
