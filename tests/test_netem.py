@@ -12,6 +12,7 @@ import math
 import os
 import socket
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -294,6 +295,27 @@ async def test_concurrent_connections_share_the_link_without_mixing() -> None:
     assert [results[i] == payloads[i] for i in range(len(payloads))] == [True] * len(payloads)
     total = sum(map(len, payloads))
     assert link.stats == {"bytes_up": total, "bytes_down": total, "connections": len(payloads), "errors": 0}
+
+
+@pytest.mark.anyio
+async def test_cpu_seconds_counts_the_emulator_thread_only() -> None:
+    """What the benchmarks subtract from this process's CPU: the relaying thread's time, and nothing else."""
+    link = LinkEmulator("127.0.0.1:9", rtt=0, bandwidth_bps=math.inf, name="cpu")
+    assert link.cpu_seconds == 0.0  # not started
+    payload = os.urandom(16 * MiB)
+    with anyio.fail_after(DEADLINE):
+        async with serve(echo) as target, emulate(target, rtt=0.0, bandwidth_bps=math.inf) as link:
+            idle = link.cpu_seconds
+            busy_here = time.thread_time()
+            sum(range(3_000_000))  # CPU in this thread: not the emulator's
+            busy_here = time.thread_time() - busy_here
+            assert link.cpu_seconds - idle < busy_here / 2
+            process = time.process_time()
+            assert await exchange(link.host, payload) == payload
+            relayed = link.cpu_seconds - idle
+            process = time.process_time() - process
+    assert 0 < relayed <= process  # 32 MiB relayed; the emulator is a thread of this process
+    assert link.cpu_seconds == pytest.approx(idle + relayed)  # stopped: the last reading stays
 
 
 @pytest.mark.anyio
