@@ -8,7 +8,9 @@ process peaks under 150 MB RSS. Run from the repository root::
 
 Every measured copy really streams the bytes: each one goes into a *fresh* destination registry (no blob to
 skip, nothing to mount; ocicopy never mounts across registries anyway), and the destination's log is checked
-for the blob's upload ``PUT``. Results go to ``benchmarks/results/blob_throughput.json``.
+for the blob's upload ``PUT``. Results go to ``benchmarks/results/blob_throughput.json``: a
+:class:`benchmarks.results.Results` document (a row per tool, the two targets, the summary and samples in
+``details``).
 """
 
 from __future__ import annotations
@@ -16,15 +18,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import platform
 import random
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -34,15 +33,10 @@ from urllib.parse import urljoin
 
 import httpx2
 
+from benchmarks.procs import PeakRss, cpu_seconds, wait_cpu
+from benchmarks.results import ProfileInfo, Results, Row, Target, machine_metadata, timestamp
 from harness.images import OCI_CONFIG, OCI_MANIFEST, RegistryClient, dump
-from harness.registry import (
-    RegistryServer,
-    blob_uploads,
-    mounts,
-    parse_access_log,
-    registry_version,
-    start_registry,
-)
+from harness.registry import RegistryServer, blob_uploads, mounts, parse_access_log, start_registry
 
 MiB = 1024 * 1024
 CHUNK = 4 * MiB
@@ -144,51 +138,6 @@ def seed_source(server: RegistryServer, size: int) -> str:
 # --------------------------------------------------------------------------- processes
 
 
-class PeakRss:
-    """Polls ``VmHWM`` of processes until they exit: the peak RSS of the program they exec'd.
-
-    ``ru_maxrss`` from wait4 is not used for the figure: Linux carries it across fork+exec, so it includes the
-    (larger) benchmark process the child was forked from.
-    """
-
-    def __init__(self, *pids: int, interval: float = 0.005) -> None:
-        self.peak_kb = dict.fromkeys(pids, 0)
-        self._interval = interval
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-
-    def _poll(self) -> None:
-        live = set(self.peak_kb)
-        while live:
-            for pid in list(live):
-                hwm = _vm_hwm_kb(pid)
-                if hwm is None:
-                    live.discard(pid)
-                else:
-                    self.peak_kb[pid] = max(self.peak_kb[pid], hwm)
-            time.sleep(self._interval)
-
-    def result_mb(self, pid: int) -> float:
-        self._thread.join(timeout=10)
-        return self.peak_kb[pid] / 1024
-
-
-def _vm_hwm_kb(pid: int) -> int | None:
-    """``VmHWM`` in kB; None once the process is gone or a zombie (its memory released)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), None)
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-
-
-def wait_cpu(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
-    """Reap ``proc`` with wait4: (exit code, its user + system CPU seconds)."""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_utime + usage.ru_stime
-
-
 def open_upload(server: RegistryServer, repo: str) -> str:
     """POST a new upload session; its absolute Location (query ``_state`` kept)."""
     response = httpx2.post(f"{server.url}/v2/{repo}/blobs/uploads/", timeout=30)
@@ -252,13 +201,6 @@ def check_streamed(dst: RegistryServer, digest: str) -> None:
 
 
 # --------------------------------------------------------------------------- the run
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a running process, from ``/proc/<pid>/stat``."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(tool: str, src: RegistryServer, workdir: Path, digest: str, size: int, repeat: int) -> Sample:
@@ -356,47 +298,45 @@ def print_report(summary: dict[str, Any], size: int, repeats: int) -> bool:
     return ok
 
 
-def _git_revision() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
-
-    return git("rev-parse", "HEAD") + ("-dirty" if git("status", "--porcelain", "--", "ocicopy") else "")
-
-
-def metadata() -> dict[str, Any]:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    from ocicopy import __version__
-
-    return {
-        "cpu_model": cpu,
-        "cpu_cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "ocicopy_version": __version__,
-        "git_revision": _git_revision(),
-        "registry_version": registry_version(),
-        "curl_version": subprocess.run(["curl", "--version"], capture_output=True, text=True).stdout.split()[1],
-        "httpx_version": httpx2.__version__,
-    }
-
-
-def write_results(args: argparse.Namespace, samples: list[Sample], summary: dict[str, Any]) -> None:
-    doc = {
-        "benchmark": "blob_throughput",
-        "size_bytes": args.size * MiB,
-        "repeats": args.repeats,
-        "warmup": args.warmup,
-        "targets": {"throughput_ratio_min": THROUGHPUT_TARGET, "peak_rss_mb_max": RSS_TARGET_MB},
-        "summary": summary,
-        "samples": [asdict(s) | {"mib_per_s": round(s.mib_per_s, 1)} for s in samples],
-        "machine": metadata(),
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(doc, indent=2) + "\n")
-    log(f"results written to {RESULTS.relative_to(ROOT)}")
+def results_document(args: argparse.Namespace, samples: list[Sample], summary: dict[str, Any]) -> Results:
+    """Rows per tool (seconds of the blob transfer), the two targets, the summary and samples in ``details``."""
+    rows = [
+        Row(
+            profile="loopback",
+            scenario=tool,
+            phase="blob",
+            seconds=[round(s.seconds, 3) for s in samples if s.tool == tool],
+            client_cpu_seconds=summary[f"{tool}_cpu_seconds_median"],
+        )
+        for tool in ("curl", "ocicopy")
+    ]
+    targets = [
+        Target(
+            name=f"ocicopy blob throughput ≥ {THROUGHPUT_TARGET:.0%} of curl | curl",
+            value=summary["ratio"],
+            limit=THROUGHPUT_TARGET,
+            at_most=False,
+            passed=summary["throughput_ok"],
+        ),
+        Target(
+            name=f"ocicopy peak RSS < {RSS_TARGET_MB:g} MB",
+            value=summary["ocicopy_peak_rss_mb"],
+            limit=RSS_TARGET_MB,
+            passed=summary["rss_ok"],
+        ),
+    ]
+    return Results(
+        benchmark="blob_throughput",
+        command=" ".join(["python -m benchmarks.blob_throughput", *sys.argv[1:]]),
+        timestamp=timestamp(),
+        quick=args.quick,
+        machine=machine_metadata(),
+        workload={"size_bytes": args.size * MiB, "repeats": args.repeats, "warmup": args.warmup},
+        profiles=[ProfileInfo(name="loopback")],
+        results=rows,
+        targets=targets,
+        details={"summary": summary, "samples": [asdict(s) | {"mib_per_s": round(s.mib_per_s, 1)} for s in samples]},
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -424,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         samples = run(size, args.repeats, args.warmup, workdir)
     summary = summarise(samples)
     ok = print_report(summary, size, args.repeats)
-    write_results(args, samples, summary)
+    results_document(args, samples, summary).write(RESULTS)
+    log(f"results written to {RESULTS.relative_to(ROOT)}")
     return 1 if args.strict and not ok else 0
 
 

@@ -1,30 +1,27 @@
-"""Chart and table of a mirror benchmark results document (``benchmarks/results/mirror.json``).
+"""Chart and tables of a results document (:class:`benchmarks.results.Results`, any format version).
 
 ``render_svg(doc)`` draws one panel per network profile with a horizontal bar per scenario and phase: bar length
 is the median wall time on a logarithmic axis (warm runs are about 100 times shorter than cold ones), whiskers
-span the min–max of the repeats, the median is printed after each bar. The SVG is standalone (no fonts, scripts
-or links) and deterministic: the same document gives the same bytes. ``render_table(doc)`` prints the same
-figures as plain text with speedups and ratios.
+span the min–max of the repeats, the median is printed after each bar, and a dashed line marks the profile's link
+floor. The SVG is standalone (no fonts, scripts or links) and deterministic: the same document gives the same
+bytes. ``render_table(doc)`` prints the figures as text: per profile a table of times (speedups and ratios) and
+one of traffic and client CPU, then the start-up figures.
 
-The helpers shared with :mod:`benchmarks.compare` (ordering, statistics of a result row, formatting) live here.
+The helpers shared with :mod:`benchmarks.compare` (ordering, formatting) live here.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 from xml.sax.saxutils import escape as _xml_escape
 
-MiB: Final = 1024 * 1024
+from benchmarks.results import PHASE_ORDER, SCENARIO_ORDER, Results, Row, Stats, load
 
-#: Display order of the scenarios; unknown scenarios follow, in order of first appearance.
-SCENARIOS: Final = ("naive", "service", "service+mount", "cluster", "one-change", "skopeo", "floor")
-#: Display order of the phases; unknown phases follow, in order of first appearance.
-PHASES: Final = ("cold", "warm")
+MiB: Final = 1024 * 1024
 
 #: Bar colours (Okabe–Ito palette: distinguishable with the common colour-vision deficiencies).
 PHASE_COLOURS: Final = {"cold": "#D55E00", "warm": "#0072B2"}
@@ -32,68 +29,10 @@ OTHER_COLOURS: Final = ("#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#999999")
 
 FONT: Final = "DejaVu Sans, Verdana, Helvetica, Arial, sans-serif"
 
+Doc = Results | Mapping[str, Any]
+
 
 # --- reading a results document ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Stats:
-    """Wall-time figures of one result row: median, min, max (seconds) and the number of runs."""
-
-    median: float
-    low: float
-    high: float
-    runs: int
-
-    @property
-    def spread(self) -> float:
-        """Relative min–max spread of the runs, ``(max - min) / median`` (0 for a single run)."""
-        return (self.high - self.low) / self.median if self.median > 0 else 0.0
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) and value >= 0 else None
-
-
-def result_stats(result: Mapping[str, Any]) -> Stats | None:
-    """Median/min/max of a result row; missing figures are derived from ``seconds``; ``None`` without data."""
-    raw = result.get("seconds")
-    samples = [s for s in (_number(v) for v in raw) if s is not None] if isinstance(raw, list) else []
-    median = _number(result.get("median"))
-    if median is None:
-        if not samples:
-            return None
-        median = statistics.median(samples)
-    low = _number(result.get("min"))
-    high = _number(result.get("max"))
-    if low is None:
-        low = min(samples) if samples else median
-    if high is None:
-        high = max(samples) if samples else median
-    return Stats(median, min(low, median), max(high, median), len(samples) or 1)
-
-
-def result_key(result: Mapping[str, Any]) -> tuple[str, str, str]:
-    """``(profile, scenario, phase)`` of a result row."""
-    return (str(result.get("profile", "default")), str(result.get("scenario", "?")), str(result.get("phase", "?")))
-
-
-def _results(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    raw = doc.get("results")
-    return [r for r in raw if isinstance(r, Mapping)] if isinstance(raw, list) else []
-
-
-def profiles(doc: Mapping[str, Any]) -> list[str]:
-    """Profiles in display order: those listed in ``doc["profiles"]``, then any other found in the results."""
-    listed = doc.get("profiles")
-    out = [str(p) for p in listed] if isinstance(listed, list) else []
-    for result in _results(doc):
-        if (profile := result_key(result)[0]) not in out:
-            out.append(profile)
-    return list(dict.fromkeys(out))
 
 
 def _rank(order: Sequence[str], seen: dict[str, int], name: str) -> int:
@@ -102,46 +41,25 @@ def _rank(order: Sequence[str], seen: dict[str, int], name: str) -> int:
     return len(order) + seen.setdefault(name, len(seen))
 
 
-def ordered_results(doc: Mapping[str, Any], profile: str) -> list[Mapping[str, Any]]:
-    """The profile's result rows in display order (scenario order, then cold before warm); first of duplicates."""
-    rows: dict[tuple[str, str, str], Mapping[str, Any]] = {}
-    for result in _results(doc):
-        key = result_key(result)
-        if key[0] == profile:
-            rows.setdefault(key, result)
+def ordered_results(doc: Results, profile: str) -> list[Row]:
+    """The profile's rows in display order (scenario order, then cold before warm); first of duplicates."""
+    rows = [r for k, r in doc.rows().items() if k[0] == profile]
     scenarios_seen: dict[str, int] = {}
     phases_seen: dict[str, int] = {}
-    for _, scenario, phase in rows:
-        _rank(SCENARIOS, scenarios_seen, scenario)
-        _rank(PHASES, phases_seen, phase)
+    for row in rows:
+        _rank(SCENARIO_ORDER, scenarios_seen, row.scenario)
+        _rank(PHASE_ORDER, phases_seen, row.phase)
     return sorted(
-        rows.values(),
-        key=lambda r: (
-            _rank(SCENARIOS, scenarios_seen, result_key(r)[1]),
-            _rank(PHASES, phases_seen, result_key(r)[2]),
-        ),
+        rows,
+        key=lambda r: (_rank(SCENARIO_ORDER, scenarios_seen, r.scenario), _rank(PHASE_ORDER, phases_seen, r.phase)),
     )
 
 
-def index_results(doc: Mapping[str, Any]) -> dict[tuple[str, str, str], Mapping[str, Any]]:
-    """Result rows by ``(profile, scenario, phase)`` (the first row wins on duplicates)."""
-    out: dict[tuple[str, str, str], Mapping[str, Any]] = {}
-    for result in _results(doc):
-        out.setdefault(result_key(result), result)
-    return out
-
-
-def missing_rows(doc: Mapping[str, Any], profile: str) -> list[str]:
+def missing_rows(doc: Results, profile: str) -> list[str]:
     """``"scenario phase"`` of the rows some other profile has and this one lacks (e.g. skopeo not installed)."""
-    everywhere = [result_key(r)[1:] for p in profiles(doc) for r in ordered_results(doc, p)]
-    here = {result_key(r)[1:] for r in ordered_results(doc, profile)}
+    everywhere = [r.key[1:] for p in doc.profile_names() for r in ordered_results(doc, p)]
+    here = {r.key[1:] for r in ordered_results(doc, profile)}
     return [" ".join(k) for k in dict.fromkeys(everywhere) if k not in here]
-
-
-def count(result: Mapping[str, Any], name: str) -> int | None:
-    """An integer figure of a result row (``requests``, ``bytes_from_source``, …), ``None`` when absent."""
-    value = result.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 # --- formatting ---------------------------------------------------------------------------------------------
@@ -185,8 +103,11 @@ def format_mib(value: int | None) -> str:
     return "–" if value is None else f"{value / MiB:.1f}"
 
 
-def format_count(value: int | None) -> str:
-    return "–" if value is None else str(value)
+def format_number(value: float | None, digits: int = 0) -> str:
+    """``–`` for None, else the value with ``digits`` decimals (integers as they are)."""
+    if value is None:
+        return "–"
+    return str(value) if isinstance(value, int) else f"{value:.{digits}f}"
 
 
 def short_revision(revision: str) -> str:
@@ -197,54 +118,63 @@ def short_revision(revision: str) -> str:
     return head + dash + rest
 
 
-def describe_run(doc: Mapping[str, Any]) -> tuple[str, str, str]:
+def describe_run(doc: Results) -> tuple[str, str, str]:
     """Three header lines: title with date, machine, workload and runs."""
-    timestamp = str(doc.get("timestamp") or "undated").replace("T", " ")
-    quick = " (quick)" if doc.get("quick") else ""
-    title = f"ocicopy mirror benchmark{quick} · {timestamp}"
-
-    machine = doc.get("machine") if isinstance(doc.get("machine"), Mapping) else {}
+    when = doc.timestamp.replace("T", " ") or "undated"
+    title = f"ocicopy {doc.benchmark} benchmark{' (quick)' if doc.quick else ''} · {when}"
+    m = doc.machine
     parts = []
-    if machine.get("cpu_model"):
-        cores = machine.get("cpu_cores")
-        parts.append(f"{machine['cpu_model']}" + (f" ({cores} cores)" if cores else ""))
-    if machine.get("python"):
-        parts.append(f"Python {machine['python']}")
-    if machine.get("ocicopy_version"):
-        parts.append(f"ocicopy {machine['ocicopy_version']}")
-    if machine.get("git_revision"):
-        parts.append(f"revision {short_revision(str(machine['git_revision']))}")
-    if machine.get("registry_version"):
-        parts.append(f"registry {machine['registry_version']}")
-    machine_line = " · ".join(parts) or "machine unknown"
-
-    workload = doc.get("workload") if isinstance(doc.get("workload"), Mapping) else {}
+    if m.cpu_model:
+        parts.append(m.cpu_model + (f" ({m.cpu_cores} cores)" if m.cpu_cores else ""))
+    for label, value in (("Python", m.python), ("ocicopy", m.ocicopy_version)):
+        if value:
+            parts.append(f"{label} {value}")
+    if m.git_revision:
+        parts.append(f"revision {short_revision(m.git_revision)}")
+    if m.registry_version:
+        parts.append(f"registry {m.registry_version}")
     bits = []
-    if isinstance(workload.get("deployments"), int):
-        bits.append(f"{workload['deployments']} deployments")
-    if isinstance(workload.get("unique_bytes"), int) and not isinstance(workload.get("by_profile"), Mapping):
-        bits.append(f"{workload['unique_bytes'] / MiB:.1f} MiB unique")
-    runs = sorted({s.runs for s in (result_stats(r) for r in _results(doc)) if s is not None})
+    if isinstance(deployments := doc.workload.get("deployments"), int):
+        bits.append(f"{deployments} deployments")
+    if isinstance(unique := doc.workload.get("unique_bytes"), int) and len(doc.profiles) <= 1:
+        bits.append(f"{unique / MiB:.1f} MiB unique")
+    runs = sorted({s.runs for r in doc.results if (s := r.stats) is not None})
     if runs:
-        counts = "/".join(str(n) for n in runs)
-        bits.append(f"median of {counts} run{'s' if runs != [1] else ''}")
-    return title, machine_line, " · ".join(bits)
+        bits.append(f"median of {'/'.join(map(str, runs))} run{'s' if runs != [1] else ''}")
+    return title, " · ".join(parts) or "machine unknown", " · ".join(bits)
 
 
-# --- table --------------------------------------------------------------------------------------------------
+def profile_note(doc: Results, profile: str) -> str:
+    """The profile's own scale, workload size and links."""
+    info = doc.profile(profile)
+    if info is None:
+        return ""
+    bits = [f"scale {info.scale:g}"] if info.scale is not None else []
+    if info.unique_bytes is not None:
+        bits.append(f"{info.unique_bytes / MiB:.1f} MiB unique")
+    bits += [f"{role} {link}" for role, link in (("source", info.source), ("mirror", info.mirror)) if link]
+    return ", ".join(bits)
 
 
-def _reference(rows: Mapping[tuple[str, str, str], Mapping[str, Any]], key: tuple[str, str, str]) -> Stats | None:
-    result = rows.get(key)
-    return result_stats(result) if result is not None else None
+def link_floor_seconds(doc: Results, profile: str) -> float | None:
+    info = doc.profile(profile)
+    return info.link_floor.seconds if info is not None and info.link_floor is not None else None
 
 
-def _floor_reference(rows: Mapping[tuple[str, str, str], Mapping[str, Any]], profile: str) -> Stats | None:
+# --- tables -------------------------------------------------------------------------------------------------
+
+
+def _median(rows: Mapping[tuple[str, str, str], Row], key: tuple[str, str, str]) -> float | None:
+    row = rows.get(key)
+    return row.median if row is not None else None
+
+
+def _floor_median(doc: Results, profile: str) -> float | None:
     """The floor's cold row, or its only row whatever the phase is called."""
-    if (stats := _reference(rows, (profile, "floor", "cold"))) is not None:
-        return stats
-    floors = [r for (p, s, _), r in rows.items() if p == profile and s == "floor"]
-    return result_stats(floors[0]) if len(floors) == 1 else None
+    floors = [r for r in ordered_results(doc, profile) if r.scenario == "floor"]
+    cold = [r for r in floors if r.phase == "cold"]
+    chosen = cold or (floors if len(floors) == 1 else [])
+    return chosen[0].median if chosen else None
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -253,32 +183,29 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-def table_rows(doc: Mapping[str, Any], profile: str) -> list[dict[str, Any]]:
-    """The figures of :func:`render_table` for one profile, unformatted (``None`` where not applicable).
+def table_rows(doc: Doc, profile: str) -> list[dict[str, Any]]:
+    """The figures of :func:`render_table` for one profile: each row and its ratios (``None``: not applicable).
 
     ``speedup_vs_naive`` = naive median / this median (same phase); ``ratio_to_skopeo`` = this median / skopeo
-    median (same phase); ``ratio_to_floor`` = this median / floor median, for cold rows only.
+    median (same phase); ``ratio_to_floor`` and ``ratio_to_link_floor`` = this median / the curl floor's median
+    or the profile's link floor, for cold rows only.
     """
-    rows = index_results(doc)
-    floor = _floor_reference(rows, profile)
+    doc = load(doc)
+    rows = doc.rows()
+    floor, link_floor = _floor_median(doc, profile), link_floor_seconds(doc, profile)
     out = []
-    for result in ordered_results(doc, profile):
-        _, scenario, phase = result_key(result)
-        stats = result_stats(result)
-        median = stats.median if stats else None
-        naive = _reference(rows, (profile, "naive", phase))
-        skopeo = _reference(rows, (profile, "skopeo", phase))
+    for row in ordered_results(doc, profile):
+        cold = row.phase == "cold"
         out.append(
             {
-                "scenario": scenario,
-                "phase": phase,
-                "stats": stats,
-                "speedup_vs_naive": _ratio(naive.median if naive else None, median),
-                "ratio_to_skopeo": _ratio(median, skopeo.median if skopeo else None),
-                "ratio_to_floor": _ratio(median, floor.median if floor else None) if phase == "cold" else None,
-                "bytes_from_source": count(result, "bytes_from_source"),
-                "bytes_to_mirror": count(result, "bytes_to_mirror"),
-                "requests": count(result, "requests"),
+                "row": row,
+                "scenario": row.scenario,
+                "phase": row.phase,
+                "stats": row.stats,
+                "speedup_vs_naive": _ratio(_median(rows, (profile, "naive", row.phase)), row.median),
+                "ratio_to_skopeo": _ratio(row.median, _median(rows, (profile, "skopeo", row.phase))),
+                "ratio_to_floor": _ratio(row.median, floor) if cold else None,
+                "ratio_to_link_floor": _ratio(row.median, link_floor) if cold else None,
             }
         )
     return out
@@ -296,54 +223,91 @@ def format_table(header: Sequence[str], rows: Iterable[Sequence[str]], left: int
     return lines
 
 
-TABLE_HEADER: Final = (
+TIME_HEADER: Final = ("scenario", "phase", "median", "min–max", "speedup vs naive", "time ÷ skopeo", "time ÷ floor")
+TRAFFIC_HEADER: Final = (
     "scenario",
     "phase",
-    "median",
-    "min–max",
-    "speedup vs naive",
-    "time ÷ skopeo",
-    "time ÷ floor",
     "MiB from source",
     "MiB to mirror",
     "requests",
+    "source + mirror",
+    "per deployment",
+    "own count",
+    "client CPU s",
+    "CPU ms/request",
+)
+NOTES: Final = (
+    "speedup vs naive = naive median ÷ this median (same phase; > 1 is faster than naive)",
+    "time ÷ skopeo = this median ÷ skopeo median (same phase); time ÷ floor = this median ÷ the curl floor (cold)",
+    "time ÷ link floor = this median ÷ the profile's link floor (cold; profiles with links)",
+    "requests: both registries' access logs; own count: the tool's (ocicopy's report totals.requests)",
+    "client CPU: the tool's process (CLI: its rusage; library: this process less the link emulators);"
+    " per request: ÷ its own count, else the logs'",
 )
 
 
-def render_table(doc: Mapping[str, Any]) -> str:
-    """Plain-text table per profile: medians, ranges, speedup vs naive, ratios to skopeo and floor, traffic."""
+def time_table(doc: Results, profile: str) -> list[str]:
+    """Medians, ranges, speedup vs naive, ratios to skopeo, the curl floor and (with links) the link floor."""
+    linked = link_floor_seconds(doc, profile) is not None
+    header = (*TIME_HEADER, "time ÷ link floor") if linked else TIME_HEADER
+    cells = []
+    for t in table_rows(doc, profile):
+        stats: Stats | None = t["stats"]
+        ratios = ("speedup_vs_naive", "ratio_to_skopeo", "ratio_to_floor") + (
+            ("ratio_to_link_floor",) if linked else ()
+        )
+        cells.append(
+            (
+                t["scenario"],
+                t["phase"],
+                format_seconds(stats.median) if stats else "–",
+                format_range(stats) if stats else "–",
+                *(format_ratio(t[k]) for k in ratios),
+            )
+        )
+    return format_table(header, cells, left=2)
+
+
+def traffic_table(doc: Results, profile: str) -> list[str]:
+    """Bytes, requests (logs, per deployment, own count) and the tool's CPU per run and per request."""
+    cells = []
+    for r in ordered_results(doc, profile):
+        split = f"{r.source_requests} + {r.mirror_requests}" if r.source_requests is not None else "–"
+        cells.append(
+            (
+                r.scenario,
+                r.phase,
+                format_mib(r.bytes_from_source),
+                format_mib(r.bytes_to_mirror),
+                format_number(r.requests),
+                split,
+                format_number(r.requests_per_deployment, 2),
+                format_number(r.client_requests),
+                format_number(r.client_cpu_seconds, 2),
+                format_number(r.cpu_ms_per_request, 2),
+            )
+        )
+    return format_table(TRAFFIC_HEADER, cells, left=2)
+
+
+def render_table(doc: Doc) -> str:
+    """Per profile: a table of times and one of traffic and CPU; then the start-up figures and the notes."""
+    doc = load(doc)
     lines = [line for line in describe_run(doc) if line]
-    for profile in profiles(doc):
-        lines += ["", f"[{profile}]"]
-        rows = table_rows(doc, profile)
-        if not rows:
+    for profile in doc.profile_names():
+        lines += ["", f"[{profile}]" + (f" {note}" if (note := profile_note(doc, profile)) else "")]
+        info = doc.profile(profile)
+        if info is not None and info.link_floor is not None:
+            lines.append(info.link_floor.describe())
+        if not ordered_results(doc, profile):
             lines.append("(no results)")
             continue
-        cells = []
-        for row in rows:
-            stats: Stats | None = row["stats"]
-            cells.append(
-                (
-                    row["scenario"],
-                    row["phase"],
-                    format_seconds(stats.median) if stats else "–",
-                    format_range(stats) if stats else "–",
-                    format_ratio(row["speedup_vs_naive"]),
-                    format_ratio(row["ratio_to_skopeo"]),
-                    format_ratio(row["ratio_to_floor"]),
-                    format_mib(row["bytes_from_source"]),
-                    format_mib(row["bytes_to_mirror"]),
-                    format_count(row["requests"]),
-                )
-            )
-        lines += format_table(TABLE_HEADER, cells, left=2)
+        lines += [*time_table(doc, profile), "", *traffic_table(doc, profile)]
         if missing := missing_rows(doc, profile):
             lines.append(f"not measured in this profile: {', '.join(missing)}")
-    lines += [
-        "",
-        "speedup vs naive = naive median ÷ this median (same phase; > 1 is faster than naive)",
-        "time ÷ skopeo = this median ÷ skopeo median (same phase); time ÷ floor = this median ÷ floor (cold rows)",
-    ]
+    if doc.startup is not None:
+        lines += ["", *doc.startup.describe()]
+    lines += ["", *NOTES]
     return "\n".join(lines) + "\n"
 
 
@@ -419,157 +383,163 @@ def _tick_label(seconds: float) -> str:
     return f"{seconds * 1000:g} ms"
 
 
-def profile_note(doc: Mapping[str, Any], profile: str) -> str:
-    """The profile's own workload size and links, when the document has ``workload.by_profile``."""
-    workload = doc.get("workload") if isinstance(doc.get("workload"), Mapping) else {}
-    by_profile = workload.get("by_profile") if isinstance(workload, Mapping) else None
-    info = by_profile.get(profile) if isinstance(by_profile, Mapping) else None
-    if not isinstance(info, Mapping):
-        return ""
-    bits = []
-    if isinstance(info.get("unique_bytes"), int):
-        bits.append(f"{info['unique_bytes'] / MiB:.1f} MiB unique")
-    for side in ("source", "mirror"):
-        link = info.get(f"{side}_link")
-        if isinstance(link, Mapping) and isinstance(link.get("rtt_s"), int | float):
-            bits.append(f"{side} {link['rtt_s'] * 1000:g} ms RTT, {link.get('bandwidth_bps', 0) / 1e6:g} Mbit/s")
-    return ", ".join(bits)
+TEXT: Final = f'font-family="{FONT}"'
 
 
-def render_svg(doc: Mapping[str, Any]) -> str:
-    """The chart as a standalone SVG document (see the module docstring)."""
-    panel_profiles = profiles(doc) or ["(no results)"]
-    panels = [(p, ordered_results(doc, p)) for p in panel_profiles]
-    all_stats = [s for _, rows in panels for r in rows if (s := result_stats(r)) is not None]
-    scale = _scale(all_stats)
-    colours = _phase_colours(result_key(r)[2] for _, rows in panels for r in rows)
-    phases_present = list(dict.fromkeys(result_key(r)[2] for _, rows in panels for r in rows))
+def _svg_header(doc: Results, phases: Sequence[str], colours: Mapping[str, str]) -> list[str]:
+    """Title, machine and workload lines; the legend (a swatch per phase, the whisker, the scale)."""
     title, machine_line, workload_line = describe_run(doc)
-
-    body: list[str] = []
-    text = f'font-family="{FONT}"'
-    body.append(f'<text x="16" y="30" font-size="18" font-weight="bold" {text}>{_esc(title)}</text>')
-    body.append(f'<text x="16" y="50" font-size="12" fill="#333" {text}>{_esc(machine_line)}</text>')
+    body = [
+        f'<text x="16" y="30" font-size="18" font-weight="bold" {TEXT}>{_esc(title)}</text>',
+        f'<text x="16" y="50" font-size="12" fill="#333" {TEXT}>{_esc(machine_line)}</text>',
+    ]
     if workload_line:
-        body.append(f'<text x="16" y="67" font-size="12" fill="#333" {text}>{_esc(workload_line)}</text>')
-
-    # Legend: one swatch per phase, the whisker, the scale.
-    x = 16.0
-    y = 90
-    for phase in phases_present:
+        body.append(f'<text x="16" y="67" font-size="12" fill="#333" {TEXT}>{_esc(workload_line)}</text>')
+    x, y = 16.0, 90
+    for phase in phases:
         body.append(
             f'<rect x="{_num(x)}" y="{y - 10}" width="14" height="12" fill="{colours[phase]}"/>'
-            f'<text x="{_num(x + 19)}" y="{y}" font-size="12" {text}>{_esc(phase)}</text>'
+            f'<text x="{_num(x + 19)}" y="{y}" font-size="12" {TEXT}>{_esc(phase)}</text>'
         )
         x += 19 + 7.5 * len(phase) + 18
     body.append(
         f'<line x1="{_num(x)}" y1="{y - 4}" x2="{_num(x + 24)}" y2="{y - 4}" stroke="#222" stroke-width="1.5"/>'
         f'<line x1="{_num(x)}" y1="{y - 9}" x2="{_num(x)}" y2="{y + 1}" stroke="#222" stroke-width="1.5"/>'
         f'<line x1="{_num(x + 24)}" y1="{y - 9}" x2="{_num(x + 24)}" y2="{y + 1}" stroke="#222" stroke-width="1.5"/>'
-        f'<text x="{_num(x + 30)}" y="{y}" font-size="12" {text}>'
-        "min–max of the runs · bar and label: median wall time · logarithmic axis</text>"
+        f'<text x="{_num(x + 30)}" y="{y}" font-size="12" {TEXT}>'
+        "min–max of the runs · bar and label: median wall time · logarithmic axis · dashed: link floor</text>"
+    )
+    return body
+
+
+def _svg_grid(scale: _Scale, top: float, bottom: float) -> list[str]:
+    """Gridlines with their labels, the axis and its title."""
+    body = []
+    for seconds, major in scale.ticks():
+        gx = _num(scale.x(seconds))
+        style = 'stroke="#bbb"' if major else 'stroke="#ddd" stroke-dasharray="3,3"'
+        body.append(f'<line x1="{gx}" y1="{top}" x2="{gx}" y2="{bottom}" {style}/>')
+        if major or scale.decades <= 3:
+            body.append(
+                f'<text x="{gx}" y="{bottom + 14}" font-size="11" fill="{"#333" if major else "#888"}" '
+                f'text-anchor="middle" {TEXT}>{_esc(_tick_label(seconds))}</text>'
+            )
+    body.append(
+        f'<line x1="{PLOT_LEFT}" y1="{top}" x2="{PLOT_LEFT}" y2="{bottom}" stroke="#333"/>'
+        f'<text x="{_num((PLOT_LEFT + PLOT_RIGHT) / 2)}" y="{bottom + 30}" font-size="11" fill="#333" '
+        f'text-anchor="middle" {TEXT}>median wall time, seconds (log scale)</text>'
+    )
+    return body
+
+
+def _svg_bar(row: Row, cy: float, scale: _Scale, colour: str) -> str:
+    """One row's bar, whiskers and value (``no data`` without a time)."""
+    baseline = _num(cy + 4)
+    stats = row.stats
+    if stats is None:
+        return f'<text x="{PLOT_LEFT + 6}" y="{baseline}" font-size="11" fill="#666" {TEXT}>no data</text>'
+    bar_end, low, high = scale.x(stats.median), scale.x(stats.low), scale.x(stats.high)
+    tooltip = (
+        f"{row.profile} · {row.scenario} · {row.phase}: median {format_seconds(stats.median)}, "
+        f"min–max {format_range(stats)}, {stats.runs} run{'s' if stats.runs != 1 else ''}"
+    ) + (f", {row.requests} requests" if row.requests is not None else "")
+    out = (
+        f'<g class="result"><title>{_esc(tooltip)}</title>'
+        f'<rect class="bar" x="{PLOT_LEFT}" y="{_num(cy - BAR_HEIGHT / 2)}" '
+        f'width="{_num(max(bar_end - PLOT_LEFT, 1))}" height="{BAR_HEIGHT}" fill="{colour}"/>'
+    )
+    if high - low >= 1:
+        whisker = 'stroke="#222" stroke-width="1.5"'
+        out += (
+            f'<line class="whisker" x1="{_num(low)}" y1="{_num(cy)}" x2="{_num(high)}" y2="{_num(cy)}" {whisker}/>'
+            f'<line x1="{_num(low)}" y1="{_num(cy - 5)}" x2="{_num(low)}" y2="{_num(cy + 5)}" {whisker}/>'
+            f'<line x1="{_num(high)}" y1="{_num(cy - 5)}" x2="{_num(high)}" y2="{_num(cy + 5)}" {whisker}/>'
+        )
+    return out + (
+        f'<text class="value" x="{_num(max(bar_end, high) + 6)}" y="{baseline}" font-size="11" {TEXT}>'
+        f"{_esc(format_seconds(stats.median))}</text></g>"
     )
 
-    y = 112
-    for profile, rows in panels:
-        body.append(f'<text x="16" y="{y + 16}" font-size="15" font-weight="bold" {text}>{_esc(profile)}</text>')
-        note = [profile_note(doc, profile)]
-        if missing := missing_rows(doc, profile):
-            note.append("not measured in this profile: " + ", ".join(missing))
-        if any(note):
-            body.append(
-                f'<text x="{PLOT_LEFT}" y="{y + 16}" font-size="11" fill="#666" {text}>'
-                f"{_esc(' · '.join(n for n in note if n))}</text>"
-            )
-        top = y + 26
-        height = max(len(rows), 1) * ROW_HEIGHT
-        bottom = top + height
-        # Zebra stripes per scenario group, then the grid, then the bars on top.
-        scenario_rows: dict[str, list[int]] = {}
-        for i, result in enumerate(rows):
-            scenario_rows.setdefault(result_key(result)[1], []).append(i)
-        for n, indexes in enumerate(scenario_rows.values()):
-            if n % 2 == 0:
-                body.append(
-                    f'<rect x="16" y="{top + indexes[0] * ROW_HEIGHT}" width="{WIDTH - 32}" '
-                    f'height="{len(indexes) * ROW_HEIGHT}" fill="#f3f3f3"/>'
-                )
-        for seconds, major in scale.ticks():
-            gx = _num(scale.x(seconds))
-            style = 'stroke="#bbb"' if major else 'stroke="#ddd" stroke-dasharray="3,3"'
-            body.append(f'<line x1="{gx}" y1="{top}" x2="{gx}" y2="{bottom}" {style}/>')
-            if major or scale.decades <= 3:
-                weight = "#333" if major else "#888"
-                body.append(
-                    f'<text x="{gx}" y="{bottom + 14}" font-size="11" fill="{weight}" text-anchor="middle" '
-                    f"{text}>{_esc(_tick_label(seconds))}</text>"
-                )
-        body.append(
-            f'<line x1="{PLOT_LEFT}" y1="{top}" x2="{PLOT_LEFT}" y2="{bottom}" stroke="#333"/>'
-            f'<text x="{_num((PLOT_LEFT + PLOT_RIGHT) / 2)}" y="{bottom + 30}" font-size="11" fill="#333" '
-            f'text-anchor="middle" {text}>median wall time, seconds (log scale)</text>'
-        )
-        if not rows:
-            body.append(f'<text x="{PLOT_LEFT + 8}" y="{top + 15}" font-size="12" fill="#666" {text}>no results</text>')
-        first_of_group = {indexes[0] for indexes in scenario_rows.values()}
-        for i, result in enumerate(rows):
-            _, scenario, phase = result_key(result)
-            row_top = top + i * ROW_HEIGHT
-            cy = row_top + ROW_HEIGHT / 2
-            baseline = _num(cy + 4)
-            if i in first_of_group:
-                body.append(
-                    f'<text x="{LABEL_RIGHT - 48}" y="{baseline}" font-size="12" text-anchor="end" {text}>'
-                    f"{_esc(scenario)}</text>"
-                )
-            body.append(
-                f'<text x="{LABEL_RIGHT}" y="{baseline}" font-size="11" fill="#555" text-anchor="end" {text}>'
-                f"{_esc(phase)}</text>"
-            )
-            stats = result_stats(result)
-            if stats is None:
-                body.append(
-                    f'<text x="{PLOT_LEFT + 6}" y="{baseline}" font-size="11" fill="#666" {text}>no data</text>'
-                )
-                continue
-            bar_end = scale.x(stats.median)
-            low, high = scale.x(stats.low), scale.x(stats.high)
-            tooltip = (
-                f"{profile} · {scenario} · {phase}: median {format_seconds(stats.median)}, "
-                f"min–max {format_range(stats)}, {stats.runs} run{'s' if stats.runs != 1 else ''}"
-            )
-            if (requests := count(result, "requests")) is not None:
-                tooltip += f", {requests} requests"
-            body.append(
-                f'<g class="result"><title>{_esc(tooltip)}</title>'
-                f'<rect class="bar" x="{PLOT_LEFT}" y="{_num(cy - BAR_HEIGHT / 2)}" '
-                f'width="{_num(max(bar_end - PLOT_LEFT, 1))}" height="{BAR_HEIGHT}" fill="{colours[phase]}"/>'
-            )
-            if high - low >= 1:
-                whisker = 'stroke="#222" stroke-width="1.5"'
-                body.append(
-                    f'<line class="whisker" x1="{_num(low)}" y1="{_num(cy)}" x2="{_num(high)}" y2="{_num(cy)}" '
-                    f"{whisker}/>"
-                    f'<line x1="{_num(low)}" y1="{_num(cy - 5)}" x2="{_num(low)}" y2="{_num(cy + 5)}" {whisker}/>'
-                    f'<line x1="{_num(high)}" y1="{_num(cy - 5)}" x2="{_num(high)}" y2="{_num(cy + 5)}" {whisker}/>'
-                )
-            body.append(
-                f'<text class="value" x="{_num(max(bar_end, high) + 6)}" y="{baseline}" font-size="11" {text}>'
-                f"{_esc(format_seconds(stats.median))}</text></g>"
-            )
-        y = bottom + 44
 
-    total_height = y + 4
+def _svg_rows(rows: Sequence[Row], top: float) -> list[str]:
+    """Zebra stripes per scenario, then each row's labels (scenario on its first row, phase on every row)."""
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(row.scenario, []).append(i)
+    body = [
+        f'<rect x="16" y="{top + indexes[0] * ROW_HEIGHT}" width="{WIDTH - 32}" '
+        f'height="{len(indexes) * ROW_HEIGHT}" fill="#f3f3f3"/>'
+        for n, indexes in enumerate(groups.values())
+        if n % 2 == 0
+    ]
+    firsts = {indexes[0] for indexes in groups.values()}
+    for i, row in enumerate(rows):
+        cy = top + i * ROW_HEIGHT + ROW_HEIGHT / 2
+        if i in firsts:
+            body.append(
+                f'<text x="{LABEL_RIGHT - 48}" y="{_num(cy + 4)}" font-size="12" text-anchor="end" {TEXT}>'
+                f"{_esc(row.scenario)}</text>"
+            )
+        body.append(
+            f'<text x="{LABEL_RIGHT}" y="{_num(cy + 4)}" font-size="11" fill="#555" text-anchor="end" {TEXT}>'
+            f"{_esc(row.phase)}</text>"
+        )
+    return body
+
+
+def _svg_panel(
+    doc: Results, profile: str, y: float, scale: _Scale, colours: Mapping[str, str]
+) -> tuple[list[str], float]:
+    """One profile's panel from ``y``: its title and note, stripes, grid, link floor and bars; the next ``y``."""
+    rows = ordered_results(doc, profile)
+    body = [f'<text x="16" y="{y + 16}" font-size="15" font-weight="bold" {TEXT}>{_esc(profile)}</text>']
+    notes = [n for n in (profile_note(doc, profile),) if n]
+    if missing := missing_rows(doc, profile):
+        notes.append("not measured in this profile: " + ", ".join(missing))
+    if notes:
+        body.append(
+            f'<text x="{PLOT_LEFT}" y="{y + 16}" font-size="11" fill="#666" {TEXT}>{_esc(" · ".join(notes))}</text>'
+        )
+    top = y + 26
+    bottom = top + max(len(rows), 1) * ROW_HEIGHT
+    body += _svg_rows(rows, top) + _svg_grid(scale, top, bottom)
+    if (floor := link_floor_seconds(doc, profile)) is not None:
+        fx = _num(scale.x(floor))
+        body.append(
+            f'<line class="link-floor" x1="{fx}" y1="{top}" x2="{fx}" y2="{bottom}" stroke="#009E73" '
+            f'stroke-width="1.5" stroke-dasharray="6,3"><title>link floor {_esc(format_seconds(floor))}</title></line>'
+        )
+    if not rows:
+        body.append(f'<text x="{PLOT_LEFT + 8}" y="{top + 15}" font-size="12" fill="#666" {TEXT}>no results</text>')
+    for i, row in enumerate(rows):
+        body.append(_svg_bar(row, top + i * ROW_HEIGHT + ROW_HEIGHT / 2, scale, colours[row.phase]))
+    return body, bottom + 44
+
+
+def render_svg(doc: Doc) -> str:
+    """The chart as a standalone SVG document (see the module docstring)."""
+    doc = load(doc)
+    profiles = doc.profile_names() or ["(no results)"]
+    rows = [r for p in profiles for r in ordered_results(doc, p)]
+    floors = [Stats(f, f, f, 1) for p in profiles if (f := link_floor_seconds(doc, p)) is not None]
+    scale = _scale([s for r in rows if (s := r.stats) is not None] + floors)
+    phases = list(dict.fromkeys(r.phase for r in rows))
+    colours = _phase_colours(phases)
+    body, y = _svg_header(doc, phases, colours), 112.0
+    for profile in profiles:
+        panel, y = _svg_panel(doc, profile, y, scale, colours)
+        body += panel
+    height = _num(y + 4)
     head = (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{total_height}" '
-        f'viewBox="0 0 {WIDTH} {total_height}" role="img">\n'
-        f"<title>{_esc(title)}</title>\n"
-        f'<rect x="0" y="0" width="{WIDTH}" height="{total_height}" fill="#ffffff"/>\n'
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+        f'viewBox="0 0 {WIDTH} {height}" role="img">\n'
+        f"<title>{_esc(describe_run(doc)[0])}</title>\n"
+        f'<rect x="0" y="0" width="{WIDTH}" height="{height}" fill="#ffffff"/>\n'
     )
     return head + "\n".join(body) + "\n</svg>\n"
 
 
-def write_chart(doc: Mapping[str, Any], path: str | Path) -> None:
+def write_chart(doc: Doc, path: str | Path) -> None:
     """Write :func:`render_svg` of ``doc`` to ``path`` (UTF-8)."""
     Path(path).write_text(render_svg(doc), encoding="utf-8")

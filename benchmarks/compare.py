@@ -1,4 +1,4 @@
-"""Compare two mirror benchmark results documents (before and after a change).
+"""Compare two results documents (before and after a change; any format version, see :func:`benchmarks.results.load`).
 
 For every ``(profile, scenario, phase)`` present in both: the two medians, their ratio (after ÷ before) and a
 verdict. A time is called ``faster`` or ``slower`` only when the ratio leaves the noise band; otherwise it is
@@ -7,7 +7,7 @@ of the two samples, at least :data:`NOISE_FLOOR` (5 %); ``noise=`` overrides it.
 scale: with a band of 10 %, ``slower`` means a ratio above 1.10 and ``faster`` a ratio below 1 / 1.10 (0.909).
 
 Request and byte counts are compared exactly: the workload is deterministic, so any difference is a real change
-(``Row.count_changes``). :func:`machine_warnings` flags documents from different machines (CPU model, cores,
+(``Comparison.count_changes``). :func:`machine_warnings` flags documents from different machines (CPU model, cores,
 Python) or workloads, whose time ratios mislead.
 """
 
@@ -18,17 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from benchmarks.chart import (
-    Stats,
-    count,
-    format_seconds,
-    format_table,
-    index_results,
-    ordered_results,
-    profiles,
-    result_key,
-    result_stats,
-)
+from benchmarks.chart import Doc, format_seconds, format_table, ordered_results
+from benchmarks.results import Results, Stats, load
 
 #: Smallest noise band when the runs' spread is smaller (or there is a single run).
 NOISE_FLOOR: Final = 0.05
@@ -46,7 +37,7 @@ Key = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
-class Row:
+class Comparison:
     """One ``(profile, scenario, phase)`` present in both documents."""
 
     profile: str
@@ -100,29 +91,30 @@ def verdict(ratio: float | None, band: float) -> str:
     return SAME
 
 
-def _order(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Key]:
+def _order(before: Results, after: Results) -> list[Key]:
     """Keys in display order: the after document's order, then the before document's leftovers."""
     keys: list[Key] = []
     for doc in (after, before):
-        for profile in profiles(doc):
-            keys += [result_key(r) for r in ordered_results(doc, profile)]
+        for profile in doc.profile_names():
+            keys += [r.key for r in ordered_results(doc, profile)]
     return list(dict.fromkeys(keys))
 
 
-def compare(before: Mapping[str, Any], after: Mapping[str, Any], noise: float | None = None) -> list[Row]:
-    """A :class:`Row` per ``(profile, scenario, phase)`` present in both documents, in display order."""
+def compare(before: Doc, after: Doc, noise: float | None = None) -> list[Comparison]:
+    """A :class:`Comparison` per ``(profile, scenario, phase)`` present in both documents, in display order."""
     if noise is not None and (not math.isfinite(noise) or noise < 0):
         raise ValueError(f"noise must be a non-negative number, not {noise!r}")
-    old, new = index_results(before), index_results(after)
+    before, after = load(before), load(after)
+    old, new = before.rows(), after.rows()
     rows = []
     for key in _order(before, after):
         if key not in old or key not in new:
             continue
-        b, a = result_stats(old[key]), result_stats(new[key])
+        b, a = old[key].stats, new[key].stats
         ratio = a.median / b.median if a is not None and b is not None and b.median > 0 else None
         band = noise_band(b, a, noise)
         rows.append(
-            Row(
+            Comparison(
                 *key,
                 before=b.median if b else None,
                 after=a.median if a else None,
@@ -131,38 +123,41 @@ def compare(before: Mapping[str, Any], after: Mapping[str, Any], noise: float | 
                 verdict=verdict(ratio, band),
                 runs_before=b.runs if b else 0,
                 runs_after=a.runs if a else 0,
-                **{name: (count(old[key], name), count(new[key], name)) for name in COUNTS},
+                requests=(old[key].requests, new[key].requests),
+                bytes_from_source=(old[key].bytes_from_source, new[key].bytes_from_source),
+                bytes_to_mirror=(old[key].bytes_to_mirror, new[key].bytes_to_mirror),
             )
         )
     return rows
 
 
-def unmatched(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[list[Key], list[Key]]:
+def unmatched(before: Doc, after: Doc) -> tuple[list[Key], list[Key]]:
     """Keys only in ``before`` and keys only in ``after``."""
-    old, new = index_results(before), index_results(after)
+    before, after = load(before), load(after)
+    old, new = before.rows(), after.rows()
     keys = _order(before, after)
     return [k for k in keys if k in old and k not in new], [k for k in keys if k in new and k not in old]
 
 
-def machine_warnings(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+def machine_warnings(before: Doc, after: Doc) -> list[str]:
     """Why the two documents' times may not be comparable: other machine, workload or quick mode."""
+    before, after = load(before), load(after)
     out = []
-
-    def section(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-        value = doc.get(name)
-        return value if isinstance(value, Mapping) else {}
-
     for name, keys, why in (
         ("machine", MACHINE_KEYS, "time ratios across machines mislead"),
         ("workload", WORKLOAD_KEYS, "time ratios across workloads mislead"),
     ):
-        old, new = section(before, name), section(after, name)
+        old, new = (_section(doc, name) for doc in (before, after))
         diffs = [f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
         if diffs:
             out.append(f"{name} differs ({'; '.join(diffs)}): {why}")
-    if bool(before.get("quick")) != bool(after.get("quick")):
-        out.append(f"quick mode differs ({bool(before.get('quick'))} → {bool(after.get('quick'))})")
+    if before.quick != after.quick:
+        out.append(f"quick mode differs ({before.quick} → {after.quick})")
     return out
+
+
+def _section(doc: Results, name: str) -> Mapping[str, Any]:
+    return doc.machine.model_dump() if name == "machine" else doc.workload
 
 
 def _format_pair(pair: tuple[int | None, int | None], mib: bool = False) -> str:
@@ -182,7 +177,7 @@ def _format_ratio(ratio: float | None) -> str:
     return "–" if ratio is None else f"{ratio:.3f}"
 
 
-def _verdict_cell(row: Row) -> str:
+def _verdict_cell(row: Comparison) -> str:
     text = row.verdict
     if row.count_changes:
         text += ", counts changed"
@@ -203,10 +198,10 @@ HEADER: Final = (
 )
 
 
-def render_compare(rows: Sequence[Row], warnings: Iterable[str] = (), notes: Iterable[str] = ()) -> str:
+def render_compare(rows: Sequence[Comparison], warnings: Iterable[str] = (), notes: Iterable[str] = ()) -> str:
     """Text report of :func:`compare` rows, one table per profile, warnings first and a summary last."""
     lines = [f"WARNING: {w}" for w in warnings]
-    by_profile: dict[str, list[Row]] = {}
+    by_profile: dict[str, list[Comparison]] = {}
     for row in rows:
         by_profile.setdefault(row.profile, []).append(row)
     for profile, group in by_profile.items():
@@ -248,8 +243,9 @@ def render_compare(rows: Sequence[Row], warnings: Iterable[str] = (), notes: Ite
     return "\n".join(lines) + "\n"
 
 
-def compare_report(before: Mapping[str, Any], after: Mapping[str, Any], noise: float | None = None) -> str:
+def compare_report(before: Doc, after: Doc, noise: float | None = None) -> str:
     """:func:`render_compare` of :func:`compare`, with machine warnings and the rows found on one side only."""
+    before, after = load(before), load(after)
     only_before, only_after = unmatched(before, after)
     notes = []
     if only_before:
@@ -261,7 +257,7 @@ def compare_report(before: Mapping[str, Any], after: Mapping[str, Any], noise: f
 
 __all__ = [
     "NOISE_FLOOR",
-    "Row",
+    "Comparison",
     "compare",
     "compare_report",
     "machine_warnings",

@@ -31,15 +31,15 @@ Run from the repository root::
     .venv/bin/python -m benchmarks.compression --quick    # scale 0.2, 3 repeats, 2 mirror runs
     .venv/bin/python -m benchmarks compression --levels 1,3,9,19 --no-mirror --json /tmp/sizes.json
 
-Results: ``benchmarks/results/compression.json`` (``--json``), with machine metadata and a ``results`` list
-in the harness's row format, so ``python -m benchmarks compare`` reads two of them; a table on stdout.
+Results: ``benchmarks/results/compression.json`` (``--json``), a :class:`benchmarks.results.Results` document:
+machine metadata, the timed figures as rows (so ``python -m benchmarks compare`` reads two of them) and the
+three parts in ``details``; a table on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import resource
 import shutil
@@ -51,20 +51,20 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import anyio
 import zstandard
 
-from benchmarks.blob_throughput import _git_revision, cpu_seconds, metadata
-from benchmarks.workload import GZIP_LEVEL, Workload, build_workload
+from benchmarks.chart import format_table
+from benchmarks.cli import positive_int
+from benchmarks.engine import Recompressed, detect, gzip_to_zstd
+from benchmarks.procs import cpu_seconds
+from benchmarks.results import ProfileInfo, Results, Row, git_revision, machine_metadata, timestamp
+from benchmarks.workload import CLUSTER, GZIP_LEVEL, PREFIX, Workload, build_workload
 from harness.images import Layer
 from harness.registry import RegistryServer, start_registry, uploaded_digests
-from ocicopy.client import Client
-from ocicopy.compression import Recompressed, detect, gzip_to_zstd
-from ocicopy.options import ClientOptions
-from ocicopy.plan import MirrorSettings, Plan, parse_plan
-from ocicopy.report import MirrorReport
+from ocicopy import Client, ClientOptions, MirrorReport, MirrorSettings, Plan, parse_plan
 
 MiB: Final = 1024 * 1024
 GiB: Final = 1024 * MiB
@@ -75,7 +75,7 @@ DEFAULT_REPEATS, QUICK_REPEATS = 5, 3
 DEFAULT_RUNS, QUICK_RUNS = 3, 2
 MIRROR_LEVEL: Final = 3  # the engine's default level
 MAX_LEVEL: Final = 19  # as the engine accepts
-MODE, CLUSTER, PREFIX = "cluster", "bench", "mirror"
+MODE: Final = "cluster"
 ROOT: Final = Path(__file__).resolve().parent.parent
 RESULTS: Final = ROOT / "benchmarks" / "results" / "compression.json"
 OFFLINE, LOOPBACK = "offline", "loopback"  # the ``profile`` of result rows
@@ -91,41 +91,43 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------- decoding
 
 
-def inflate(blob: bytes, sink: Sink) -> int:
-    """Decompress a (possibly multi-member) gzip blob 1 MiB of input at a time into ``sink``; uncompressed size."""
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+class _Decoder(Protocol):
+    @property
+    def eof(self) -> bool: ...
+
+    @property
+    def unused_data(self) -> bytes: ...
+
+    def decompress(self, data: bytes | memoryview, /) -> bytes: ...
+
+
+def _decode_members(blob: bytes, sink: Sink, start: Callable[[], _Decoder], name: str) -> int:
+    """Feed ``blob`` 1 MiB at a time through decoders from ``start`` (a new one per member or frame)."""
+    d = start()
     view, total = memoryview(blob), 0
-    for start in range(0, len(view), CHUNK):
-        data: bytes | memoryview = view[start : start + CHUNK]
+    for offset in range(0, len(view), CHUNK):
+        data: bytes | memoryview = view[offset : offset + CHUNK]
         while data:
             if d.eof:
-                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                d = start()
             out = d.decompress(data)
             total += len(out)
             sink(out)
             data = d.unused_data if d.eof else b""
     if not d.eof:
-        raise ValueError("truncated gzip stream")
+        raise ValueError(f"truncated {name} stream")
     return total
+
+
+def inflate(blob: bytes, sink: Sink) -> int:
+    """Decompress a (possibly multi-member) gzip blob 1 MiB of input at a time into ``sink``; uncompressed size."""
+    return _decode_members(blob, sink, lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), "gzip")
 
 
 def unzstd(blob: bytes, sink: Sink) -> int:
     """Decompress a (possibly multi-frame) zstd blob 1 MiB of input at a time into ``sink``; uncompressed size."""
     dctx = zstandard.ZstdDecompressor()
-    d = dctx.decompressobj()
-    view, total = memoryview(blob), 0
-    for start in range(0, len(view), CHUNK):
-        data: bytes | memoryview = view[start : start + CHUNK]
-        while data:
-            if d.eof:
-                d = dctx.decompressobj()
-            out = d.decompress(data)
-            total += len(out)
-            sink(out)
-            data = d.unused_data if d.eof else b""
-    if not d.eof:
-        raise ValueError("truncated zstd stream")
-    return total
+    return _decode_members(blob, sink, lambda: dctx.decompressobj(), "zstd")
 
 
 def _drop(_data: bytes) -> None:
@@ -609,44 +611,37 @@ class Config:
 
 def result_rows(
     sizes: Mapping[str, Any], decompression: Mapping[str, Any], mirror: Mapping[str, Any] | None
-) -> list[dict[str, Any]]:
-    """The timed figures as the harness's result rows (``profile``, ``scenario``, ``phase``, ``seconds``…)."""
+) -> list[Row]:
+    """The timed figures as result rows (the mirror's CPU also as a row of its own: ``compare`` judges times)."""
     rows = []
     for z in sizes["zstd"]:
-        secs = z["recompress_seconds"]
-        rows.append(_row(OFFLINE, f"recompress zstd-{z['level']}", "all layers", [secs]))
+        rows.append(
+            Row(
+                profile=OFFLINE,
+                scenario=f"recompress zstd-{z['level']}",
+                phase="all layers",
+                seconds=[z["recompress_seconds"]],
+            )
+        )
     for f in decompression["formats"]:
-        rows.append(_row(OFFLINE, f"decompress {f['format']}", "all layers", f["seconds"]))
+        rows.append(
+            Row(profile=OFFLINE, scenario=f"decompress {f['format']}", phase="all layers", seconds=f["seconds"])
+        )
     for name, v in (mirror or {}).get("variants", {}).items():
-        extra = {"bytes_from_source": v["bytes_from_source"], "bytes_to_mirror": v["bytes_to_mirror"]}
-        rows.append(_row(LOOPBACK, f"mirror {name}", "cold", v["seconds"], **extra))
-        rows.append(_row(LOOPBACK, f"mirror {name} CPU", "cold", v["cpu_seconds"]))
+        traffic = {"bytes_from_source": v["bytes_from_source"], "bytes_to_mirror": v["bytes_to_mirror"]}
+        cpu = v["median_cpu_seconds"]
+        rows.append(
+            Row(
+                profile=LOOPBACK,
+                scenario=f"mirror {name}",
+                phase="cold",
+                seconds=v["seconds"],
+                client_cpu_seconds=cpu,
+                **traffic,
+            )
+        )
+        rows.append(Row(profile=LOOPBACK, scenario=f"mirror {name} CPU", phase="cold", seconds=v["cpu_seconds"]))
     return rows
-
-
-def _row(profile: str, scenario: str, phase: str, seconds: Sequence[float], **counts: int) -> dict[str, Any]:
-    return {
-        "profile": profile,
-        "scenario": scenario,
-        "phase": phase,
-        "seconds": list(seconds),
-        "median": round(_med(seconds), 4),
-        "min": min(seconds),
-        "max": max(seconds),
-        **counts,
-    }
-
-
-def machine_metadata(revision_at_start: str) -> dict[str, Any]:
-    machine = metadata() | {
-        "zlib_version": zlib.ZLIB_RUNTIME_VERSION,
-        "zstd_version": ".".join(map(str, zstandard.ZSTD_VERSION)),
-        "zstandard_version": zstandard.__version__,
-        "git_revision_at_start": revision_at_start,
-    }
-    if machine["git_revision"] != revision_at_start:
-        log(f"WARNING: the tree moved during the run ({revision_at_start} -> {machine['git_revision']}): rerun")
-    return machine
 
 
 def build_document(
@@ -656,28 +651,41 @@ def build_document(
     decompression: dict[str, Any],
     mirror: dict[str, Any] | None,
     revision_at_start: str,
-) -> dict[str, Any]:
-    return {
-        "benchmark": "compression",
-        "version": 1,
-        "command": config.command,
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "quick": config.quick,
-        "machine": machine_metadata(revision_at_start),
-        "workload": workload.summary(),
-        "settings": {
-            "levels": list(config.levels),
-            "repeats": config.repeats,
-            "mirror_runs": config.runs if mirror is not None else 0,
-            "mirror_level": config.mirror_level,
-            "mirror_mode": MODE,
-        },
-        "profiles": [OFFLINE, LOOPBACK] if mirror is not None else [OFFLINE],
-        "sizes": sizes,
-        "decompression": decompression,
-        "mirror": mirror,
-        "results": result_rows(sizes, decompression, mirror),
+    load_at_start: Sequence[float] = (),
+) -> Results:
+    """The ``compression`` results document: rows of the timed figures, the three parts in ``details``.
+
+    Other work on the machine skews every figure: the load averages at the start and the end of the run tell a
+    quiet run from a busy one.
+    """
+    versions = {
+        "zlib_version": zlib.ZLIB_RUNTIME_VERSION,
+        "zstd_version": ".".join(map(str, zstandard.ZSTD_VERSION)),
+        "zstandard_version": zstandard.__version__,
+        "load_average": {"start": list(load_at_start), "end": list(os.getloadavg())},
     }
+    settings = {
+        "levels": list(config.levels),
+        "repeats": config.repeats,
+        "mirror_runs": config.runs if mirror is not None else 0,
+        "mirror_level": config.mirror_level,
+        "mirror_mode": MODE,
+    }
+    summary = workload.summary()
+    profiles = [OFFLINE, LOOPBACK] if mirror is not None else [OFFLINE]
+    return Results(
+        benchmark="compression",
+        command=config.command,
+        timestamp=timestamp(),
+        quick=config.quick,
+        machine=machine_metadata(revision_at_start, **versions),
+        workload=summary,
+        profiles=[
+            ProfileInfo(name=name, scale=workload.scale, unique_bytes=summary["unique_bytes"]) for name in profiles
+        ],
+        results=result_rows(sizes, decompression, mirror),
+        details={"settings": settings, "sizes": sizes, "decompression": decompression, "mirror": mirror},
+    )
 
 
 def run_offline(
@@ -694,13 +702,13 @@ def run_offline(
     return results, size_summary(layers, results), decompression_summary(timings, repeats)
 
 
-def execute(config: Config, progress: Callable[[str], None] = log) -> dict[str, Any]:
+def execute(config: Config, progress: Callable[[str], None] = log) -> Results:
     """Run the benchmark; returns (and writes to ``config.output`` unless None) the results document."""
     config = config.resolved()
     assert config.scale is not None and config.repeats is not None and config.runs is not None
     if config.mirror and not engine_recompresses():
         raise SystemExit("this ocicopy has no recompressing copy (plan setting mirror.compress): use --no-mirror")
-    revision_at_start, load_at_start = _git_revision(), os.getloadavg()
+    revision_at_start, load_at_start = git_revision(), os.getloadavg()
     progress(f"generating the workload (scale {config.scale:g}, content {config.content})")
     workload = build_workload(config.scale, config.content, config.jobs, progress)  # type: ignore[arg-type]
     layers = distinct_layers(workload.layers)
@@ -712,12 +720,9 @@ def execute(config: Config, progress: Callable[[str], None] = log) -> dict[str, 
             samples = measure_mirror(workload, layers, levels, config.mirror_level, config.runs, Path(tmp), progress)
         mirror = mirror_summary(samples, sizes["uncompressed_bytes"], config.mirror_level)
         mirror["samples"] = [_sample_json(s) for s in samples]
-    doc = build_document(config, workload, sizes, decompression, mirror, revision_at_start)
-    # Other work on the machine skews every figure: the load averages tell a quiet run from a busy one.
-    doc["machine"]["load_average"] = {"start": list(load_at_start), "end": list(os.getloadavg())}
+    doc = build_document(config, workload, sizes, decompression, mirror, revision_at_start, load_at_start)
     if config.output is not None:
-        config.output.parent.mkdir(parents=True, exist_ok=True)
-        config.output.write_text(json.dumps(doc, indent=2) + "\n")
+        doc.write(config.output)
         progress(f"written: {config.output}")
     return doc
 
@@ -747,15 +752,9 @@ def _mib(n: float) -> str:
     return f"{n / MiB:.1f}"
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    from benchmarks.chart import format_table
-
-    return format_table(header, rows)
-
-
-def render(doc: Mapping[str, Any]) -> str:
+def render(doc: Results) -> str:
     """The document as text tables: sizes, decompression, mirror CPU."""
-    s, w = doc["sizes"], doc["workload"]
+    s, w, details = doc.details["sizes"], doc.workload, doc.details
     lines = [
         f"workload: scale {w['scale']:g} ({w['content']} content), {s['layers']} distinct layers, "
         f"{_mib(s['uncompressed_bytes'])} MiB uncompressed",
@@ -763,11 +762,11 @@ def render(doc: Mapping[str, Any]) -> str:
         "size of all distinct layers:",
         *_render_sizes(s),
         "",
-        f"decompression of all layers, one thread (median of {doc['decompression']['repeats']}):",
-        *_render_decompression(doc["decompression"]),
+        f"decompression of all layers, one thread (median of {details['decompression']['repeats']}):",
+        *_render_decompression(details["decompression"]),
     ]
-    if doc.get("mirror"):
-        lines += ["", *_render_mirror(doc["mirror"])]
+    if details.get("mirror"):
+        lines += ["", *_render_mirror(details["mirror"])]
     return "\n".join(lines) + "\n"
 
 
@@ -779,7 +778,7 @@ def _render_sizes(s: Mapping[str, Any]) -> list[str]:
         cost = [f"{z['recompress_seconds']:.2f}", f"{z['recompress_mib_per_s']:.0f}"]
         rows.append([f"zstd-{z['level']}", _mib(z["bytes"]), *ratios, *cost])
     header = ("format", "MiB", "÷ gzip", "raw ÷ compressed", "recompress s (1 core)", "MiB/s (raw)")
-    return _table(header, rows)
+    return format_table(header, rows)
 
 
 def _render_decompression(d: Mapping[str, Any]) -> list[str]:
@@ -787,7 +786,7 @@ def _render_decompression(d: Mapping[str, Any]) -> list[str]:
     for f in d["formats"]:
         spread = f"{f['min']:.3f}–{f['max']:.3f}"
         rows.append([f["format"], f"{f['median']:.3f}", spread, f"{f['mib_per_s']:.0f}", f"{f['gzip_time_ratio']:.2f}"])
-    return _table(("format", "median s", "min–max s", "MiB/s (raw)", "gzip time ÷ this"), rows)
+    return format_table(("format", "median s", "min–max s", "MiB/s (raw)", "gzip time ÷ this"), rows)
 
 
 def _render_mirror(m: Mapping[str, Any]) -> list[str]:
@@ -802,7 +801,7 @@ def _render_mirror(m: Mapping[str, Any]) -> list[str]:
         rows.append(
             [name, f"{v['median_seconds']:.2f}", *cpu, f"{regs['source']:.2f} + {regs['mirror']:.2f}", *traffic]
         )
-    lines += _table(header, rows)
+    lines += format_table(header, rows)
     r = m.get("recompression")
     if r:
         lines.append(
@@ -828,16 +827,6 @@ def parse_levels(text: str) -> tuple[int, ...]:
     return levels
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
-
-
 def _level(text: str) -> int:
     levels = parse_levels(text)
     if len(levels) != 1:
@@ -851,16 +840,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, default=RESULTS, metavar="PATH", help="results JSON (default %(default)s)")
     parser.add_argument("--levels", type=parse_levels, default=DEFAULT_LEVELS, help="zstd levels (default 1,3,9)")
     parser.add_argument(
-        "--repeats", type=_positive, default=None, metavar="N", help="timed decompressions (5; quick 3)"
+        "--repeats", type=positive_int, default=None, metavar="N", help="timed decompressions (5; quick 3)"
     )
     parser.add_argument(
-        "--runs", type=_positive, default=None, metavar="N", help="mirror runs per variant (3; quick 2)"
+        "--runs", type=positive_int, default=None, metavar="N", help="mirror runs per variant (3; quick 2)"
     )
     parser.add_argument("--mirror-level", type=_level, default=MIRROR_LEVEL, metavar="L", help="zstd level mirrored")
     parser.add_argument("--no-mirror", action="store_true", help="sizes and decompression only (no registries)")
     parser.add_argument("--scale", type=float, default=None, help="workload size (1: about 255 MiB; quick 0.2)")
     parser.add_argument("--content", choices=["auto", "usr", "random"], default="auto", help="layer content")
-    parser.add_argument("--jobs", type=_positive, default=None, help="processes generating layers (default: CPUs)")
+    parser.add_argument("--jobs", type=positive_int, default=None, help="processes generating layers (default: CPUs)")
     parser.add_argument("--workdir", type=Path, default=None, help="parent of the temporary registries' directory")
     return parser
 

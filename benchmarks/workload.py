@@ -60,6 +60,8 @@ GZIP_LEVEL: Final = 6
 USR_ROOTS: Final = ("bin", "include", "lib", "libexec", "sbin", "share")
 MAX_USR_FILE: Final = 4 * MiB
 MIN_LAYER: Final = 64 * 1024
+PREFIX: Final = "mirror"  # the mirror's repository prefix in the plans
+CLUSTER: Final = "bench"  # the cluster name: cluster mode's one repository is PREFIX/CLUSTER
 
 Content = Literal["auto", "usr", "random"]
 Arch = Literal["amd64", "arm64"]
@@ -331,6 +333,11 @@ class Workload:
         return sum(b.size for b in self.blobs().values())
 
     @property
+    def has_index(self) -> bool:
+        """Some source tag is a multi-platform index (its copy chain has the children's GETs and PUTs)."""
+        return any(isinstance(obj, Index) for obj in self.images.values())
+
+    @property
     def fingerprint(self) -> str:
         """sha256 over the sorted top-level manifest digests: equal fingerprints, identical workloads."""
         tops = sorted(obj.digest for obj in self.images.values())
@@ -422,15 +429,24 @@ class Workload:
         mirror_host: str,
         *,
         mode: str = "cluster",
-        cluster: str = "bench",
-        prefix: str = "mirror",
+        cluster: str = CLUSTER,
+        prefix: str = PREFIX,
+        per_environment: bool = False,
     ) -> dict[str, Any]:
-        """A mirroring plan (``ocicopy.plan`` format) for every deployment; both registries plain HTTP."""
+        """A mirroring plan (``ocicopy.plan`` format) for every deployment; both registries plain HTTP.
+
+        ``per_environment``: every (service, environment) is its own service (``api-prod``, ``api-staging``…), as
+        platforms that key services per environment have: 30 repositories in service mode instead of 10.
+        """
         return {
             "mirror": {"registry": mirror_host, "prefix": prefix, "mode": mode, "cluster": cluster},
             "registries": {source_host: {"plain_http": True}, mirror_host: {"plain_http": True}},
             "deployments": [
-                {"service": d.service, "environment": d.environment, "image": d.image(source_host)}
+                {
+                    "service": f"{d.service}-{d.environment}" if per_environment else d.service,
+                    "environment": d.environment,
+                    "image": d.image(source_host),
+                }
                 for d in self.deployments
             ],
         }

@@ -24,6 +24,7 @@ import zstandard
 from benchmarks import compression as bench
 from benchmarks.__main__ import main as cli_main
 from benchmarks.compare import compare_report
+from benchmarks.results import load
 from benchmarks.workload import build_workload
 from harness.images import Layer
 
@@ -152,17 +153,19 @@ def test_document_has_its_schema_and_reads_in_the_compare_tool(layers: list[benc
     config = bench.Config(levels=(1, 3), mirror=False, output=None).resolved()
     _, sizes, decompression = bench.run_offline(layers, config.levels, repeats=1, **QUIET)
     doc = bench.build_document(config, workload, sizes, decompression, None, "0" * 40)
-    assert doc["benchmark"] == "compression" and doc["version"] == 1
-    for key in ("cpu_model", "cpu_cores", "python", "git_revision", "zlib_version", "zstd_version"):
-        assert doc["machine"][key], key
+    assert doc.benchmark == "compression" and doc.version == 2
+    for key in ("cpu_model", "cpu_cores", "python", "zlib_version", "zstd_version"):
+        assert getattr(doc.machine, key), key
     for key in ("scale", "deployments", "unique_bytes", "fingerprint"):
-        assert key in doc["workload"]
-    assert doc["settings"]["levels"] == [1, 3] and doc["mirror"] is None
-    scenarios = [(r["profile"], r["scenario"]) for r in doc["results"]]
-    assert ("offline", "decompress gzip") in scenarios and ("offline", "recompress zstd-3") in scenarios
-    for row in doc["results"]:
-        assert {"profile", "scenario", "phase", "seconds", "median", "min", "max"} <= set(row)
-    json.dumps(doc)  # serialisable
+        assert key in doc.workload
+    assert [p.name for p in doc.profiles] == ["offline"]
+    assert doc.details["settings"]["levels"] == [1, 3] and doc.details["mirror"] is None
+    assert doc.details["sizes"] == sizes and doc.details["decompression"] == decompression
+    rows = doc.rows()
+    assert rows[("offline", "recompress zstd-3", "all layers")].seconds == [sizes["zstd"][1]["recompress_seconds"]]
+    gzip_row = rows[("offline", "decompress gzip", "all layers")]
+    assert gzip_row.seconds == decompression["formats"][0]["seconds"] and gzip_row.median is not None
+    assert load(json.loads(doc.dump())) == doc  # serialisable, and read back by the table/compare tools
     text_out = bench.render(doc)
     assert "decompression of all layers" in text_out and "zstd-3" in text_out
     assert "decompress zstd-1" in compare_report(doc, doc)
@@ -244,8 +247,8 @@ def test_cli_runs_end_to_end_without_registries(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(out.read_text())
-    assert doc["quick"] is False and doc["settings"]["levels"] == [1, 3]
-    assert doc["sizes"]["layers"] == doc["workload"]["unique_layers"]
+    assert doc["version"] == 2 and doc["quick"] is False and doc["details"]["settings"]["levels"] == [1, 3]
+    assert doc["details"]["sizes"]["layers"] == doc["workload"]["unique_layers"]
     assert "decompression of all layers" in proc.stdout
 
 
@@ -278,16 +281,18 @@ def test_cli_with_the_mirror_part_against_real_registries(tmp_path: Path) -> Non
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(out.read_text())
-    layers = doc["sizes"]["layers"]
-    mirror = doc["mirror"]
+    details = doc["details"]
+    layers = details["sizes"]["layers"]
+    mirror = details["mirror"]
     plain, zstd = mirror["variants"]["plain"], mirror["variants"]["zstd-3"]
     assert plain["uploads_by_format"]["gzip"] == layers and plain["uploads_by_format"]["zstd"] == 0
     assert zstd["uploads_by_format"]["zstd"] == layers and zstd["uploads_by_format"]["gzip"] == 0
-    assert plain["uploaded_layer_bytes"] == doc["sizes"]["gzip"]["bytes"]
+    assert plain["uploaded_layer_bytes"] == details["sizes"]["gzip"]["bytes"]
     assert plain["bytes_to_mirror"] >= plain["uploaded_layer_bytes"]
     assert zstd["bytes_to_mirror"] >= zstd["uploaded_layer_bytes"] > 0
-    assert zstd["bytes_from_source"] >= plain["bytes_from_source"] >= doc["sizes"]["gzip"]["bytes"]
+    assert zstd["bytes_from_source"] >= plain["bytes_from_source"] >= details["sizes"]["gzip"]["bytes"]
     assert set(mirror["recompression"]) >= {"extra_cpu_seconds", "extra_cpu_seconds_per_gib_uncompressed", "wall_ratio"}
     assert [s["variant"] for s in mirror["samples"]] == ["plain", "zstd-3"]
-    assert ("loopback", "mirror zstd-3") in [(r["profile"], r["scenario"]) for r in doc["results"]]
+    rows = {(r["profile"], r["scenario"]): r for r in doc["results"]}
+    assert rows[("loopback", "mirror zstd-3")]["client_cpu_seconds"] == zstd["median_cpu_seconds"]
     assert "recompression to zstd-3" in proc.stdout
