@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from ocicopy import Client, Descriptor, Manifest
 from ocicopy.compression import Recompressed, detect, gzip_to_zstd
-from ocicopy.copier import fetch_child
-from ocicopy.store import Endpoint
+from ocicopy.repository import Endpoint
+from ocicopy.tree import fetch_child
 
 __all__ = ["Recompressed", "Verbs", "detect", "gzip_to_zstd"]
 

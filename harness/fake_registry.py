@@ -5,7 +5,8 @@ The fake speaks the distribution-spec v1.1 endpoints ocicopy uses, over real HTT
 state in memory. Unlike :mod:`harness.registry` (the real CNCF registry), it can be told to misbehave:
 
 * :class:`Quirks` switches vendor behaviour (no mounts, 401 on a declined mount, no manifest HEAD, no
-  ``Range``, 201 on PATCH, a chunk minimum, no referrers API, a manifest size cap); mutable at runtime;
+  ``Range``, 201 on PATCH, a chunk minimum, no referrers API, a manifest size cap, mounts that manifests do not
+  see (ECR-like), and CNCF distribution's blob-link race under concurrent writers); mutable at runtime;
 * ``before`` hooks see each request first and may answer it themselves (a :class:`Response`, e.g. 503 or
   429 + ``Retry-After``, or ``Response(drop=True)`` to close the connection unanswered) or sleep to slow it;
 * ``after`` hooks see each request with the response about to be sent (and may mutate that response);
@@ -74,6 +75,14 @@ class Quirks:
     chunk_min: int = 0
     no_referrers: bool = True  # /v2/<name>/referrers/<digest> answers 404 (like distribution 2.8)
     max_manifest_bytes: int | None = None  # manifest PUT larger than this answers 413 SIZE_INVALID
+    #: ECR-like: a mounted blob answers HEAD 200 in its new repository, but manifests there do not see it (400
+    #: MANIFEST_BLOB_UNKNOWN) until it is uploaded into that repository.
+    uncounted_mounts: bool = False
+    #: > 0: CNCF distribution's race (REGISTRY-QUIRKS.md, "Concurrent writers"): each placement of a blob into a
+    #: repository (upload commit or mount) "rewrites its link", and the next ``link_race`` manifest PUTs there
+    #: that name it answer 400 DIGEST_INVALID + MANIFEST_BLOB_UNKNOWN (detail: the digest), though the blob is
+    #: there (HEAD 200). Placing it again restarts the count: re-placing at once feeds the race.
+    link_race: int = 0
 
 
 @dataclass
@@ -285,6 +294,8 @@ class _Store:
         self.lock = threading.RLock()
         self.blobs: dict[str, bytes] = {}
         self.links: dict[str, set[str]] = {}  # repo -> blob digests
+        self.uncounted: dict[str, set[str]] = {}  # repo -> blobs mounted there that manifests do not see
+        self.racing: dict[tuple[str, str], int] = {}  # (repo, digest) -> manifest PUTs still refused
         self.manifests: dict[str, dict[str, _Stored]] = {}  # repo -> digest -> manifest
         self.tags: dict[str, dict[str, str]] = {}  # repo -> tag -> digest
         self.uploads: dict[str, _Upload] = {}
@@ -337,9 +348,19 @@ class _Store:
                 if desc.get("urls"):  # foreign layer: not stored here
                     continue
                 d = desc.get("digest")
-                if not isinstance(d, str) or not self.has_blob(repo, d):
+                if not isinstance(d, str) or not self.has_blob(repo, d) or d in self.uncounted.get(repo, ()):
                     missing.append(str(d))
         return missing
+
+    def racing_references(self, repo: str, doc: dict[str, Any]) -> list[str]:
+        """Blobs of ``doc`` whose link in ``repo`` is "being rewritten" (one refusal each is used up)."""
+        racing = []
+        for desc in [doc.get("config"), *(doc.get("layers") or [])]:
+            d = desc.get("digest") if isinstance(desc, dict) else None
+            if isinstance(d, str) and self.racing.get((repo, d), 0) > 0:
+                self.racing[(repo, d)] -= 1
+                racing.append(d)
+        return racing
 
 
 def _json(content: bytes) -> Any:
@@ -624,9 +645,28 @@ class FakeRegistry:
         digest = sha256(req.body)
         if ":" in ref and ref != digest:
             return Response.error(400, "DIGEST_INVALID", f"manifest digest is {digest}, not {ref}")
-        missing = self._store.missing_references(name, doc, media_type)
+        with self._store.lock:
+            racing = self._store.racing_references(name, doc)
+            missing = self._store.missing_references(name, doc, media_type)
+        if racing:  # what distribution answers when a link read fails mid-rewrite (invalid digest, then unknown)
+            errors = [{"code": "DIGEST_INVALID", "message": "provided digest did not match uploaded content"}]
+            errors += [
+                {"code": "MANIFEST_BLOB_UNKNOWN", "message": "blob unknown to registry", "detail": d} for d in racing
+            ]
+            return Response(400, {"Content-Type": "application/json"}, json.dumps({"errors": errors}).encode())
         if missing:
-            return Response.error(400, "MANIFEST_BLOB_UNKNOWN", f"blob unknown to registry: {missing[0]}")
+            return Response(
+                400,
+                {"Content-Type": "application/json"},
+                json.dumps(
+                    {
+                        "errors": [
+                            {"code": "MANIFEST_BLOB_UNKNOWN", "message": "blob unknown to registry", "detail": d}
+                            for d in missing
+                        ]
+                    }
+                ).encode(),
+            )
         self._store.put_manifest(name, ref, req.body, media_type)
         headers = {"Location": f"/v2/{name}/manifests/{digest}", "Docker-Content-Digest": digest}
         subject = doc.get("subject")
@@ -729,8 +769,20 @@ class FakeRegistry:
         del store.uploads[upload_id]
         if sha256(data) != digest:
             return Response.error(400, "DIGEST_INVALID", f"content digest {sha256(data)} does not match {digest}")
-        store.put_blob(name, data)
+        self._placed(name, store.put_blob(name, data), mounted=False)
         return Response(201, {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
+
+    def _placed(self, repo: str, digest: str, *, mounted: bool) -> None:
+        """A blob was committed into or mounted into ``repo``: the quirks that follow from it."""
+        store = self._store
+        with store.lock:
+            if self.quirks.link_race:
+                store.racing[(repo, digest)] = self.quirks.link_race
+            uncounted = store.uncounted.setdefault(repo, set())
+            if mounted and self.quirks.uncounted_mounts:
+                uncounted.add(digest)
+            elif not mounted:
+                uncounted.discard(digest)
 
     def _upload_start(self, req: Request, name: str) -> Response:
         store, quirks = self._store, self.quirks
@@ -740,6 +792,7 @@ class FakeRegistry:
                 return Response.error(400, "DIGEST_INVALID", "invalid mount digest")
             if not quirks.no_mount and origin is not None and store.has_blob(origin, mount):
                 store.links.setdefault(name, set()).add(mount)
+                self._placed(name, mount, mounted=True)
                 return Response(201, {"Location": f"/v2/{name}/blobs/{mount}", "Docker-Content-Digest": mount})
             if quirks.mount_401:
                 return Response.error(401, "UNAUTHORIZED", "mount declined")
@@ -749,7 +802,7 @@ class FakeRegistry:
                 return Response.error(400, "DIGEST_INVALID", "invalid digest")
             if sha256(req.body) != digest:
                 return Response.error(400, "DIGEST_INVALID", "content does not match digest")
-            store.put_blob(name, req.body)
+            self._placed(name, store.put_blob(name, req.body), mounted=False)
             return Response(201, {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
         upload_id, upload = self._new_session(name)
         return Response(202, self._session_headers(name, upload_id, upload))

@@ -237,13 +237,22 @@ class FaultProxy(LoopbackServer):
             await self._send_up(upstream, data)
 
     async def _send_up(self, upstream: SocketStream, data: bytes) -> None:
-        await upstream.send(data)
-        self.stats["bytes_up"] += len(data)
+        await self._send_counted(upstream, data, "bytes_up")
 
     async def _send_down(self, client: SocketStream, data: bytes) -> None:
-        if data:
-            await client.send(data)
-            self.stats["bytes_down"] += len(data)
+        await self._send_counted(client, data, "bytes_down")
+
+    async def _send_counted(self, stream: SocketStream, data: bytes, counter: str) -> None:
+        """Count ``data`` before sending it (a test reading the counter once its peer has the bytes must see
+        them: the proxy runs in another thread), and take it back if the send failed."""
+        if not data:
+            return
+        self.stats[counter] += len(data)
+        try:
+            await stream.send(data)
+        except BaseException:
+            self.stats[counter] -= len(data)
+            raise
 
     async def _down(
         self, client: SocketStream, upstream: SocketStream, conn: _Conn, connection: anyio.CancelScope

@@ -19,7 +19,6 @@ from __future__ import annotations
 __version__ = "0.2.0"  # kept equal to pyproject.toml by tests/test_cli.py (importlib.metadata costs ~50 ms at start)
 
 from ocicopy.client import Client, copy
-from ocicopy.compression import Recompression
 from ocicopy.credentials import Credentials
 from ocicopy.digest import Digest
 from ocicopy.errors import (
@@ -33,16 +32,18 @@ from ocicopy.errors import (
     RegistryError,
     TransportError,
 )
-from ocicopy.layout import Layout, LayoutReference, parse_layout_reference
+from ocicopy.layout import Layout
+from ocicopy.location import LayoutReference, Location, parse_layout_reference, parse_location, pinned
 from ocicopy.models import Descriptor, Manifest
-from ocicopy.options import ClientOptions, Limits, RegistryConfig, Timeouts
+from ocicopy.options import ClientOptions, Limits, Recompression, RegistryConfig, Timeouts
 from ocicopy.plan import BuildSpec, Deployment, MirrorSettings, Mode, Plan, load_plan, parse_plan
 from ocicopy.planner import build_key, mirror_tag
 from ocicopy.reference import Reference, parse_reference
 from ocicopy.report import DeploymentResult, MirrorAction, MirrorReport
+from ocicopy.repository import Endpoint
 from ocicopy.result import BlobAction, BlobResult, CopyAction, CopyResult
 from ocicopy.retry import RetryPolicy
-from ocicopy.store import Endpoint, Store
+from ocicopy.store import Store
 from ocicopy.subjects import fallback_tag
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "Layout",
     "LayoutReference",
     "Limits",
+    "Location",
     "Manifest",
     "ManifestError",
     "MirrorAction",
@@ -90,6 +92,8 @@ __all__ = [
     "load_plan",
     "mirror_tag",
     "parse_layout_reference",
+    "parse_location",
     "parse_plan",
     "parse_reference",
+    "pinned",
 ]

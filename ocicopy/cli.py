@@ -19,7 +19,6 @@ from pydantic import ValidationError
 
 from ocicopy import __version__
 from ocicopy.client import Client
-from ocicopy.compression import recompression
 from ocicopy.credentials import Credentials
 from ocicopy.display import (
     MirrorLines,
@@ -31,9 +30,9 @@ from ocicopy.display import (
     mirror_summary,
 )
 from ocicopy.errors import InputError, OcicopyError
-from ocicopy.layout import is_layout_reference
+from ocicopy.location import is_layout_reference
 from ocicopy.models import Manifest
-from ocicopy.options import ClientOptions
+from ocicopy.options import ClientOptions, recompression
 from ocicopy.plan import BuildSpec, load_plan
 from ocicopy.planner import build_inputs, build_key
 from ocicopy.platforms import parse_platform
@@ -195,7 +194,7 @@ async def _copy(args: argparse.Namespace) -> int:
     progress = TerminalProgress() if sys.stderr.isatty() and not (args.quiet or args.json) else None
     async with _client(args, creds, blob_concurrency=args.concurrency, mounts=not args.no_mount) as client:
         if progress is not None:
-            client.progress = client.blobs.progress = client.trees.progress = progress
+            client.set_progress(progress)
         if args.dest_compress_level is not None and args.dest_compress is None:
             raise InputError("--dest-compress-level needs --dest-compress zstd")
         if args.artifact_type and not args.referrers:

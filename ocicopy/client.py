@@ -4,49 +4,47 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx2
 
-from ocicopy.compression import Recompression, recompression
-from ocicopy.converter import reproduce_conversion
-from ocicopy.copier import BlobCopier, CopyJob, MountFrom, TreeCopier, apply_selection, fetch_child
+from ocicopy.blobs import BlobCopier, MountFrom
 from ocicopy.credentials import ChainCredentials, Credentials, CredentialSource, default_credentials
 from ocicopy.digest import Digest
 from ocicopy.errors import InputError, NotFoundError, unwrap_group
-from ocicopy.layout import Layout, LayoutReference, is_layout_reference, parse_layout_reference
-from ocicopy.mirror import Mirror, MirrorOptions, MirrorProgress
-from ocicopy.models import Descriptor, Manifest
-from ocicopy.options import ClientOptions
-from ocicopy.plan import Mode, Plan
-from ocicopy.platforms import PlatformSpec, parse_platform
+from ocicopy.layout import Layout
+from ocicopy.location import LayoutReference, Location, LocationLike, as_location, with_source_tag
+from ocicopy.models import Descriptor, Manifest, ManifestInfo
+from ocicopy.options import ClientOptions, Recompression, recompression
+from ocicopy.platforms import PlatformSpec, apply_selection, parse_platform
 from ocicopy.progress import NoProgress, Progress
-from ocicopy.reference import Reference, parse_reference
 from ocicopy.referrers import ReferrerCopier, ReferrersOutcome, list_referrers
-from ocicopy.registry import ManifestInfo, Registry
-from ocicopy.report import MirrorReport
+from ocicopy.registry import Registry
+from ocicopy.repository import Endpoint
 from ocicopy.result import CopyAction, CopyResult
-from ocicopy.store import Endpoint, Store
+from ocicopy.store import Store
 from ocicopy.subjects import is_referrer_tag
 from ocicopy.transport import Transport
+from ocicopy.tree import TreeCopier, TreeResult, destination_digest, fetch_child
 
-Location = Reference | LayoutReference
-RefLike = str | Reference | LayoutReference
+if TYPE_CHECKING:
+    from ocicopy.mirror import MirrorProgress
+    from ocicopy.plan import Mode, Plan
+    from ocicopy.report import MirrorReport
+
+#: Anything a reference argument may be: a string (``host/repo:tag``, ``oci:DIR:TAG``), or a parsed location.
+RefLike = LocationLike
 
 
-def as_reference(ref: str | Reference, default_tag: str | None = "latest") -> Reference:
-    return ref if isinstance(ref, Reference) else parse_reference(ref, default_tag=default_tag)
+@dataclass
+class _Outcome:
+    """What a copy found or did: the manifest the destination holds now, and the tree copy if there was one."""
 
-
-def as_location(ref: RefLike, default_tag: str | None = "latest") -> Location:
-    """A registry reference, or an OCI layout for ``oci:PATH[:TAG|@DIGEST]`` (a layout has no default tag)."""
-    if isinstance(ref, Reference | LayoutReference):
-        return ref
-    if is_layout_reference(ref):
-        return parse_layout_reference(ref)
-    # skopeo's transport prefix, also the way to name a registry host called "oci" (oci:5000/app is a layout)
-    return parse_reference(ref.removeprefix("docker://"), default_tag=default_tag)
+    digest: Digest
+    media_type: str
+    tree: TreeResult | None = None
 
 
 class Client:
@@ -83,6 +81,10 @@ class Client:
         )
         self.trees = TreeCopier(self.blobs, self.progress)
 
+    def set_progress(self, progress: Progress) -> None:
+        """Report blob and manifest events of every later copy to ``progress``."""
+        self.progress = self.blobs.progress = self.trees.progress = progress
+
     async def __aenter__(self) -> Client:
         return self
 
@@ -90,7 +92,7 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        self.trees.converter.close()
+        self.trees.close()
         await self.transport.aclose()
 
     def registry(self, host: str) -> Registry:
@@ -155,7 +157,7 @@ class Client:
         attestations (only those of the ``artifact_types`` given, when given).
         """
         s = as_location(src)
-        d = _destination(as_location(dst, default_tag=None), s)
+        d = with_source_tag(as_location(dst, default_tag=None), s)
         specs = [p if isinstance(p, PlatformSpec) else parse_platform(p) for p in platforms]
         settings = recompression(compress)
         if settings is not None and (referrers or artifact_types):
@@ -189,70 +191,74 @@ class Client:
         ``top``: the source manifest at ``source_digest``, when the caller already fetched it.
         """
         started, requests_before = time.monotonic(), self.transport.stats.total_requests
-        src_ep, dst_ep = self.endpoint(s), self.endpoint(d)
-        result = CopyResult(
+        src, dst = self.endpoint(s), self.endpoint(d)
+        outcome = await self._copy_unless_there(
+            src, dst, d, source_digest, specs, mount_from, check_destination, top, compress
+        )
+        tree = outcome.tree
+        return CopyResult(
             source=str(s),
             destination=str(d),
             source_digest=source_digest,
-            digest=source_digest,
-            media_type="",
-            action=CopyAction.SKIPPED,
-            platforms=[str(p) for p in specs],
+            digest=outcome.digest,
+            media_type=outcome.media_type,
+            action=CopyAction.COPIED if tree is not None else CopyAction.SKIPPED,
+            transformed=outcome.digest != source_digest,
             compression=compress.format if compress is not None else None,
+            platforms=[str(p) for p in specs],
+            blobs=tree.blobs if tree is not None else [],
+            manifests=tree.manifests if tree is not None else [],
+            seconds=round(time.monotonic() - started, 6),
+            requests=self.transport.stats.total_requests - requests_before,
         )
-        # Without a platform selection or a recompression the destination digest is the source digest: one
-        # HEAD on each side decides a skip, before any manifest is downloaded.
-        plain = not specs and compress is None
-        existing = await self._existing(dst_ep, d, source_digest) if check_destination and plain else None
-        if existing is None:
-            top = top or await src_ep.manifest_get(str(source_digest))
-            manifest, result.transformed = await self._select(src_ep, top, specs)
-            result.digest, result.media_type = manifest.digest, manifest.media_type
-            job = CopyJob(src_ep, dst_ep, mount_from, compress)
-            existing = await self._push_unless_there(job, d, manifest, check_destination and not plain, result)
-        if existing is not None:
-            result.media_type = existing.media_type
-        result.transformed = result.transformed or result.digest != source_digest
-        result.seconds = round(time.monotonic() - started, 6)
-        result.requests = self.transport.stats.total_requests - requests_before
-        return result
 
-    async def _push_unless_there(
-        self, job: CopyJob, d: Location, manifest: Manifest, check: bool, result: CopyResult
-    ) -> ManifestInfo | None:
-        """Copy ``manifest`` (selected, maybe to be recompressed) unless ``d`` already holds what it becomes:
-        then the destination's manifest info, and nothing was sent."""
-        expected: Digest | None = manifest.digest
-        if job.compress is not None:
-            expected = await self._known_conversion(job.src, job.dst, d, manifest) if check else None
-            result.digest = expected or result.digest
-        existing = await self._existing(job.dst, d, expected) if expected is not None and check else None
-        if existing is None:
-            await self._copy_tree(job, manifest, d, result)
-        return existing
+    async def _copy_unless_there(
+        self,
+        src: Store,
+        dst: Store,
+        d: Location,
+        source_digest: Digest,
+        specs: Sequence[PlatformSpec],
+        mount_from: MountFrom,
+        check: bool,
+        top: Manifest | None,
+        compress: Recompression | None,
+    ) -> _Outcome:
+        """Copy unless ``d`` already holds what the copy would make (:func:`~ocicopy.tree.destination_digest`).
 
-    async def _copy_tree(self, job: CopyJob, manifest: Manifest, d: Location, result: CopyResult) -> None:
+        Without a platform selection or a recompression that is the source digest: one HEAD on each side
+        decides, before any manifest is downloaded. A recompression not known here may be at the destination
+        tag: it is read back and reproduced byte for byte before it counts.
+        """
+        if check and not specs and compress is None and (held := await self._existing(dst, d, source_digest)):
+            return _Outcome(held.digest, held.media_type)
+        top = top or await src.manifest_get(str(source_digest))
+        manifest = await self._select(src, top, specs)
+        if check and (specs or compress is not None):
+            expected = destination_digest(source_digest, top, specs, compress, self.trees.conversions)
+            if expected is None and compress is not None:
+                expected = await self._read_back_conversion(src, dst, d, manifest)
+            if expected is not None and (held := await self._existing(dst, d, expected)):
+                return _Outcome(held.digest, held.media_type)
         try:
-            tree = await self.trees.copy(job.src, job.dst, manifest, d.tag, job.mount_from, job.compress)
+            tree = await self.trees.copy(src, dst, manifest, d.tag, mount_from, compress)
         except BaseExceptionGroup as group:
             raise unwrap_group(group) from None
         assert tree.top is not None
-        result.blobs, result.manifests, result.action = tree.blobs, tree.manifests, CopyAction.COPIED
-        result.digest, result.media_type = tree.top.digest, tree.top.media_type
+        return _Outcome(tree.top.digest, tree.top.media_type, tree)
 
-    async def _known_conversion(self, src: Store, dst: Store, d: Location, manifest: Manifest) -> Digest | None:
-        """The digest a recompression of ``manifest`` gives, when it can be known without converting: this
-        client converted it, or the destination tag holds a conversion of it (read back and reproduced)."""
-        known = self.trees.converter.mapping.get(manifest.digest)
-        if known is not None:
-            return known.digest
+    async def _read_back_conversion(self, src: Store, dst: Store, d: Location, manifest: Manifest) -> Digest | None:
+        """The digest at the destination tag when it holds exactly the recompression of ``manifest``."""
+        from ocicopy.converter import reproduce_conversion
+        from ocicopy.transform import Conversion
+
         if d.tag is None or await dst.manifest_head(d.tag) is None:
             return None
         held = await dst.manifest_get(d.tag)
         reproduced = await reproduce_conversion(src, dst, manifest, held)
         if reproduced is None:
             return None
-        self.trees.converter.remember(manifest.digest, reproduced.descriptor(), new=False)
+        self.trees.conversions.add(Conversion(manifest.digest, reproduced.descriptor()), made_here=False)
         return reproduced.digest
 
     async def copy_referrers(
@@ -294,6 +300,8 @@ class Client:
         The plan's ``registries`` settings (plain HTTP, credentials from the environment) are adopted by this
         client. ``mode`` overrides the plan's mode; ``dry_run`` asks manifests only and predicts.
         """
+        from ocicopy.mirror import Mirror, MirrorOptions
+
         plan = plan.with_mode(mode)
         self.options = plan.client_options(self.options)
         self.transport.reconfigure(self.options)
@@ -316,12 +324,10 @@ class Client:
         info = await dst.manifest_head(ref.tag or str(digest))
         return info if info is not None and info.digest == digest else None
 
-    async def _select(self, src: Store, top: Manifest, specs: Sequence[PlatformSpec]) -> tuple[Manifest, bool]:
+    async def _select(self, src: Store, top: Manifest, specs: Sequence[PlatformSpec]) -> Manifest:
         """Apply a platform selection: the same manifest, one child (fetched), or a subset index."""
         chosen = apply_selection(top, specs)
-        if isinstance(chosen, Manifest):
-            return chosen, chosen is not top
-        return await fetch_child(src, chosen), True
+        return chosen if isinstance(chosen, Manifest) else await fetch_child(src, chosen)
 
 
 async def _only_image(layout: Layout) -> Digest:
@@ -339,13 +345,6 @@ async def _only_image(layout: Layout) -> Digest:
     if info is None:
         raise NotFoundError(404, "READ", str(layout), (), f"tag {tags[0]} is listed but its manifest is missing")
     return info.digest
-
-
-def _destination(dst: Location, src: Location) -> Location:
-    """Fill a destination without tag or digest from the source's tag."""
-    if dst.tag is None and dst.digest is None and src.tag is not None:
-        return dst.with_tag(src.tag)
-    return dst
 
 
 def _check_http_client(client: object) -> None:

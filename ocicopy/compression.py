@@ -22,27 +22,27 @@ from typing import Final, Literal
 
 import anyio.to_thread
 import zstandard
-from pydantic import BaseModel, ConfigDict, Field
 
 from ocicopy.digest import Digest, Hasher
 from ocicopy.errors import (
     CompressionError,
     CorruptDataError,
-    InputError,
     NotConvertibleError,
     OutputLimitError,
     WindowTooLargeError,
+)
+from ocicopy.models import (
+    DOCKER_FOREIGN_LAYER_GZIP,
+    DOCKER_LAYER_GZIP,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_ZSTD,
+    OCI_NONDIST_LAYER_GZIP,
+    OCI_NONDIST_LAYER_ZSTD,
 )
 
 GZIP_MAGIC: Final = b"\x1f\x8b"
 ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 
-OCI_LAYER_GZIP: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
-OCI_LAYER_ZSTD: Final = "application/vnd.oci.image.layer.v1.tar+zstd"
-OCI_NONDIST_LAYER_GZIP: Final = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-OCI_NONDIST_LAYER_ZSTD: Final = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
-DOCKER_LAYER_GZIP: Final = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-DOCKER_FOREIGN_LAYER_GZIP: Final = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 
 # Docker media types map to OCI ones: schema 2 has no zstd layer type, so the manifest carrying the
 # result must be an OCI manifest.
@@ -68,32 +68,6 @@ def detect(first_bytes: bytes) -> Literal["gzip", "zstd", "none"]:
     if first_bytes.startswith(ZSTD_MAGIC):
         return "zstd"
     return "none"
-
-
-class Recompression(BaseModel):
-    """What ``--dest-compress`` asks for: the target format, its level, and bounds on untrusted input."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    format: Literal["zstd"] = "zstd"
-    level: int = Field(default=3, ge=1, le=19, description="zstd level (3: zstd's default; 19: smallest, slow)")
-    max_uncompressed: int = Field(
-        default=64 * 1024**3, ge=1, description="largest uncompressed layer accepted (decompression bombs)"
-    )
-
-
-def recompression(value: Recompression | str | None, level: int | None = None) -> Recompression | None:
-    """``"zstd"`` / a :class:`Recompression` / None, with an optional level override."""
-    if value is None:
-        return None
-    if not isinstance(value, Recompression) and value != "zstd":
-        raise InputError(f"unsupported destination compression {value!r}: only 'zstd' is supported")
-    chosen = value if isinstance(value, Recompression) else Recompression()
-    if level is None:
-        return chosen
-    if not 1 <= level <= 19:
-        raise InputError(f"zstd level {level} is out of range 1-19")
-    return chosen.model_copy(update={"level": level})
 
 
 def zstd_media_type(media_type: str) -> str:

@@ -22,29 +22,31 @@ import secrets
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 
-from ocicopy.compression import Recompressed, Recompression, gzip_to_zstd, zstd_media_type
+from ocicopy.blobs import BlobCopier, MountFrom, present
+from ocicopy.compression import Recompressed, gzip_to_zstd, zstd_media_type
 from ocicopy.digest import Digest, Verifier
 from ocicopy.errors import BodyTooLargeError, InputError, ManifestError, NotFoundError
 from ocicopy.flight import SingleFlight
-from ocicopy.models import Descriptor, Manifest
-from ocicopy.registry import ManifestInfo, verified
+from ocicopy.layout import BlobFiles, FileSink
+from ocicopy.models import Descriptor, Manifest, ManifestInfo
+from ocicopy.options import Recompression
+from ocicopy.registry import verified
 from ocicopy.result import BlobAction, BlobResult
-from ocicopy.store import Endpoint, Store
-from ocicopy.transform import derive_mapping, predict, rewrite_index
+from ocicopy.store import Mounting, Store
+from ocicopy.transform import Conversion, Conversions, derive_mapping, predict, rewrite_index
 
 if TYPE_CHECKING:
-    from ocicopy.copier import BlobCopier, MountFrom
-
-CHUNK = 1 << 20
+    from ocicopy.registry import UploadSession
 
 
 class Spool:
-    """Converted blobs on local disk, readable as a blob source (``host`` ``spool:``)."""
+    """Converted blobs on local disk, a :class:`~ocicopy.store.Store` of blobs only (``host`` ``spool:``)."""
 
     host = "spool:"
     repository = ""
@@ -52,40 +54,50 @@ class Spool:
     def __init__(self) -> None:
         # TemporaryDirectory: removed by close(), and by its finalizer if a client is never closed.
         self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._files: BlobFiles | None = None
 
     def __str__(self) -> str:
         return "recompressed layers (local spool)"
 
     @property
-    def root(self) -> Path:
-        if self._dir is None:
+    def files(self) -> BlobFiles:
+        if self._files is None:
             self._dir = tempfile.TemporaryDirectory(prefix="ocicopy-spool-", ignore_cleanup_errors=True)
-        return Path(self._dir.name)
+            self._files = BlobFiles(Path(self._dir.name), self._not_found)
+        return self._files
+
+    def _not_found(self, message: str) -> NotFoundError:
+        return NotFoundError(404, "READ", str(self), (), message)
 
     def path(self, digest: Digest) -> Path:
-        return self.root / f"{digest.algorithm}-{digest.hex}"
+        return self.files.path(digest)
 
     def temp(self) -> Path:
-        return self.root / f".tmp-{secrets.token_hex(8)}"
+        """A fresh file name in the spool for a blob whose digest is not known yet (a conversion in progress)."""
+        return self.files.root / f".tmp-{secrets.token_hex(8)}"
+
+    def adopt(self, temp: Path, digest: Digest) -> None:
+        """Move a finished conversion into place under its digest."""
+        final = self.path(digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temp, final)
 
     async def blob_exists(self, digest: Digest) -> int | None:
-        path = self.path(digest)
-        return path.stat().st_size if path.exists() else None
+        return await self.files.size(digest)
 
-    async def read_blob(self, digest: Digest, offset: int = 0) -> AsyncIterator[bytes]:
-        path = self.path(digest)
-        if not path.exists():
-            raise NotFoundError(404, "READ", str(self), (), f"converted blob {digest} is not in the spool")
-        async with await anyio.open_file(path, "rb") as f:
-            await f.seek(offset)
-            while chunk := await f.read(CHUNK):
-                yield chunk
+    def read_blob(self, desc: Descriptor, offset: int = 0) -> AsyncIterator[bytes]:
+        return self.files.read(desc.digest, offset)
+
+    @asynccontextmanager
+    async def blob_sink(self, desc: Descriptor, session: UploadSession | None = None) -> AsyncIterator[FileSink]:
+        async with self.files.sink(desc.digest, desc.size) as sink:
+            yield sink
 
     async def manifest_head(self, reference: str) -> ManifestInfo | None:
         return None  # a spool holds blobs only
 
     async def manifest_get(self, reference: str) -> Manifest:
-        raise NotFoundError(404, "READ", str(self), (), "a spool holds no manifests")
+        raise self._not_found("a spool holds no manifests")
 
     async def manifest_put(self, reference: str, manifest: Manifest, *, root: bool = True) -> bool:
         raise TypeError("a spool holds no manifests")
@@ -96,37 +108,23 @@ class Spool:
     def close(self) -> None:
         if self._dir is not None:
             self._dir.cleanup()
-            self._dir = None
+            self._dir = self._files = None
 
 
 class Converter:
-    """Recompresses layers for :class:`~ocicopy.copier.TreeCopier`; remembers source → converted digests.
+    """Recompresses layers for :class:`~ocicopy.tree.TreeCopier`; remembers source → converted digests.
 
     A known layer conversion (made here, or recorded in a mirror's ledger) is used only when its recorded
     uncompressed digest is the one the image's config lists at that position; a fresh conversion must match it
     too, before its blob is placed anywhere.
     """
 
-    def __init__(self, blobs: BlobCopier) -> None:
+    def __init__(self, blobs: BlobCopier, conversions: Conversions | None = None) -> None:
         self.blobs = blobs
         self.spool = Spool()
-        #: source digest (layer or manifest) → converted descriptor; seeded from ledgers and earlier results.
-        self.mapping: dict[Digest, Descriptor] = {}
-        self.recorded: dict[Digest, Descriptor] = {}  # conversions done by this client (to persist)
-        self.diff_ids: dict[Digest, Digest] = {}  # source layer digest → its uncompressed digest
+        #: source digest (layer or manifest) → conversion; seeded from ledgers and earlier results.
+        self.conversions = conversions if conversions is not None else Conversions()
         self._flight: SingleFlight[Descriptor] = SingleFlight(keep_results=True)
-
-    def remember(self, source: Digest, converted: Descriptor, *, new: bool = True) -> None:
-        self.mapping[source] = converted
-        if new:
-            self.recorded[source] = converted
-
-    def seed(self, mapping: dict[Digest, tuple[Descriptor, Digest | None]]) -> None:
-        """Conversions recorded elsewhere (a mirror's ledger), with the layers' uncompressed digests."""
-        for source, (converted, diff_id) in mapping.items():
-            self.mapping.setdefault(source, converted)
-            if diff_id is not None:
-                self.diff_ids.setdefault(source, diff_id)
 
     def close(self) -> None:
         self.spool.close()
@@ -135,7 +133,7 @@ class Converter:
         """The ``rootfs.diff_ids`` of an image config read from ``src`` (capped, verified); None for a config
         that is not an image config (an artifact's)."""
         data = bytearray()
-        async for chunk in verified(self.blobs.read(src, config), Verifier(config.digest, config.size)):
+        async for chunk in verified(src.read_blob(config), Verifier(config.digest, config.size)):
             data += chunk
             if len(data) > limit:
                 raise BodyTooLargeError(f"config {config.digest.short}", limit)
@@ -161,7 +159,8 @@ class Converter:
             if action is not None:
                 return known, _result(known, desc, action, 0, started, origin)
         converted, read = await self._convert(src, desc, settings)
-        actual = self.diff_ids[desc.digest]
+        made = self.conversions.conversion(desc.digest)
+        actual = made.diff_id if made is not None else None
         if diff_id is not None and actual != diff_id:
             raise ManifestError(f"layer {desc.digest.short} uncompresses to {actual}, but the config lists {diff_id}")
         placed = await self.blobs.copy(self.spool, dst, converted, mount_from)
@@ -171,19 +170,18 @@ class Converter:
 
     def _usable(self, source: Digest, diff_id: Digest | None) -> Descriptor | None:
         """A known conversion of ``source`` whose recorded uncompressed digest is the expected one."""
-        known, recorded = self.mapping.get(source), self.diff_ids.get(source)
-        if known is None or recorded is None or (diff_id is not None and recorded != diff_id):
+        known = self.conversions.conversion(source)
+        if known is None or known.diff_id is None or (diff_id is not None and known.diff_id != diff_id):
             return None
-        return known
+        return known.converted
 
     async def _place_known(
         self, dst: Store, known: Descriptor, mount_from: MountFrom
     ) -> tuple[BlobAction | None, str | None]:
         """A known conversion present at ``dst`` (skip) or mountable there; (None, None) when neither."""
-        size = await dst.blob_exists(known.digest)
-        if size is not None and (size == known.size or isinstance(dst, Endpoint)):
-            return BlobAction.SKIPPED, None  # (a registry's HEAD may omit the length: -1)
-        if isinstance(dst, Endpoint):
+        if present(await dst.blob_exists(known.digest), known):
+            return BlobAction.SKIPPED, None
+        if isinstance(dst, Mounting):
             origin = await self.blobs.mount_only(dst, known.digest, mount_from)
             if origin is not None:
                 return BlobAction.MOUNTED, origin
@@ -197,7 +195,7 @@ class Converter:
     async def spooled(self, src: Store, source: Descriptor, settings: Recompression) -> Spool:
         """The spool, holding the conversion of ``source`` (converted again if it was placed by a mount and
         never spooled here: the recovery upload after a registry refused a mounted blob)."""
-        known = self.mapping.get(source.digest)
+        known = self.conversions.get(source.digest)
         if known is None or await self.spool.blob_exists(known.digest) is None:
             self._flight.forget((source.digest, settings.level))
             await self._convert(src, source, settings)
@@ -206,7 +204,7 @@ class Converter:
     async def _recompress(self, src: Store, desc: Descriptor, settings: Recompression) -> Descriptor:
         """Stream ``desc`` from ``src`` (gzip digest verified) through gzip → zstd into the spool."""
         result = Recompressed()
-        source = verified(self.blobs.read(src, desc), Verifier(desc.digest, desc.size))
+        source = verified(src.read_blob(desc), Verifier(desc.digest, desc.size))
         stream = gzip_to_zstd(source, level=settings.level, max_output=settings.max_uncompressed, result=result)
         temp = self.spool.temp()
         try:
@@ -214,7 +212,7 @@ class Converter:
             async with self.blobs.limiter, await anyio.open_file(temp, "wb") as f:
                 async for chunk in stream:
                     await f.write(chunk)
-            os.replace(temp, self.spool.path(result.digest))
+            self.spool.adopt(temp, result.digest)
         finally:
             temp.unlink(missing_ok=True)
         converted = Descriptor.model_validate(
@@ -225,8 +223,7 @@ class Converter:
                 "size": result.size,
             }
         )
-        self.remember(desc.digest, converted)
-        self.diff_ids[desc.digest] = result.diff_id
+        self.conversions.add(Conversion(desc.digest, converted, result.diff_id))
         return converted
 
 

@@ -45,29 +45,31 @@ import os
 import secrets
 import stat
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, Literal, TypeVar
 
 import anyio
 from anyio import to_thread
 from anyio.lowlevel import RunVar
 from pydantic import ValidationError
 
-from ocicopy.digest import Digest, Verifier, is_digest
-from ocicopy.errors import (
-    BodyTooLargeError,
-    DigestMismatchError,
-    InputError,
-    InvalidReferenceError,
-    ManifestError,
-    NotFoundError,
+from ocicopy.digest import Digest, Verifier
+from ocicopy.errors import BodyTooLargeError, DigestMismatchError, InputError, ManifestError, NotFoundError
+from ocicopy.location import (
+    LAYOUT_SCHEME,
+    MAX_LAYOUT_REFERENCE_LENGTH,
+    LayoutReference,
+    is_layout_reference,
+    parse_layout_reference,
 )
-from ocicopy.models import OCI_INDEX, Descriptor, Manifest, parse_manifest
+from ocicopy.models import OCI_INDEX, Descriptor, Manifest, ManifestInfo, parse_manifest
 from ocicopy.options import Limits
 from ocicopy.reference import validate_tag
-from ocicopy.registry import ManifestInfo
+
+if TYPE_CHECKING:
+    from ocicopy.registry import UploadSession
 
 __all__ = [
     "CHUNK_SIZE",
@@ -75,6 +77,8 @@ __all__ = [
     "LAYOUT_SCHEME",
     "MAX_LAYOUT_REFERENCE_LENGTH",
     "REF_NAME",
+    "BlobFiles",
+    "FileSink",
     "Layout",
     "LayoutReference",
     "is_layout_reference",
@@ -84,159 +88,17 @@ __all__ = [
 T = TypeVar("T")
 Entries = list[dict[str, Any]]
 
-LAYOUT_SCHEME: Final = "oci:"
 REF_NAME: Final = "org.opencontainers.image.ref.name"
 CHUNK_SIZE: Final = 1 << 20
 INDEX_JSON_LIMIT: Final = 16 << 20
-MAX_LAYOUT_REFERENCE_LENGTH: Final = 4096
 _LAYOUT_FILE: Final = "oci-layout"
 _LAYOUT_FILE_LIMIT: Final = 64 << 10
 _INDEX_FILE: Final = "index.json"
 _TMP_PREFIX: Final = ".ocicopy-tmp-"
 _LAYOUT_BYTES: Final = b'{"imageLayoutVersion":"1.0.0"}'
 _EMPTY_INDEX: Final = b'{"schemaVersion":2,"mediaType":"' + OCI_INDEX.encode() + b'","manifests":[]}'
-_DIGEST_FORMAT: Final = "digest must be sha256:<64 lower-case hex> or sha512:<128 lower-case hex>"
 
 State = Literal["absent", "foreign", "layout"]
-
-
-# --- references ------------------------------------------------------------------------------------------
-
-
-class _Invalid(Exception):
-    """Internal: the reason a reference is refused."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _normalize_path(path: str | Path) -> Path:
-    """Absolute and normalized (``..`` folded), without requiring the path to exist."""
-    try:
-        return Path(os.path.normpath(Path(path).expanduser().absolute()))
-    except RuntimeError as exc:  # '~' with no home directory
-        raise _Invalid(f"cannot expand the layout path: {exc}") from None
-
-
-def _check_path(path: str | Path) -> Path:
-    if not str(path):
-        raise _Invalid("layout path is empty")
-    normalized = _normalize_path(path)
-    text = str(normalized)
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in text):
-        raise _Invalid("layout path contains control characters")
-    for char in ":@":
-        if char in text:
-            raise _Invalid(f"layout path {text!r} must not contain {char!r} (oci:PATH[:TAG][@DIGEST])")
-    return normalized
-
-
-def _check_tag(tag: str) -> str:
-    try:
-        return validate_tag(tag)
-    except InvalidReferenceError as exc:
-        raise _Invalid(exc.reason) from None
-
-
-def _check_digest(digest: str) -> Digest:
-    if isinstance(digest, str) and is_digest(digest):
-        return Digest(digest)
-    raise _Invalid(_DIGEST_FORMAT)
-
-
-def _render(path: object, tag: object, digest: object) -> str:
-    text = f"{LAYOUT_SCHEME}{path}"
-    if tag is not None:
-        text += f":{tag}"
-    if digest is not None:
-        text += f"@{digest}"
-    return text
-
-
-@dataclass(frozen=True, slots=True)
-class LayoutReference:
-    """An image in an OCI layout: ``oci:PATH[:TAG][@DIGEST]``; ``str()`` parses back to an equal value.
-
-    Constructing one validates and normalizes like :func:`parse_layout_reference` (raising
-    :class:`InvalidReferenceError`). :class:`~ocicopy.reference.Reference` has no ``is_layout``: tell the two
-    apart with ``isinstance``.
-    """
-
-    path: Path
-    tag: str | None = None
-    digest: Digest | None = None
-
-    is_layout: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        try:
-            path = _check_path(self.path)
-            tag = None if self.tag is None else _check_tag(self.tag)
-            digest = None if self.digest is None else _check_digest(self.digest)
-        except _Invalid as exc:
-            raise InvalidReferenceError(_render(self.path, self.tag, self.digest)[:200], exc.reason) from None
-        object.__setattr__(self, "path", path)
-        object.__setattr__(self, "tag", tag)
-        object.__setattr__(self, "digest", digest)
-
-    def __str__(self) -> str:
-        return _render(self.path, self.tag, self.digest)
-
-    @property
-    def identifier(self) -> str | None:
-        """The digest if there is one, else the tag (or ``None``)."""
-        return self.digest if self.digest is not None else self.tag
-
-    def with_tag(self, tag: str) -> LayoutReference:
-        """The same layout at ``tag``; any digest is dropped."""
-        return LayoutReference(self.path, tag, None)
-
-    def with_digest(self, digest: str) -> LayoutReference:
-        """The same layout pinned to ``digest``, keeping the tag."""
-        try:
-            checked = _check_digest(digest)
-        except _Invalid as exc:
-            raise InvalidReferenceError(str(digest)[:200], exc.reason) from None
-        return LayoutReference(self.path, self.tag, checked)
-
-    def without_identifier(self) -> LayoutReference:
-        """Just the layout, with neither tag nor digest."""
-        return LayoutReference(self.path, None, None)
-
-
-def is_layout_reference(text: str) -> bool:
-    """Whether ``text`` names an OCI layout (``oci:...``) rather than a registry image."""
-    return isinstance(text, str) and text.startswith(LAYOUT_SCHEME)
-
-
-def parse_layout_reference(text: str) -> LayoutReference:
-    """Parse ``oci:PATH``, ``oci:PATH:TAG`` or ``oci:PATH@DIGEST``; raise :class:`InvalidReferenceError`."""
-    if not isinstance(text, str):
-        raise InvalidReferenceError(repr(text)[:100], f"reference must be a string, not {type(text).__name__}")
-    try:
-        path, tag, digest = _split(text)
-    except _Invalid as exc:
-        shown = text if len(text) <= MAX_LAYOUT_REFERENCE_LENGTH else text[:64] + "..."
-        raise InvalidReferenceError(shown, exc.reason) from None
-    return LayoutReference(path, tag, digest)
-
-
-def _split(text: str) -> tuple[Path, str | None, Digest | None]:
-    if len(text) > MAX_LAYOUT_REFERENCE_LENGTH:
-        raise _Invalid(f"layout reference longer than {MAX_LAYOUT_REFERENCE_LENGTH} characters ({len(text)})")
-    if not is_layout_reference(text):
-        raise _Invalid(f"a layout reference starts with {LAYOUT_SCHEME!r}")
-    rest, digest = text[len(LAYOUT_SCHEME) :], None
-    if "@" in rest:  # the digest follows the last '@'
-        rest, _, digest_text = rest.rpartition("@")
-        digest = _check_digest(digest_text)
-    path, colon, tag = rest.partition(":")
-    if not path:
-        raise _Invalid("layout path is empty")
-    if colon and not tag:
-        raise _Invalid("tag is empty (nothing after ':')")
-    return _check_path(path), _check_tag(tag) if colon else None, digest
 
 
 # --- synchronous file-system helpers (run in worker threads) ---------------------------------------------
@@ -462,14 +324,114 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
+# --- blob files: content-addressed, complete and verified or absent --------------------------------------
+
+
+class FileSink:
+    """A blob on its way into a file: hashed and size-checked as it comes, then fsynced and renamed into place."""
+
+    def __init__(self, final: Path, digest: Digest, size: int) -> None:
+        self.final = final
+        self.verifier = Verifier(Digest(digest), size)
+        self._tmp = final.with_name(_TMP_PREFIX + secrets.token_hex(8))
+        self._handle: BinaryIO | None = None
+        self._pending = bytearray()
+        self._done = False
+
+    async def open(self) -> None:
+        await to_thread.run_sync(partial(self.final.parent.mkdir, parents=True, exist_ok=True))
+        self._handle = await to_thread.run_sync(_create, self._tmp)
+
+    async def write(self, chunk: bytes) -> None:
+        self.verifier.update(chunk)  # raises as soon as the bytes run past the expected size
+        self._pending += chunk
+        if len(self._pending) >= CHUNK_SIZE:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self._pending and self._handle is not None:
+            await to_thread.run_sync(self._handle.write, bytes(self._pending))
+            self._pending.clear()
+
+    async def commit(self) -> None:
+        await self._flush()
+        self.verifier.check()
+        assert self._handle is not None
+        await to_thread.run_sync(_commit, self._handle, self._tmp, self.final)
+        self._done = True
+
+    async def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            await to_thread.run_sync(_discard, self._handle, self._tmp)
+
+
+class BlobFiles:
+    """Blobs as files ``<root>/<alg>/<hex>``: sizes, streamed reads, verified atomic writes.
+
+    Paths are built only from validated :class:`Digest` values, so ``sha256:../..`` never reaches the file
+    system. Used by :class:`Layout` (``blobs/``) and by the recompression spool.
+    """
+
+    def __init__(self, root: Path, not_found: Callable[[str], NotFoundError]) -> None:
+        self.root = root
+        self._not_found = not_found
+
+    def path(self, digest: Digest) -> Path:
+        checked = Digest(digest)  # a plain str is validated here too
+        return self.root / checked.algorithm / checked.hex
+
+    async def size(self, digest: Digest) -> int | None:
+        return await to_thread.run_sync(_file_size, self.path(digest))
+
+    async def read(
+        self, digest: Digest, offset: int = 0, before: Callable[[], None] | None = None
+    ) -> AsyncIterator[bytes]:
+        """The blob's bytes from ``offset``, in chunks of :data:`CHUNK_SIZE` (``before`` runs first, in the worker
+        thread: the layout checks it is one)."""
+        path = self.path(digest)  # validated first
+        if offset < 0:
+            raise InputError(f"negative blob offset {offset}")
+        handle = await to_thread.run_sync(self._open, path, digest, offset, before)
+        try:
+            while chunk := await to_thread.run_sync(handle.read, CHUNK_SIZE):
+                yield chunk
+        finally:
+            handle.close()
+
+    def _open(self, path: Path, digest: Digest, offset: int, before: Callable[[], None] | None) -> BinaryIO:
+        if before is not None:
+            before()
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:
+            raise self._not_found(f"blob unknown: {digest}") from None
+        handle.seek(offset)
+        return handle
+
+    @asynccontextmanager
+    async def sink(self, digest: Digest, size: int) -> AsyncIterator[FileSink]:
+        """A :class:`FileSink` for the blob; the temp file is removed unless committed (cancellation too)."""
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise InputError(f"invalid blob size {size!r}")
+        sink = FileSink(self.path(digest), digest, size)
+        try:
+            await sink.open()
+            yield sink
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sink.abort()
+
+
 class Layout:
-    """An OCI image layout directory: the :class:`~ocicopy.store.Store` verbs plus blob read and write."""
+    """An OCI image layout directory: the :class:`~ocicopy.store.Store` verbs plus tags and entries."""
 
     def __init__(self, path: str | Path, *, limits: Limits | None = None) -> None:
         if not str(path) or "\x00" in str(path):
             raise InputError(f"invalid layout path {str(path)!r}: empty or containing a NUL character")
         self.root = Path(os.path.normpath(Path(path).expanduser().absolute()))
         self.limits = limits or Limits()
+        self.files = BlobFiles(self.root / "blobs", self._not_found)
         self._lock_key: str | None = None
         self._ready = False  # created (or found) and version-checked, for writing
 
@@ -489,8 +451,7 @@ class Layout:
         return f"Layout({str(self.root)!r})"
 
     def _blob_path(self, digest: Digest) -> Path:
-        checked = Digest(digest)  # a plain str is validated here too
-        return self.root / "blobs" / checked.algorithm / checked.hex
+        return self.files.path(digest)
 
     def _not_found(self, message: str) -> NotFoundError:
         return NotFoundError(404, "READ", str(self), (), message)
@@ -600,28 +561,19 @@ class Layout:
 
     async def blob_exists(self, digest: Digest) -> int | None:
         """Size of the blob file, or None."""
-        return await to_thread.run_sync(_file_size, self._blob_path(digest))
+        return await self.files.size(digest)
 
-    async def read_blob(self, digest: Digest, offset: int = 0) -> AsyncIterator[bytes]:
+    def read_blob(self, desc: Descriptor, offset: int = 0) -> AsyncIterator[bytes]:
         """The blob's bytes from ``offset``, in chunks of :data:`CHUNK_SIZE` (the caller verifies them)."""
-        path = self._blob_path(digest)
-        if offset < 0:
-            raise InputError(f"negative blob offset {offset}")
-        handle = await to_thread.run_sync(self._open_blob, path, digest, offset)
-        try:
-            while chunk := await to_thread.run_sync(handle.read, CHUNK_SIZE):
-                yield chunk
-        finally:
-            handle.close()
+        return self.files.read(desc.digest, offset, partial(_require_layout, self.root))
 
-    def _open_blob(self, path: Path, digest: Digest, offset: int) -> BinaryIO:
-        _require_layout(self.root)
-        try:
-            handle = path.open("rb")
-        except FileNotFoundError:
-            raise self._not_found(f"blob unknown: {digest}") from None
-        handle.seek(offset)
-        return handle
+    @asynccontextmanager
+    async def blob_sink(self, desc: Descriptor, session: UploadSession | None = None) -> AsyncIterator[FileSink]:
+        """A verified, atomic write of ``desc`` into ``blobs/`` (the layout is created by the first write)."""
+        self.files.path(desc.digest)  # validated before anything is created
+        await self._ensure_layout()
+        async with self.files.sink(desc.digest, desc.size) as sink:
+            yield sink
 
     async def write_blob(self, digest: Digest, size: int, body: AsyncIterable[bytes]) -> None:
         """Stream ``body`` into ``blobs/<alg>/<hex>``, verified against ``digest`` and ``size``.
@@ -629,23 +581,16 @@ class Layout:
         Nothing is read from ``body`` when a file of that size is already there (a file of another size is
         a torn write by some other tool, and is replaced).
         """
-        final = self._blob_path(digest)
+        self.files.path(digest)  # validated before anything is created
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise InputError(f"invalid blob size {size!r}")
         await self._ensure_layout()
-        if await to_thread.run_sync(_file_size, final) == size:
+        if await self.files.size(digest) == size:
             return
-        await to_thread.run_sync(partial(final.parent.mkdir, parents=True, exist_ok=True))
-        tmp = final.with_name(_TMP_PREFIX + secrets.token_hex(8))
-        handle = await to_thread.run_sync(_create, tmp)
-        committed = False
-        try:
-            await _stream(handle, Verifier(Digest(digest), size), body)
-            await to_thread.run_sync(_commit, handle, tmp, final)
-            committed = True
-        finally:
-            with anyio.CancelScope(shield=True):
-                await to_thread.run_sync(_discard, handle, tmp, committed)
+        async with self.files.sink(digest, size) as sink:
+            async for chunk in body:
+                await sink.write(chunk)
+            await sink.commit()
 
     # creation and locking
 
@@ -662,20 +607,6 @@ class Layout:
             return await to_thread.run_sync(_with_flock, self.root, fn)
 
 
-async def _stream(handle: BinaryIO, verifier: Verifier, body: AsyncIterable[bytes]) -> None:
-    """Hash and write ``body``, in writes of about :data:`CHUNK_SIZE`; raise unless it verifies."""
-    pending = bytearray()
-    async for chunk in body:
-        verifier.update(chunk)  # raises as soon as the body runs past the expected size
-        pending += chunk
-        if len(pending) >= CHUNK_SIZE:
-            await to_thread.run_sync(handle.write, pending)
-            pending.clear()
-    if pending:
-        await to_thread.run_sync(handle.write, pending)
-    verifier.check()
-
-
 def _create(path: Path) -> BinaryIO:
     return path.open("xb")
 
@@ -688,7 +619,7 @@ def _commit(handle: BinaryIO, tmp: Path, final: Path) -> None:
     _fsync_dir(final.parent)
 
 
-def _discard(handle: BinaryIO, tmp: Path, committed: bool) -> None:
-    handle.close()
-    if not committed:
-        tmp.unlink(missing_ok=True)
+def _discard(handle: BinaryIO | None, tmp: Path) -> None:
+    if handle is not None:
+        handle.close()
+    tmp.unlink(missing_ok=True)

@@ -31,15 +31,23 @@ from typing import Any, Final
 
 import anyio
 
-from ocicopy.compression import OCI_LAYER_ZSTD, OCI_NONDIST_LAYER_ZSTD
 from ocicopy.digest import Digest, is_digest
 from ocicopy.errors import InputError, OcicopyError
-from ocicopy.models import OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, Descriptor, ImageManifest, Manifest, compact_manifest
+from ocicopy.models import (
+    OCI_EMPTY,
+    OCI_INDEX,
+    OCI_LAYER_ZSTD,
+    OCI_MANIFEST,
+    OCI_NONDIST_LAYER_ZSTD,
+    Descriptor,
+    ImageManifest,
+    Manifest,
+    compact_manifest,
+)
 from ocicopy.reference import validate_repository
 from ocicopy.registry import Registry, read_blob
+from ocicopy.transform import Conversion
 
-#: A recorded conversion: the converted descriptor and, for a layer, its uncompressed digest (diff_id).
-Conversion = tuple[Descriptor, Digest | None]
 LEDGER_TAG: Final = "blobs-v1"
 ARTIFACT_TYPE: Final = "application/vnd.ocicopy.ledger.v1"
 LAYER_TYPE: Final = "application/vnd.ocicopy.ledger.v1+json"
@@ -79,15 +87,15 @@ class Ledger:
         del repos[MAX_REPOS_PER_BLOB:]
         self.added += 1
 
-    def record_conversion(self, source: Digest, converted: Descriptor, diff_id: Digest | None = None) -> None:
-        if self.converted.get(source) != (converted, diff_id):
-            self.converted[source] = (converted, diff_id)
+    def record_conversion(self, conversion: Conversion) -> None:
+        if self.converted.get(conversion.source) != conversion:
+            self.converted[conversion.source] = conversion
             self.added += 1
 
-    async def conversions(self) -> dict[Digest, Conversion]:
+    async def conversions(self) -> list[Conversion]:
         """Recompressions recorded by earlier runs (hints: a conversion is used only if its blob is there)."""
         await self.load()
-        return dict(self.converted)
+        return list(self.converted.values())
 
     async def load(self) -> None:
         async with self._lock:
@@ -160,7 +168,7 @@ def _manifest(data: bytes) -> Manifest:
 
 
 def _encode(blobs: dict[Digest, list[str]], converted: dict[Digest, Conversion] | None = None) -> bytes:
-    conv = {k: _conversion_entry(desc, diff_id) for k, (desc, diff_id) in (converted or {}).items()}
+    conv = {k: _conversion_entry(c.converted, c.diff_id) for k, c in (converted or {}).items()}
 
     def dump() -> bytes:
         doc: dict[str, Any] = {"version": 1, "blobs": blobs}
@@ -202,7 +210,7 @@ def _conversions(doc: dict[str, Any]) -> dict[Digest, Conversion]:
         if desc.media_type in CONVERTED_TYPES and (
             diff_id is None or (isinstance(diff_id, str) and is_digest(diff_id))
         ):
-            out[Digest(key)] = (desc, Digest(diff_id) if diff_id is not None else None)
+            out[Digest(key)] = Conversion(Digest(key), desc, Digest(diff_id) if diff_id is not None else None)
     return out
 
 

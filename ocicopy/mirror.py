@@ -22,28 +22,25 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from ocicopy.compression import recompression
-from ocicopy.copier import MountFrom, apply_selection, fetch_child
+from ocicopy.blobs import MountFrom
 from ocicopy.digest import Digest
 from ocicopy.errors import NotFoundError, OcicopyError, unwrap_group
 from ocicopy.flight import SingleFlight
-from ocicopy.layout import LayoutReference, parse_layout_reference
 from ocicopy.ledger import Ledger
-from ocicopy.models import Manifest
+from ocicopy.location import Location, parse_layout_reference, pinned
+from ocicopy.models import Manifest, ManifestInfo
+from ocicopy.options import recompression
 from ocicopy.plan import Plan
 from ocicopy.planner import Target, ledger_repository, plan_targets
-from ocicopy.platforms import parse_platform
-from ocicopy.reference import Reference
+from ocicopy.platforms import apply_selection, parse_platform
+from ocicopy.reference import Reference, api_host
 from ocicopy.referrers import ReferrersOutcome
-from ocicopy.registry import ManifestInfo
 from ocicopy.report import DeploymentResult, MirrorAction, MirrorReport, totals_of
 from ocicopy.result import BlobAction, CopyAction, CopyResult
+from ocicopy.tree import destination_digest, fetch_child
 
 if TYPE_CHECKING:  # avoids an import cycle: client.py imports this module
     from ocicopy.client import Client
-
-
-Location = Reference | LayoutReference
 
 
 class MirrorProgress(Protocol):
@@ -79,7 +76,7 @@ class Mirror:
         use_ledger = plan.mirror.ledger if self.options.ledger is None else self.options.ledger
         self.ledger: Ledger | None = None
         if use_ledger and plan.mirror.registry is not None:  # layouts: no mounts; dry runs read it, never write
-            registry = client.registry(Reference(plan.mirror.registry, "x").api_host)  # docker.io → its API host
+            registry = client.registry(api_host(plan.mirror.registry))
             self.ledger = Ledger(registry, ledger_repository(plan))
         self.compress = recompression(plan.mirror.compress, plan.mirror.compress_level)
         self._seeded = False
@@ -116,9 +113,8 @@ class Mirror:
     async def _save_ledger(self) -> list[str]:
         if self.ledger is None or self.options.dry_run:
             return []
-        converter = self.client.trees.converter
-        for source, converted in converter.recorded.items():
-            self.ledger.record_conversion(source, converted, converter.diff_ids.get(source))
+        for conversion in self.client.trees.conversions.made_here():
+            self.ledger.record_conversion(conversion)
         try:
             await self.ledger.save()
         except OcicopyError as exc:
@@ -168,7 +164,7 @@ class Mirror:
             return
         result.action = MirrorAction.BUILD_PUSHED if pushed else MirrorAction.BUILD_CACHED
         result.source_digest = found.digest
-        result.pinned = _pinned(target.destination, found.digest)
+        result.pinned = pinned(target.destination, found.digest)
 
     async def _push_build_output(self, target: Target, result: DeploymentResult) -> ManifestInfo | None:
         """A missing build the builder already wrote into ``build.output`` tagged with the build key: push it."""
@@ -190,20 +186,19 @@ class Mirror:
         mirrored = await self._head(dest)
         if self._trusted(source) and mirrored is not None:
             result.action, result.source_digest = MirrorAction.SKIPPED, mirrored.digest
-            result.pinned = _pinned(dest, mirrored.digest)
+            result.pinned = pinned(dest, mirrored.digest)
             result.warnings.append(f"source tag {source.tag!r} trusted as immutable: source not checked")
             return
         source_digest = source.digest or await self._source_digest(source)
         result.source_digest = source_digest
         specs = [parse_platform(p) for p in target.deployment.platforms]
         top = await self._source_manifest(source, source_digest) if specs else None
-        # What the mirror tag must hold: the source digest, or what the platform selection yields, or (with a
-        # recompression) the conversion of that, when known (else the copy finds out, reading the mirror tag).
-        expected: Digest | None = apply_selection(top, specs).digest if top is not None else source_digest
-        if self.compress is not None and expected is not None:
-            expected = await self._known_conversion(expected)
+        # With a recompression not known yet, the copy finds out (reading the mirror tag back).
+        await self._seed_conversions()
+        conversions = self.client.trees.conversions
+        expected = destination_digest(source_digest, top, specs, self.compress, conversions)
         if mirrored is not None and mirrored.digest == expected:
-            result.action, result.pinned = MirrorAction.SKIPPED, _pinned(dest, mirrored.digest)
+            result.action, result.pinned = MirrorAction.SKIPPED, pinned(dest, mirrored.digest)
             await self._referrers(target, mirrored.digest, result)
             return
         if self.options.dry_run:
@@ -211,7 +206,7 @@ class Mirror:
             return
         check = expected is None and mirrored is not None
         copy, leader = await self.copies.run(str(dest), lambda: self._copy(target, source_digest, top, check))
-        result.pinned = _pinned(dest, copy.digest)
+        result.pinned = pinned(dest, copy.digest)
         await self._referrers(target, copy.digest, result)
         if not leader or copy.action is CopyAction.SKIPPED:
             result.action = MirrorAction.SKIPPED  # mirrored by another deployment of this run, or already there
@@ -240,16 +235,14 @@ class Mirror:
         manifest, _ = await self.manifests.run(key, lambda: endpoint.manifest_get(str(digest)))
         return manifest
 
-    async def _known_conversion(self, digest: Digest) -> Digest | None:
-        """The digest the recompression of source manifest ``digest`` gave in this or an earlier run, if known."""
-        converter = self.client.trees.converter
-        if self.ledger is not None and not self._seeded:
-            async with self._seed_lock:  # every deployment waits for the one read of the ledger
-                if not self._seeded:
-                    converter.seed(await self.ledger.conversions())
-                    self._seeded = True
-        known = converter.mapping.get(digest)
-        return known.digest if known is not None else None
+    async def _seed_conversions(self) -> None:
+        """With a recompression: the conversions earlier runs recorded in the ledger, read once per run."""
+        if self.compress is None or self.ledger is None or self._seeded:
+            return
+        async with self._seed_lock:  # every deployment waits for the one read of the ledger
+            if not self._seeded:
+                self.client.trees.conversions.seed(await self.ledger.conversions())
+                self._seeded = True
 
     async def _referrers(self, target: Target, digest: Digest, result: DeploymentResult) -> None:
         """With ``referrers: true``: bring the image's referrers into the mirror (once per destination)."""
@@ -322,7 +315,3 @@ def _count(result: DeploymentResult, copy: CopyResult) -> None:
     sent = sum(b.bytes_sent for b in copy.blobs if b.action in (BlobAction.COPIED, BlobAction.RECOMPRESSED))
     read = sum(b.bytes_sent if b.source_digest is None else b.bytes_read for b in copy.blobs)
     result.bytes_to_mirror, result.bytes_from_source = sent, read
-
-
-def _pinned(dest: Location, digest: Digest) -> str:
-    return str(dest.without_identifier().with_digest(digest))

@@ -26,6 +26,13 @@ DOCKER_MANIFEST: Final = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST: Final = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_SCHEMA1: Final = "application/vnd.docker.distribution.manifest.v1+json"
 DOCKER_SCHEMA1_SIGNED: Final = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+OCI_LAYER_GZIP: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_ZSTD: Final = "application/vnd.oci.image.layer.v1.tar+zstd"
+OCI_NONDIST_LAYER_GZIP: Final = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+OCI_NONDIST_LAYER_ZSTD: Final = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+DOCKER_LAYER_GZIP: Final = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+DOCKER_FOREIGN_LAYER_GZIP: Final = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+
 OCI_EMPTY: Final = "application/vnd.oci.empty.v1+json"
 OCI_CONFIG: Final = "application/vnd.oci.image.config.v1+json"
 DOCKER_CONFIG: Final = "application/vnd.docker.container.image.v1+json"
@@ -85,6 +92,15 @@ class IndexManifest(_View):
     manifests: list[Descriptor]
     subject: Descriptor | None = None
     annotations: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class ManifestInfo:
+    """What a manifest HEAD tells: digest, media type, size."""
+
+    digest: Digest
+    media_type: str
+    size: int
 
 
 @dataclass(frozen=True)

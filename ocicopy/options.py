@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from ocicopy.errors import InputError
 from ocicopy.retry import RetryPolicy
 
 MiB = 1024 * 1024
@@ -65,3 +68,29 @@ class ClientOptions(_Frozen):
 
     def is_plain_http(self, host: str) -> bool:
         return host in self.plain_http or self.registry(host).plain_http
+
+
+class Recompression(BaseModel):
+    """What ``--dest-compress`` asks for: the target format, its level, and bounds on untrusted input."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal["zstd"] = "zstd"
+    level: int = Field(default=3, ge=1, le=19, description="zstd level (3: zstd's default; 19: smallest, slow)")
+    max_uncompressed: int = Field(
+        default=64 * 1024**3, ge=1, description="largest uncompressed layer accepted (decompression bombs)"
+    )
+
+
+def recompression(value: Recompression | str | None, level: int | None = None) -> Recompression | None:
+    """``"zstd"`` / a :class:`Recompression` / None, with an optional level override."""
+    if value is None:
+        return None
+    if not isinstance(value, Recompression) and value != "zstd":
+        raise InputError(f"unsupported destination compression {value!r}: only 'zstd' is supported")
+    chosen = value if isinstance(value, Recompression) else Recompression()
+    if level is None:
+        return chosen
+    if not 1 <= level <= 19:
+        raise InputError(f"zstd level {level} is out of range 1-19")
+    return chosen.model_copy(update={"level": level})

@@ -18,10 +18,10 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from ocicopy.errors import InputError, PlanError
-from ocicopy.layout import LayoutReference, is_layout_reference, parse_layout_reference
+from ocicopy.location import Location, parse_layout_reference, parse_location
 from ocicopy.options import ClientOptions, RegistryConfig
 from ocicopy.platforms import parse_platform
-from ocicopy.reference import Reference, parse_reference, validate_repository
+from ocicopy.reference import api_host, parse_reference, validate_repository
 
 _NAME: Final = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _COMMIT: Final = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
@@ -64,13 +64,6 @@ def _check_name(value: str, what: str) -> str:
     if value == "ocicopy-ledger":
         raise ValueError(f"{what} 'ocicopy-ledger' is reserved for the blob ledger")
     return value
-
-
-def parse_location(text: str) -> Reference | LayoutReference:
-    """A registry reference, or an OCI layout for ``oci:...``."""
-    return (
-        parse_layout_reference(text) if is_layout_reference(text) else parse_reference(text.removeprefix("docker://"))
-    )
 
 
 def registry_host(value: str) -> str:
@@ -266,7 +259,7 @@ class Deployment(_Strict):
         return self
 
     @property
-    def source(self) -> Reference | LayoutReference | None:
+    def source(self) -> Location | None:
         return parse_location(self.image) if self.image is not None else None
 
     @property
@@ -346,7 +339,7 @@ class Plan(_Strict):
                 if settings.password_env not in env:
                     raise PlanError(f"registries[{host!r}]: environment variable {settings.password_env} is not set")
                 password = env[settings.password_env]
-            registries[Reference(host, "x").api_host] = RegistryConfig(
+            registries[api_host(host)] = RegistryConfig(
                 plain_http=settings.plain_http, username=settings.username, password=password
             )
         return base.model_copy(update={"registries": registries})

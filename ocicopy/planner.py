@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from ocicopy.layout import LayoutReference, parse_layout_reference
+from ocicopy.location import LayoutReference, Location, parse_layout_reference
 from ocicopy.plan import BuildSpec, Deployment, Mode, Plan
 from ocicopy.reference import Reference
 
@@ -39,7 +39,7 @@ BUILD_KEY_VERSION: Final = 1
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-def mirror_tag(source: Reference | LayoutReference) -> str:
+def mirror_tag(source: Location) -> str:
     """The mirror tag of a source image reference (see the module docstring); an OCI layout source reads
     ``oci-<path>``."""
     readable = source.name if isinstance(source, Reference) else f"oci{source.path}"
@@ -90,8 +90,8 @@ class Target:
 
     index: int
     deployment: Deployment
-    destination: Reference | LayoutReference
-    source: Reference | LayoutReference | None = None
+    destination: Location
+    source: Location | None = None
     build_key: str | None = None
 
 
@@ -109,7 +109,7 @@ def plan_targets(plan: Plan) -> list[Target]:
     return targets
 
 
-def destination(plan: Plan, repository: str, tag: str) -> Reference | LayoutReference:
+def destination(plan: Plan, repository: str, tag: str) -> Location:
     """``registry/repository:tag``, or for a layout mirror ``oci:DIR/repository:tag`` (a layout per repository)."""
     if plan.mirror.layout is not None:
         root = parse_layout_reference(plan.mirror.layout)

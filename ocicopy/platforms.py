@@ -1,13 +1,16 @@
-"""Platform selectors (``os/arch[/variant]``) and matching against index entries. Pure."""
+"""Platform selectors (``os/arch[/variant]``), matching against index entries, and what a selection of an index
+yields (one child, or a subset index). Pure."""
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from ocicopy.errors import InvalidPlatformError
-from ocicopy.models import Platform
+from ocicopy.errors import InvalidPlatformError, ManifestError
+from ocicopy.models import Descriptor, Manifest, Platform, compact_manifest
 
 _PART: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 #: An entry without a variant means the architecture's default one (as containerd's platform matcher does).
@@ -48,3 +51,38 @@ def parse_platform(text: str) -> PlatformSpec:
         if not _PART.fullmatch(part):
             raise InvalidPlatformError(text, f"bad component {part!r} (lower-case letters, digits, . _ -)")
     return PlatformSpec(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+
+
+def select_platforms(index: Manifest, specs: Sequence[PlatformSpec]) -> list[Descriptor]:
+    """The index entries matching ``specs``, one per spec, in index order; an error names what is missing."""
+    chosen: list[Descriptor] = []
+    for spec in specs:
+        match = next((d for d in index.children() if spec.matches(d.platform)), None)
+        if match is None:
+            available = ", ".join(sorted({str(d.platform) for d in index.children() if d.platform})) or "none"
+            raise ManifestError(f"no manifest for platform {spec} in the index (available: {available})")
+        if match not in chosen:
+            chosen.append(match)
+    order = {d.digest: i for i, d in enumerate(index.children())}
+    return sorted(chosen, key=lambda d: order[d.digest])
+
+
+def apply_selection(top: Manifest, specs: Sequence[PlatformSpec]) -> Manifest | Descriptor:
+    """What a platform selection of ``top`` yields, without I/O: ``top`` itself (no selection, not an index,
+    or every platform), a subset index (several platforms), or the descriptor of one child (one platform)."""
+    if not specs or not top.is_index:
+        return top
+    chosen = select_platforms(top, specs)
+    if len(specs) == 1:
+        return chosen[0]
+    if len(chosen) == len(top.children()):
+        return top
+    return subset_index(top, chosen)
+
+
+def subset_index(index: Manifest, keep: Sequence[Descriptor]) -> Manifest:
+    """A new index listing only ``keep`` (a transformation: the digest changes; serialised compactly)."""
+    doc = json.loads(index.raw)
+    wanted = {d.digest for d in keep}
+    doc["manifests"] = [m for m in doc["manifests"] if m.get("digest") in wanted]
+    return compact_manifest(doc, index.media_type)

@@ -53,6 +53,7 @@ __all__ = [
     "MAX_REFERENCE_LENGTH",
     "MAX_TAG_LENGTH",
     "Reference",
+    "api_host",
     "parse_reference",
     "validate_repository",
     "validate_tag",
@@ -327,6 +328,16 @@ class Reference:
     def without_identifier(self) -> Reference:
         """Just the repository, with neither tag nor digest."""
         return Reference(self.registry, self.repository, None, None)
+
+
+def api_host(registry: str) -> str:
+    """The ``host[:port]`` that serves ``registry``'s API: validated and normalized like a reference's registry
+    (lower case; ``index.docker.io`` and ``docker.io`` → ``registry-1.docker.io``)."""
+    try:
+        normalized = _normalize_registry(registry)
+    except _Invalid as exc:
+        raise InvalidReferenceError(_shown(registry), exc.reason) from None
+    return DOCKER_HUB_API_HOST if normalized == DEFAULT_REGISTRY else normalized
 
 
 def _render(registry: str | None, repository: str, tag: str | None, digest: str | None) -> str:

@@ -23,13 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from ocicopy.copier import TreeCopier, fetch_child
 from ocicopy.digest import Digest
 from ocicopy.errors import ManifestError, NotFoundError
 from ocicopy.models import Descriptor, Manifest
 from ocicopy.result import BlobAction, BlobResult, ManifestResult
 from ocicopy.store import Store
 from ocicopy.subjects import add_to_index, cosign_tags, fallback_tag, referrer_descriptor
+from ocicopy.tree import TreeCopier, fetch_child
 
 MAX_REFERRERS: Final = 1000
 

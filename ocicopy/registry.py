@@ -19,18 +19,9 @@ import httpx2
 from ocicopy.auth import Scopes
 from ocicopy.digest import Digest, Verifier
 from ocicopy.errors import DigestMismatchError, NotFoundError, RegistryError, TransportError
-from ocicopy.models import MANIFEST_ACCEPT, OCI_INDEX, Descriptor, Manifest, parse_manifest
+from ocicopy.models import MANIFEST_ACCEPT, OCI_INDEX, Descriptor, Manifest, ManifestInfo, parse_manifest
 from ocicopy.reference import validate_repository, validate_tag
 from ocicopy.transport import Transport, read_capped, redact
-
-
-@dataclass(frozen=True)
-class ManifestInfo:
-    """What a manifest HEAD tells: digest, media type, size."""
-
-    digest: Digest
-    media_type: str
-    size: int
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from ocicopy.digest import Digest
-from ocicopy.reference import parse_reference
+from ocicopy.location import parse_location, pinned
 
 
 class BlobAction(StrEnum):
@@ -104,11 +104,8 @@ class CopyResult(BaseModel):
         t.referrers = len(self.referrers)
         return t
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def pinned(self) -> str:
-        """The destination as ``registry/repository@digest``: what to deploy."""
-        if self.destination.startswith("oci:"):  # an OCI layout: oci:PATH@DIGEST
-            from ocicopy.layout import parse_layout_reference
-
-            return str(parse_layout_reference(self.destination).without_identifier().with_digest(self.digest))
-        return str(parse_reference(self.destination, default_tag=None).without_identifier().with_digest(self.digest))
+        """The destination as ``registry/repository@digest`` (``oci:PATH@DIGEST``): what to deploy."""
+        return pinned(parse_location(self.destination, default_tag=None), self.digest)

@@ -8,10 +8,11 @@ tested without sockets or clocks.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final
@@ -33,6 +34,11 @@ class RetryPolicy:
     max_delay: float = 8.0
     max_retry_after: float = 60.0
     deadline: float = 300.0
+
+    def counted(self) -> RetryPolicy:
+        """The same policy bounded by count only: for steps that make progress and have deadlines of their own
+        (a blob transfer may rightly take longer than ``deadline``)."""
+        return replace(self, deadline=math.inf)
 
     def delay(self, attempt: int, retry_after: float | None = None, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait before try ``attempt + 1`` (``attempt`` counts from 1).

@@ -1,27 +1,50 @@
-"""Where images live: one protocol, two kinds of place (after regclient's scheme interface).
+"""Where images live: one protocol that moves bytes, for every kind of place (after regclient's scheme interface).
 
-* :class:`Endpoint` — a repository of a registry, spoken to over the distribution API (:mod:`ocicopy.registry`);
-* :class:`~ocicopy.layout.Layout` — an OCI image layout directory on disk (image-spec "image-layout").
+* :class:`~ocicopy.repository.Endpoint` — a repository of a registry (the distribution API);
+* :class:`~ocicopy.layout.Layout` — an OCI image layout directory on disk;
+* :class:`~ocicopy.converter.Spool` — converted (recompressed) layers on local disk.
 
-The copier works against :class:`Store` for manifests and blob presence; how a blob's bytes are moved
-depends on the pair (registry → registry: mounts and upload sessions; layout on either side: a verified
-stream into an atomic file write or into an upload).
+Every store reads a blob as a stream (:meth:`Store.read_blob`) and takes one through a :class:`BlobSink`
+(:meth:`Store.blob_sink`: ``write`` the bytes, then ``commit``, which verifies digest and size before the blob
+becomes visible; leaving without a commit aborts). So a copier moves bytes from any store to any other without
+knowing which kinds they are, and one read can be written to several sinks at once. Mounting a blob from
+another repository of the same registry is an optional capability (:class:`Mounting`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ocicopy.digest import Digest
-from ocicopy.models import Descriptor, Manifest
-from ocicopy.registry import ManifestInfo, Registry
+from ocicopy.models import Descriptor, Manifest, ManifestInfo
+
+if TYPE_CHECKING:
+    from ocicopy.registry import UploadSession
+
+__all__ = ["BlobSink", "Mounting", "Store"]
+
+
+class BlobSink(Protocol):
+    """One blob on its way into a store: bytes in order, then a commit (verified) or an abort."""
+
+    async def write(self, chunk: bytes) -> None:
+        """Add ``chunk``; raises as soon as the bytes run past the descriptor's size."""
+        ...
+
+    async def commit(self) -> None:
+        """Check digest and size, then make the blob visible; nothing is visible when this raises."""
+        ...
+
+    async def abort(self) -> None:
+        """Drop what was written (idempotent; called for you when a sink's context ends without a commit)."""
+        ...
 
 
 @runtime_checkable
 class Store(Protocol):
-    """The verbs the copier needs from a place that holds manifests and blobs."""
+    """The verbs a copier needs from a place that holds manifests and blobs."""
 
     @property
     def host(self) -> str:
@@ -45,55 +68,35 @@ class Store(Protocol):
         """
         ...
 
-    async def blob_exists(self, digest: Digest) -> int | None: ...
-
     async def referrers(self, digest: Digest, artifact_type: str | None = None) -> list[Descriptor] | None:
         """Manifests whose ``subject`` is ``digest`` via the referrers API; None when there is no such API."""
         ...
 
-
-@dataclass(frozen=True)
-class Endpoint:
-    """A repository on a registry (the registry's verbs bound to one repository)."""
-
-    registry: Registry
-    repository: str
-
-    @property
-    def host(self) -> str:
-        return self.registry.host
-
-    def __str__(self) -> str:
-        return f"{self.registry.host}/{self.repository}"
-
-    async def manifest_head(self, reference: str) -> ManifestInfo | None:
-        return await self.registry.manifest_head(self.repository, reference)
-
-    async def manifest_get(self, reference: str) -> Manifest:
-        return await self.registry.manifest_get(self.repository, reference)
-
-    async def manifest_put(self, reference: str, manifest: Manifest, *, root: bool = True) -> bool:
-        return (await self.registry.manifest_put(self.repository, reference, manifest)).subject_indexed
-
     async def blob_exists(self, digest: Digest) -> int | None:
-        return await self.registry.blob_exists(self.repository, digest)
+        """The blob's size when present (-1: present, size not said), None when absent."""
+        ...
 
-    async def referrers(self, digest: Digest, artifact_type: str | None = None) -> list[Descriptor] | None:
-        return await self.registry.referrers(self.repository, digest, artifact_type)
+    def read_blob(self, desc: Descriptor, offset: int = 0) -> AsyncIterator[bytes]:
+        """The blob's bytes from ``offset``, unverified (a sink verifies them); a broken read may be resumed by
+        the store itself (a registry asks for the rest with ``Range``)."""
+        ...
+
+    def blob_sink(
+        self, desc: Descriptor, session: UploadSession | None = None
+    ) -> AbstractAsyncContextManager[BlobSink]:
+        """A sink for ``desc``'s bytes; ``session`` is an upload a declined mount already opened (registries)."""
+        ...
 
 
 @runtime_checkable
-class BlobSink(Protocol):
-    """A store that takes a blob stream directly (no upload sessions): a layout. It verifies the digest and
-    size before the blob becomes visible."""
+class Mounting(Protocol):
+    """A store that can take a blob from another repository of its registry without its bytes."""
 
-    async def blob_exists(self, digest: Digest) -> int | None: ...
+    async def mount(self, digest: Digest, origin: str) -> UploadSession | None:
+        """Ask for ``digest`` from repository ``origin``: None when it was mounted, else the upload session the
+        registry opened instead (hand it to :meth:`Store.blob_sink`, or :meth:`cancel` it)."""
+        ...
 
-    async def write_blob(self, digest: Digest, size: int, body: AsyncIterable[bytes]) -> None: ...
-
-
-@runtime_checkable
-class BlobSource(Protocol):
-    """A store whose blob bytes are read as a plain stream (a layout, a spool of converted layers)."""
-
-    def read_blob(self, digest: Digest, offset: int = 0) -> AsyncIterator[bytes]: ...
+    async def cancel(self, session: UploadSession) -> None:
+        """Give up an upload session (best effort)."""
+        ...

@@ -14,16 +14,19 @@ which is what lets a mirror predict the digest of a conversion it already did (:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
-from ocicopy.compression import DOCKER_LAYER_GZIP, OCI_LAYER_GZIP, OCI_NONDIST_LAYER_GZIP
 from ocicopy.digest import Digest
 from ocicopy.models import (
     DOCKER_CONFIG,
+    DOCKER_LAYER_GZIP,
     OCI_CONFIG,
     OCI_INDEX,
+    OCI_LAYER_GZIP,
     OCI_MANIFEST,
+    OCI_NONDIST_LAYER_GZIP,
     Descriptor,
     Manifest,
     compact_manifest,
@@ -40,6 +43,50 @@ _OCI_TYPES: Final = {
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": OCI_NONDIST_LAYER_GZIP,
     DOCKER_CONFIG: OCI_CONFIG,
 }
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """What recompressing ``source`` (a layer or a manifest) gave: the converted descriptor and, for a layer, its
+    uncompressed digest (the ``diff_id`` an image config lists; None for a manifest)."""
+
+    source: Digest
+    converted: Descriptor
+    diff_id: Digest | None = None
+
+
+class Conversions(Mapping[Digest, Descriptor]):
+    """Known conversions, source digest → converted descriptor (what :func:`predict` reads), with their
+    ``diff_id``; which of them were made here (to be recorded, e.g. in a mirror's ledger)."""
+
+    def __init__(self) -> None:
+        self._table: dict[Digest, Conversion] = {}
+        self._made: dict[Digest, Conversion] = {}
+
+    def __getitem__(self, source: Digest) -> Descriptor:
+        return self._table[source].converted
+
+    def __iter__(self) -> Iterator[Digest]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def conversion(self, source: Digest) -> Conversion | None:
+        return self._table.get(source)
+
+    def add(self, conversion: Conversion, *, made_here: bool = True) -> None:
+        self._table[conversion.source] = conversion
+        if made_here:
+            self._made[conversion.source] = conversion
+
+    def seed(self, known: Iterable[Conversion]) -> None:
+        """Conversions recorded elsewhere (a mirror's ledger); what is known here already wins."""
+        for conversion in known:
+            self._table.setdefault(conversion.source, conversion)
+
+    def made_here(self) -> list[Conversion]:
+        return list(self._made.values())
 
 
 def convertible(desc: Descriptor) -> bool:

@@ -1,4 +1,4 @@
-"""Tests for the pure helpers of ocicopy.copier (platform selection, index subsetting) and for the per-key
+"""Tests for the pure helpers of ocicopy.platforms (platform selection, index subsetting) and for the per-key
 single flight (ocicopy.flight) that BlobCopier relies on."""
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ocicopy.copier import select_platforms, subset_index
 from ocicopy.digest import Digest
 from ocicopy.errors import ManifestError
 from ocicopy.flight import SingleFlight
 from ocicopy.models import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, Manifest, parse_manifest
-from ocicopy.platforms import PlatformSpec, parse_platform
+from ocicopy.platforms import PlatformSpec, parse_platform, select_platforms, subset_index
 
 
 def dg(n: int) -> str:

@@ -38,10 +38,9 @@ from ocicopy.layout import (
     is_layout_reference,
     parse_layout_reference,
 )
-from ocicopy.models import Manifest, parse_manifest
+from ocicopy.models import Descriptor, Manifest, ManifestInfo, parse_manifest
 from ocicopy.options import Limits
 from ocicopy.reference import Reference
-from ocicopy.registry import ManifestInfo
 from ocicopy.store import Store
 
 pytestmark = pytest.mark.anyio
@@ -63,8 +62,10 @@ async def chunked(data: bytes, size: int = 7000) -> AsyncIterator[bytes]:
 
 
 async def read_all(layout: Layout, digest: str, offset: int = 0) -> bytes:
-    """The whole blob; ``digest`` is passed through as given (unvalidated strings too)."""
-    return b"".join([chunk async for chunk in layout.read_blob(digest, offset)])  # type: ignore[arg-type]
+    """The whole blob; ``digest`` is passed through as given (unvalidated strings too: a descriptor built
+    without validation, so that the layout's own checks are what is tested)."""
+    desc = Descriptor.model_construct(media_type="application/octet-stream", digest=digest, size=0)
+    return b"".join([chunk async for chunk in layout.read_blob(desc, offset)])
 
 
 async def put_blobs(layout: Layout, blobs: dict[str, bytes]) -> None:

@@ -65,7 +65,7 @@ def write(path: Path, image: Image | Index, tag: str) -> None:
 
 
 async def _verified_blob(layout: Layout, descriptor: Descriptor) -> bytes:
-    data = b"".join([chunk async for chunk in layout.read_blob(descriptor.digest)])
+    data = b"".join([chunk async for chunk in layout.read_blob(descriptor)])
     assert Digest.of(data, descriptor.digest.algorithm) == descriptor.digest
     assert len(data) == descriptor.size
     return data

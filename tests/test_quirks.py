@@ -28,35 +28,95 @@ def client_for(*fakes: FakeRegistry, chunk_size: int | None = None) -> ocicopy.C
     return ocicopy.Client(ocicopy.ClientOptions(plain_http=hosts, use_docker_config=False, retry=retry, limits=limits))
 
 
-async def test_manifest_blob_unknown_after_mounts_uploads_them_and_retries_once() -> None:
-    """ECR-like: a mount answered 201 whose blob the manifest PUT then does not see (REGISTRY-QUIRKS.md)."""
+def _fast_races(client: ocicopy.Client, attempts: int = 6) -> ocicopy.Client:
+    """The client's manifest-PUT race policy with millisecond pauses (the schedule is not what is tested)."""
+    client.trees.race_policy = ocicopy.RetryPolicy(attempts=attempts, base_delay=0.001, max_delay=0.002)
+    client.trees.recheck_delay = 0.001
+    return client
+
+
+async def test_uncounted_mounts_are_uploaded_after_two_refusals() -> None:
+    """ECR-like: a mount answered 201 whose blob the manifest PUT then does not see (REGISTRY-QUIRKS.md). The PUT
+    is retried once as it is, then the blobs are HEADed (there), then the mounted ones are uploaded."""
     image = images.make_image([images.layer(2001, 3000), images.layer(2002, 2000)])
-    with FakeRegistry() as fake:
+    with FakeRegistry(Quirks(uncounted_mounts=True)) as fake:
         fake.seed("src/app", "v1", image)
-        fake.before(fail(1, 400, when=is_manifest_put, code="MANIFEST_BLOB_UNKNOWN"))
-        async with client_for(fake) as client:
+        async with _fast_races(client_for(fake)) as client:
             result = await client.copy(f"{fake.host}/src/app:v1", f"{fake.host}/dst/app:v1")
         seen = fake.requests
     assert fake.manifest("dst/app", "v1") == image.manifest
     puts = [r for r in seen if is_manifest_put(r)]
-    assert [r.status for r in puts] == [400, 201]  # refused once, then accepted: no loop
+    assert [r.status for r in puts] == [400, 400, 400, 201]  # plain retry, HEADs, then the uploads
     mounts = [r for r in seen if is_mount(r) and r.status == 201]
     uploads = [r for r in seen if is_blob_upload(r) and r.method == "PUT" and r.status == 201]
-    assert len(mounts) == 3 and len(uploads) == 3  # every mounted blob was uploaded after the refusal
-    assert all(u.start > puts[0].end for u in uploads) and puts[1].start > max(u.end for u in uploads)
+    assert len(mounts) == 3 and len(uploads) == 3  # every mounted blob was uploaded after the refusals
+    assert all(u.start > puts[2].end for u in uploads) and puts[3].start > max(u.end for u in uploads)
     assert result.action is ocicopy.CopyAction.COPIED
 
 
-async def test_manifest_blob_unknown_twice_fails_without_a_loop() -> None:
+@pytest.mark.parametrize("mounted", [False, True], ids=["uploaded", "mounted"])
+async def test_a_blob_link_race_is_ridden_out_without_placing_blobs_again(mounted: bool) -> None:
+    """CNCF distribution under concurrent writers: the PUT names blobs that are there while their links are being
+    rewritten (DIGEST_INVALID + MANIFEST_BLOB_UNKNOWN). ocicopy waits and retries; it places nothing again,
+    which would rewrite the links once more and feed the race (the fake restarts the race on every placement)."""
+    image = images.make_image([images.layer(2005, 3000), images.layer(2006, 2000)])
+    with FakeRegistry(Quirks(link_race=2)) as fake:
+        fake.seed("src/app", "v1", image)
+        async with _fast_races(client_for(fake)) as client:
+            src = "src/app" if mounted else "other/app"
+            if not mounted:
+                fake.seed(src, "v1", image)
+                fake.quirks.no_mount = True
+            result = await client.copy(f"{fake.host}/{src}:v1", f"{fake.host}/dst/app:v1")
+        seen = fake.requests
+    assert fake.manifest("dst/app", "v1") == image.manifest
+    puts = [r for r in seen if is_manifest_put(r)]
+    assert [r.status for r in puts] == [400, 400, 201]
+    first = puts[0].start
+    placed = [r for r in seen if r.start > first and (is_mount(r) or (is_blob_upload(r) and r.method == "PUT"))]
+    assert placed == []
+    heads = [r for r in seen if r.start > puts[1].end and r.method == "HEAD" and r.kind == "blob"]
+    assert heads  # after the second refusal the named blobs were looked at
+    assert result.action is ocicopy.CopyAction.COPIED
+
+
+async def test_a_blob_really_gone_is_placed_again_and_only_that_one() -> None:
+    """A blob the PUT names is truly missing (removed after it was placed, say by another pipeline's cleanup):
+    two HEADs spaced apart miss it, so it alone is uploaded again before the next PUT."""
+    image = images.make_image([images.layer(2007, 3000), images.layer(2008, 2000)])
+    gone = image.layers[1].digest
+    with FakeRegistry(Quirks(no_mount=True)) as fake:
+        fake.seed("src/app", "v1", image)
+        removed: list[bool] = []
+
+        def remove_once(req):  # type: ignore[no-untyped-def]
+            if is_manifest_put(req) and not removed:
+                removed.append(True)
+                with fake._store.lock:
+                    fake._store.links["dst/app"].discard(gone)
+            return None
+
+        fake.before(remove_once)
+        async with _fast_races(client_for(fake)) as client:
+            await client.copy(f"{fake.host}/src/app:v1", f"{fake.host}/dst/app:v1")
+        seen = fake.requests
+    assert fake.manifest("dst/app", "v1") == image.manifest
+    puts = [r for r in seen if is_manifest_put(r)]
+    assert [r.status for r in puts] == [400, 400, 201]
+    again = [r for r in seen if r.start > puts[0].end and is_blob_upload(r) and r.method == "PUT"]
+    assert [r.param("digest") for r in again] == [gone]
+
+
+async def test_blob_unknown_that_never_settles_fails_bounded_and_leaves_no_tag() -> None:
     image = images.make_image([images.layer(2003, 3000)])
     with FakeRegistry() as fake:
         fake.seed("src/app", "v1", image)
-        fake.before(fail(5, 400, when=is_manifest_put, code="MANIFEST_BLOB_UNKNOWN"))
-        async with client_for(fake) as client:
+        fake.before(fail(100, 400, when=is_manifest_put, code="MANIFEST_BLOB_UNKNOWN"))
+        async with _fast_races(client_for(fake), attempts=4) as client:
             with pytest.raises(ocicopy.RegistryError) as info:
                 await client.copy(f"{fake.host}/src/app:v1", f"{fake.host}/dst/app:v1")
         puts = [r for r in fake.requests if is_manifest_put(r)]
-    assert "MANIFEST_BLOB_UNKNOWN" in info.value.codes and len(puts) == 2
+    assert "MANIFEST_BLOB_UNKNOWN" in info.value.codes and len(puts) == 4
     assert fake.tags("dst/app") == []
 
 

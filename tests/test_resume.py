@@ -15,11 +15,12 @@ import httpx2
 import pytest
 
 from ocicopy import ClientOptions, RetryPolicy
-from ocicopy.copier import BlobCopier, ReadGaveUp
+from ocicopy.blobs import BlobCopier
 from ocicopy.digest import Digest
+from ocicopy.errors import ReadGaveUp
 from ocicopy.models import Descriptor
 from ocicopy.registry import Registry
-from ocicopy.store import Endpoint
+from ocicopy.repository import Endpoint
 from ocicopy.transport import Transport
 
 pytestmark = pytest.mark.anyio

@@ -9,11 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness import images as im
-from ocicopy.compression import OCI_LAYER_ZSTD, InputError, Recompression, recompression
 from ocicopy.converter import config_diff_ids
 from ocicopy.digest import Digest
-from ocicopy.errors import ManifestError
-from ocicopy.models import Descriptor, parse_manifest
+from ocicopy.errors import InputError, ManifestError
+from ocicopy.models import OCI_LAYER_ZSTD, Descriptor, parse_manifest
+from ocicopy.options import Recompression, recompression
 from ocicopy.transform import convertible, derive_mapping, predict, rewrite_image, rewrite_index
 
 layer_sizes = st.lists(st.integers(min_value=10, max_value=300), min_size=1, max_size=5)

@@ -69,7 +69,9 @@ def test_redact_never_shows_userinfo_or_query(password: str, signature: str, sch
         ),
         pytest.param(
             b'{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"},'
-            b'{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry","detail":"sha256:' + b"a" * 64 + b'"}]}',
+            b'{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry","detail":"sha256:'
+            + b"a" * 64
+            + b'"}]}',
             [
                 SpecError("DIGEST_INVALID", "provided digest did not match uploaded content"),
                 SpecError("MANIFEST_BLOB_UNKNOWN", "blob unknown to registry", "sha256:" + "a" * 64),

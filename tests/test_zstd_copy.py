@@ -246,7 +246,7 @@ async def test_spool_is_removed_when_the_client_closes(registry: RegistryServer,
     client = _client(registry)
     async with client:
         await client.copy(f"{registry.host}/{src}:v1", f"{registry.host}/{dst}:v1", compress="zstd")
-        spool = client.trees.converter.spool.root
+        spool = client.trees.converter.spool.files.root
         assert [p.name for p in spool.iterdir() if not p.name.startswith(".")]  # the converted layer, on disk
     assert not spool.exists()
 
@@ -280,6 +280,7 @@ async def test_a_recorded_conversion_with_another_diff_id_is_not_used(
     ignored: the layer is recompressed, and the image stays consistent with its config."""
     from ocicopy.digest import Digest
     from ocicopy.models import Descriptor
+    from ocicopy.transform import Conversion
 
     src, dst = make_repo("src"), make_repo("dst")
     image = im.make_image([gzip_layer()])
@@ -289,7 +290,7 @@ async def test_a_recorded_conversion_with_another_diff_id_is_not_used(
     im.push(registry, src, "v1", image)
     hint = Descriptor.model_validate({"mediaType": ZSTD_LAYER, "digest": decoy.digest, "size": len(decoy)})
     async with _client(registry) as client:
-        client.trees.converter.seed({Digest(image.layers[0].digest): (hint, Digest(decoy.diff_id))})
+        client.trees.conversions.seed([Conversion(Digest(image.layers[0].digest), hint, Digest(decoy.diff_id))])
         result = await client.copy(f"{registry.host}/{src}:v1", f"{registry.host}/{dst}:v1", compress="zstd")
     assert result.totals.blobs_recompressed == 1
     assert_zstd_image(registry, dst, str(result.digest), image)
@@ -304,11 +305,10 @@ async def test_a_recorded_conversion_with_the_right_diff_id_is_reused(
     im.push(registry, src, "v1", image)
     async with _client(registry) as client:
         done = await client.copy(f"{registry.host}/{src}:v1", f"{registry.host}/{first}:v1", compress="zstd")
-        recorded = client.trees.converter
-        seeds = {k: (v, recorded.diff_ids.get(k)) for k, v in recorded.mapping.items()}
+        seeds = client.trees.conversions.made_here()
     mark = registry.mark()
     async with _client(registry) as client:
-        client.trees.converter.seed(seeds)
+        client.trees.conversions.seed(seeds)
         again = await client.copy(
             f"{registry.host}/{src}:v1", f"{registry.host}/{second}:v1", compress="zstd", mount_from=[first]
         )

@@ -1,0 +1,325 @@
+"""Copy one image, index or artifact between stores: blobs, then manifests, children before parents.
+
+Order guarantees (never a manifest before what it references, never a tag on an incomplete image):
+
+1. every blob of an image is present at the destination (skipped, mounted or streamed: :mod:`ocicopy.blobs`)
+   before the image manifest is PUT, and it is PUT by digest when it is an index child;
+2. every child of an index is PUT before the index;
+3. the tag is written last, by the top-level PUT.
+
+With a recompression (``compress``), gzip layers go through the :class:`~ocicopy.converter.Converter` and the
+manifests above them are rewritten (:mod:`ocicopy.transform`).
+
+Concurrent writers: a registry may refuse a manifest PUT with ``MANIFEST_BLOB_UNKNOWN`` (often with
+``DIGEST_INVALID``) although every blob was placed: CNCF distribution rewrites a repository's link to a blob
+while another upload or mount of it commits, and a PUT in between fails (REGISTRY-QUIRKS.md, "Concurrent
+writers"). Re-placing the blobs at once would rewrite the link again and feed the race, so :meth:`TreeCopier._put`
+first retries the PUT after a jittered backoff; only if that fails too does it look at the blobs the error
+names, re-placing those that two HEADs spaced apart both miss; and when none is missing but some were mounted,
+it uploads those (ECR accepts a mount it does not count for manifests: REGISTRY-QUIRKS.md, "Mounts"). Bounded
+in attempts and time (:data:`BLOB_RACE_POLICY`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+import anyio
+
+from ocicopy.blobs import BlobCopier, MountFrom, present
+from ocicopy.digest import Digest
+from ocicopy.errors import DigestMismatchError, ManifestError, OcicopyError, RegistryError
+from ocicopy.models import Descriptor, Manifest
+from ocicopy.options import Recompression
+from ocicopy.platforms import PlatformSpec, apply_selection
+from ocicopy.progress import NoProgress, Progress
+from ocicopy.result import BlobAction, BlobResult, ManifestResult
+from ocicopy.retry import Retrying, RetryPolicy
+from ocicopy.store import Store
+from ocicopy.subjects import FallbackIndexes, referrer_descriptor
+from ocicopy.transform import Conversion, Conversions, convertible, rewrite_image, rewrite_index
+
+if TYPE_CHECKING:
+    from ocicopy.converter import Converter
+
+__all__ = [
+    "BLOB_RACE_POLICY",
+    "CopyJob",
+    "TreeCopier",
+    "TreeResult",
+    "destination_digest",
+    "fetch_child",
+]
+
+CONFIG_LIMIT: Final = 16 * 1024 * 1024  # an image config read to check diff_ids after a recompression
+#: Retries of a manifest PUT refused because a blob it names is "unknown" (a concurrent writer's race).
+BLOB_RACE_POLICY: Final = RetryPolicy(attempts=6, base_delay=0.2, max_delay=3.0, deadline=60.0)
+#: The pause between the two HEADs that must both miss a blob before it is placed again.
+RECHECK_DELAY: Final = 0.3
+_BLOB_UNKNOWN: Final = frozenset({"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "DIGEST_INVALID"})
+_DIGEST_IN_TEXT: Final = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
+
+#: Places one reference of a manifest (a blob, an index child) at the destination again.
+Replace = Callable[[], Awaitable[object]]
+
+
+@dataclass
+class TreeResult:
+    """What copying a manifest tree did (collected across concurrent tasks)."""
+
+    blobs: list[BlobResult] = field(default_factory=list)
+    manifests: list[ManifestResult] = field(default_factory=list)
+    top: Manifest | None = None
+
+    def record_manifest(self, desc: Descriptor, action: BlobAction, reference: str) -> None:
+        self.manifests.append(
+            ManifestResult(
+                digest=desc.digest, media_type=desc.media_type, size=desc.size, action=action, reference=reference
+            )
+        )
+
+
+@dataclass
+class CopyJob:
+    """One tree copy: where from, where to, and what to do on the way."""
+
+    src: Store
+    dst: Store
+    mount_from: MountFrom = ()
+    compress: Recompression | None = None
+    out: TreeResult = field(default_factory=TreeResult)
+
+
+def destination_digest(
+    source_digest: Digest,
+    top: Manifest | None,
+    specs: Sequence[PlatformSpec],
+    compress: Recompression | None,
+    conversions: Conversions,
+) -> Digest | None:
+    """The digest a destination must hold for a copy of ``source_digest`` to be complete: the source digest;
+    with ``specs``, what the platform selection of ``top`` (the source manifest) yields; with a recompression,
+    the known conversion of that (None while no conversion of it is known)."""
+    digest = source_digest
+    if specs:
+        if top is None:
+            raise ValueError("a platform selection needs the source manifest")
+        digest = apply_selection(top, specs).digest
+    if compress is not None:
+        known = conversions.get(digest)
+        return known.digest if known is not None else None
+    return digest
+
+
+class TreeCopier:
+    """Copies a manifest and everything under it; with a recompression, converts layers and rewrites manifests."""
+
+    def __init__(self, blobs: BlobCopier, progress: Progress | None = None) -> None:
+        self.blobs = blobs
+        self.progress: Progress = progress or NoProgress()
+        #: source digest (layer or manifest) → its recompression: made here, read back, or from a mirror's ledger
+        self.conversions = Conversions()
+        self.fallback = FallbackIndexes()
+        self.race_policy = BLOB_RACE_POLICY
+        self.recheck_delay = RECHECK_DELAY
+        self._converter: Converter | None = None
+
+    @property
+    def converter(self) -> Converter:
+        """The recompression machinery (made, and zstandard imported, on first use)."""
+        if self._converter is None:
+            from ocicopy.converter import Converter
+
+            self._converter = Converter(self.blobs, self.conversions)
+        return self._converter
+
+    def close(self) -> None:
+        """Remove the spool of converted layers, if one was made."""
+        if self._converter is not None:
+            self._converter.close()
+
+    async def copy(
+        self,
+        src: Store,
+        dst: Store,
+        manifest: Manifest,
+        reference: str | None,
+        mount_from: MountFrom = (),
+        compress: Recompression | None = None,
+    ) -> TreeResult:
+        """Copy ``manifest`` (already fetched and verified) from ``src`` and PUT it at ``dst`` as ``reference``
+        (a tag, or None: by its own digest, which a recompression changes). ``out.top`` is what was pushed."""
+        job = CopyJob(src, dst, mount_from, compress)
+        job.out.top = await self._copy_tree(job, manifest, reference, root=True)
+        return job.out
+
+    async def _copy_tree(self, job: CopyJob, manifest: Manifest, reference: str | None, root: bool) -> Manifest:
+        """Children and blobs first (concurrently), then this manifest; returns the manifest pushed."""
+        children: dict[int, Descriptor] = {}
+        layers: dict[int, Descriptor] = {}
+        again: dict[Digest, Replace] = {}
+        diff_ids = await self._diff_ids(job, manifest)
+        async with anyio.create_task_group() as tg:
+            for i, child in enumerate(manifest.children()):
+                tg.start_soon(self._copy_child, job, i, child, children, again)
+            for i, desc in enumerate(manifest.blobs()):  # config is -1, layers from 0
+                tg.start_soon(self._copy_blob, job, i - 1, desc, layers, diff_ids, again)
+        source = manifest
+        if job.compress is not None:
+            manifest = _converted(manifest, children, layers)
+            self.conversions.add(_manifest_conversion(source, manifest))
+        await self._put(job, manifest, reference or str(manifest.digest), root, again)
+        return manifest
+
+    async def _diff_ids(self, job: CopyJob, manifest: Manifest) -> list[Digest] | None:
+        """For a recompression of an image: its config's ``diff_ids`` (one per layer), which every converted
+        layer must uncompress to; None otherwise (or for a config that is not an image config)."""
+        if job.compress is None or manifest.is_index or not any(convertible(d) for d in manifest.blobs()[1:]):
+            return None
+        config, *layers = manifest.blobs()
+        diff_ids = await self.converter.config_diff_ids(job.src, config, CONFIG_LIMIT)
+        if diff_ids is not None and len(diff_ids) != len(layers):
+            raise ManifestError(f"the image config lists {len(diff_ids)} diff_ids for {len(layers)} layers")
+        return diff_ids
+
+    async def _put(
+        self, job: CopyJob, manifest: Manifest, reference: str, root: bool, again: dict[Digest, Replace]
+    ) -> None:
+        """PUT ``manifest``, riding out a concurrent writer's blob race (module docstring); ``again`` re-places
+        each of its references."""
+        dst = job.dst
+        async for attempt in Retrying(self.race_policy):
+            try:
+                indexed = await dst.manifest_put(reference, manifest, root=root)
+                break
+            except RegistryError as exc:
+                if not _BLOB_UNKNOWN & set(exc.codes):
+                    raise
+                # 1st refusal: only wait (a link being rewritten settles by itself); then look at the blobs;
+                # at the 3rd, blobs that are there but were mounted are uploaded (ECR does not count them).
+                if attempt.number >= 2 and not attempt.last:
+                    await self._settle(job, manifest, exc, again, upload_mounted=attempt.number == 3)
+                attempt.retry(exc)
+        else:  # pragma: no cover - every try breaks or raises
+            raise AssertionError("unreachable")
+        subject = manifest.view.subject
+        if subject is not None and not indexed:  # no referrers API there: keep the fallback index (last)
+            await self.fallback.add(dst, subject.digest, referrer_descriptor(manifest))
+        self.progress.manifest_pushed(manifest.digest, reference)
+        job.out.record_manifest(manifest.descriptor(), BlobAction.COPIED, reference)
+
+    async def _settle(
+        self, job: CopyJob, manifest: Manifest, exc: RegistryError, again: dict[Digest, Replace], upload_mounted: bool
+    ) -> None:
+        """Re-place what the refusal names and two HEADs both miss; with ``upload_mounted``, when nothing is
+        missing, upload the named blobs that were mounted (a mount the registry does not count)."""
+        named = _named_digests(exc, manifest)
+        missing = await self._missing_twice(job.dst, manifest, named)
+        if not missing and upload_mounted:
+            missing = [b.digest for b in job.out.blobs if b.action is BlobAction.MOUNTED and b.digest in named]
+        for digest in missing:
+            await again[digest]()  # every reference of the manifest has its way back
+
+    async def _missing_twice(self, dst: Store, manifest: Manifest, digests: Sequence[Digest]) -> list[Digest]:
+        """The ``digests`` (blobs or index children of ``manifest``) that two HEADs, spaced apart, both miss."""
+        blobs = {d.digest: d for d in manifest.blobs()}
+
+        async def missing() -> set[Digest]:
+            found: set[Digest] = set()
+            for digest in digests:
+                try:
+                    if digest in blobs:
+                        absent = not present(await dst.blob_exists(digest), blobs[digest])
+                    else:
+                        absent = await dst.manifest_head(str(digest)) is None
+                except OcicopyError:
+                    continue  # an answer in the middle of the race is no proof of absence
+                if absent:
+                    found.add(digest)
+            return found
+
+        first = await missing()
+        if not first:
+            return []
+        await anyio.sleep(self.recheck_delay)
+        second = await missing()
+        return [d for d in digests if d in first and d in second]
+
+    async def _copy_blob(
+        self,
+        job: CopyJob,
+        i: int,
+        desc: Descriptor,
+        layers: dict[int, Descriptor],
+        diff_ids: list[Digest] | None,
+        again: dict[Digest, Replace],
+    ) -> None:
+        if job.compress is not None and i >= 0 and convertible(desc):
+            diff_id = diff_ids[i] if diff_ids is not None else None
+            layers[i], result = await self.converter.layer(
+                job.src, job.dst, desc, job.compress, job.mount_from, diff_id
+            )
+            again[result.digest] = self._replace_converted(job, desc, layers[i])
+        else:
+            result = await self.blobs.copy(job.src, job.dst, desc, job.mount_from)
+            again[desc.digest] = lambda: self.blobs.stream(job.src, job.dst, desc)
+        job.out.blobs.append(result)
+
+    def _replace_converted(self, job: CopyJob, source: Descriptor, converted: Descriptor) -> Replace:
+        async def replace() -> None:
+            assert job.compress is not None
+            spool = await self.converter.spooled(job.src, source, job.compress)
+            await self.blobs.stream(spool, job.dst, converted)
+
+        return replace
+
+    async def _copy_child(
+        self, job: CopyJob, i: int, desc: Descriptor, children: dict[int, Descriptor], again: dict[Digest, Replace]
+    ) -> None:
+        """Copy one index child by digest; skipped whole when the destination already has it (for a
+        recompression: when its converted digest is known and present)."""
+        target = desc if job.compress is None else self.conversions.get(desc.digest)
+
+        async def push() -> Manifest:
+            return await self._copy_tree(job, await fetch_child(job.src, desc), None, root=False)
+
+        if target is not None and await job.dst.manifest_head(str(target.digest)) is not None:
+            job.out.record_manifest(target, BlobAction.SKIPPED, str(target.digest))
+            children[i] = target
+        else:
+            children[i] = (await push()).descriptor()
+        again[children[i].digest] = push
+
+
+def _named_digests(exc: RegistryError, manifest: Manifest) -> list[Digest]:
+    """The references of ``manifest`` a blob-unknown refusal names (distribution puts the digest in the
+    ``detail``); all of them when it names none."""
+    refs = [d.digest for d in (*manifest.blobs(), *manifest.children())]
+    text = " ".join(f"{e.detail} {e.message}" for e in exc.errors)
+    named = {Digest(m) for m in _DIGEST_IN_TEXT.findall(text)}
+    chosen = [d for d in refs if d in named]
+    return chosen or list(dict.fromkeys(refs))
+
+
+def _manifest_conversion(source: Manifest, converted: Manifest) -> Conversion:
+    return Conversion(source.digest, converted.descriptor())
+
+
+def _converted(manifest: Manifest, children: dict[int, Descriptor], layers: dict[int, Descriptor]) -> Manifest:
+    """``manifest`` rewritten for converted ``layers`` or ``children``; the same bytes when nothing changed."""
+    if manifest.is_index:
+        old = manifest.children()
+        changed = any(d.digest != old[i].digest for i, d in children.items())
+        return rewrite_index(manifest, children) if changed else manifest
+    return rewrite_image(manifest, layers) if layers else manifest
+
+
+async def fetch_child(src: Store, desc: Descriptor) -> Manifest:
+    """GET a manifest by its descriptor: bytes checked against the digest and the size."""
+    manifest = await src.manifest_get(str(desc.digest))
+    if manifest.size != desc.size:
+        raise DigestMismatchError(desc.digest, None, manifest.size, desc.size, "manifest size differs from descriptor")
+    return manifest
