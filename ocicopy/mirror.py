@@ -26,7 +26,7 @@ from ocicopy.blobs import MountFrom
 from ocicopy.digest import Digest
 from ocicopy.errors import NotFoundError, OcicopyError, unwrap_group
 from ocicopy.flight import SingleFlight
-from ocicopy.ledger import Ledger
+from ocicopy.ledger import Ledger, new_run_id
 from ocicopy.location import Location, parse_layout_reference, pinned
 from ocicopy.models import Manifest, ManifestInfo
 from ocicopy.options import recompression
@@ -53,6 +53,7 @@ class MirrorOptions:
     immutable_tags: str | None = None  # regex, full match on the source tag
     concurrency: int = 32  # deployments in flight: mostly HEADs (blob transfers are bounded by the client)
     ledger: bool | None = None  # None: as the plan says
+    run_id: str | None = None  # None: a new one (ledger.new_run_id)
 
 
 class Mirror:
@@ -65,6 +66,7 @@ class Mirror:
         self.plan = plan
         self.options = options or MirrorOptions()
         self.progress = progress
+        self.run_id = self.options.run_id or new_run_id()
         pattern = self.options.immutable_tags or plan.immutable_tags
         self.immutable = re.compile(pattern) if pattern else None
         self.heads: SingleFlight[ManifestInfo | None] = SingleFlight(keep_results=True)
@@ -77,7 +79,7 @@ class Mirror:
         self.ledger: Ledger | None = None
         if use_ledger and plan.mirror.registry is not None:  # layouts: no mounts; dry runs read it, never write
             registry = client.registry(api_host(plan.mirror.registry))
-            self.ledger = Ledger(registry, ledger_repository(plan))
+            self.ledger = Ledger(registry, ledger_repository(plan), self.run_id)
         self.compress = recompression(plan.mirror.compress, plan.mirror.compress_level)
         self._seeded = False
         self._seed_lock = anyio.Lock()
@@ -102,6 +104,7 @@ class Mirror:
         final = [r for r in results if r is not None]
         warnings = await self._save_ledger()
         return MirrorReport(
+            run_id=self.run_id,
             mode=self.plan.mirror.mode,
             dry_run=self.options.dry_run,
             seconds=round(time.monotonic() - started, 6),

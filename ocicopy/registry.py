@@ -9,6 +9,7 @@ go-containerregistry: :meth:`blob_exists` → :meth:`start_upload` (optionally a
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ import httpx2
 
 from ocicopy.auth import Scopes
 from ocicopy.digest import Digest, Verifier
-from ocicopy.errors import DigestMismatchError, NotFoundError, RegistryError, TransportError
+from ocicopy.errors import DigestMismatchError, InputError, NotFoundError, RegistryError, TransportError
 from ocicopy.models import MANIFEST_ACCEPT, OCI_INDEX, Descriptor, Manifest, ManifestInfo, parse_manifest
 from ocicopy.reference import validate_repository, validate_tag
 from ocicopy.transport import Transport, read_capped, redact
@@ -43,6 +44,8 @@ class UploadSession:
 
 MAX_REFERRER_PAGES = 100
 MAX_REFERRERS_LISTED = 1000
+TAGS_PAGE = 1000
+MAX_TAG_PAGES = 100
 
 
 def _next_page(url: httpx2.URL, link: str | None) -> httpx2.URL | None:
@@ -54,6 +57,24 @@ def _next_page(url: httpx2.URL, link: str | None) -> httpx2.URL | None:
         return None
     target = url.join(m.group(1))
     return target if (target.scheme, target.host, target.port) == (url.scheme, url.host, url.port) else None
+
+
+def _tag_names(body: bytes) -> list[str]:
+    """The valid tags of a ``tags/list`` answer ``{"name": ..., "tags": [...]}`` (``tags`` may be null)."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return []
+    tags = doc.get("tags") if isinstance(doc, dict) else None
+    return [t for t in tags if isinstance(t, str) and _is_tag(t)] if isinstance(tags, list) else []
+
+
+def _is_tag(text: str) -> bool:
+    try:
+        validate_tag(text)
+    except InputError:
+        return False
+    return True
 
 
 def _ref_path(reference: str) -> str:
@@ -206,6 +227,38 @@ class Registry:
                 return found[:MAX_REFERRERS_LISTED]
             url = _next_page(url, response.headers.get("link"))
         return found
+
+    async def tags(self, repository: str) -> list[str] | None:
+        """The repository's tags (``GET /v2/<name>/tags/list``, pages of :data:`TAGS_PAGE` followed on the same
+        host, at most :data:`MAX_TAG_PAGES`); None when the registry does not know the repository (404
+        ``NAME_UNKNOWN``). Entries that are not valid tags are dropped."""
+        url: httpx2.URL | None = self._url(repository, "tags/list", {"n": str(TAGS_PAGE)})
+        found: list[str] = []
+        for _ in range(MAX_TAG_PAGES):
+            if url is None:
+                break
+            try:
+                response, body = await self.transport.request(
+                    "GET",
+                    self.host,
+                    url,
+                    scopes=Scopes.pull(repository),
+                    expect={200},
+                    body_limit=self.limits.manifest_bytes,
+                    what="tag list",
+                )
+            except NotFoundError:
+                if found:
+                    raise
+                return None
+            found += _tag_names(body)
+            url = _next_page(url, response.headers.get("link"))
+        return list(dict.fromkeys(found))
+
+    async def manifest_delete(self, repository: str, digest: Digest) -> None:
+        """DELETE a manifest by digest (the registry untags every tag on it; distribution refuses a tag)."""
+        url = self._url(repository, f"manifests/{Digest(digest)}")
+        await self.transport.request("DELETE", self.host, url, scopes=Scopes.push(repository), expect={202, 200})
 
     # -- blobs ------------------------------------------------------------------------------------------------
 

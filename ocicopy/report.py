@@ -58,6 +58,7 @@ class MirrorTotals(BaseModel):
 
 
 class MirrorReport(BaseModel):
+    run_id: str = Field(default="", description="this run's id (UTC time + random), also in the ledger it wrote")
     mode: Mode
     dry_run: bool = False
     seconds: float

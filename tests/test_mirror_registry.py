@@ -235,8 +235,8 @@ async def test_cluster_cold_copies_each_unique_image_once(pair: Pair, make_repo:
     assert {last_segment(e) for e in for_repo(puts, cluster_repo)} == {
         d.destination.rsplit(":", 1)[1] for d in report.deployments
     }
-    assert len(for_repo(puts, ledger_repo(prefix))) == 1
-    assert len(puts) == 9
+    assert len(for_repo(puts, ledger_repo(prefix))) == 2  # the run's shard and the head folding it
+    assert len(puts) == 10
 
     # each unique blob leaves the source at most once; every needed blob left it once
     counts = blob_get_counts(src_log)
@@ -603,9 +603,9 @@ async def test_mirror_puts_manifests_after_their_content(pair: Pair, make_repo: 
         if service == "multi":
             expected |= {c.digest for c in index.children}
         assert put == expected, f"{repo}: PUT {put}, expected {expected}"
-    # the ledger artifact, too, is PUT after its blobs
+    # the ledger's artifacts, too, are PUT after their blobs: this run's shard, then the head that folds it
     ledger_log = for_repo(mirror_log, ledger_repo(prefix))
     put_at = [i for i, e in enumerate(ledger_log) if e in manifest_puts([e])]
     upload_at = [i for i, e in enumerate(ledger_log) if e in upload_puts_201([e])]
-    assert len(put_at) == 1 and upload_at and max(upload_at) < put_at[0]
+    assert len(put_at) == 2 and min(upload_at) < put_at[0] < max(upload_at) < put_at[1]
     assert skopeo_digest(pinned_ref(report.deployments[-1].pinned)) == index.digest
