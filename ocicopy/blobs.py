@@ -65,6 +65,15 @@ class BlobCopier:
         self.flight: SingleFlight[BlobResult] = SingleFlight()
         self.transfers: SingleFlight[str] = SingleFlight(keep_results=True)
         self.located: dict[tuple[str, Digest], list[str]] = {}
+        #: (host, repository) that did not exist when this client began writing to them: what this client has not
+        #: placed there is not there (concurrent writers aside), so a placement skips the HEAD
+        self.fresh: set[tuple[str, str]] = set()
+
+    def is_fresh(self, dst: Store, digest: Digest) -> bool:
+        """Whether ``dst`` is a repository new in this run that this client has not placed ``digest`` in."""
+        return (dst.host, dst.repository) in self.fresh and dst.repository not in self.located.get(
+            (dst.host, digest), ()
+        )
 
     async def copy(self, src: Store, dst: Store, desc: Descriptor, mount_from: MountFrom = ()) -> BlobResult:
         """Make ``desc`` present in ``dst``; ``mount_from`` lists repositories of ``dst``'s registry to try."""
@@ -88,11 +97,12 @@ class BlobCopier:
             seconds=round(time.monotonic() - started, 6),
             mounted_from=origin,
         )
-        self._located(dst, desc.digest)
+        self.note_placed(dst, desc.digest)
         self.progress.blob_finished(result)
         return result
 
-    def _located(self, dst: Store, digest: Digest) -> None:
+    def note_placed(self, dst: Store, digest: Digest) -> None:
+        """``dst`` holds ``digest`` now (a blob, or a manifest pushed there): a place to mount from, no longer fresh."""
         known = self.located.setdefault((dst.host, digest), [])
         if dst.repository not in known:
             known.append(dst.repository)
@@ -107,7 +117,7 @@ class BlobCopier:
             if session is not None:
                 await dst.cancel(session)
         if origin is not None:
-            self._located(dst, digest)
+            self.note_placed(dst, digest)
         return origin
 
     async def _candidates(self, src: Store | None, dst: Store, digest: Digest, mount_from: MountFrom) -> list[str]:
@@ -150,12 +160,22 @@ class BlobCopier:
         self, src: Store, dst: Store, desc: Descriptor, mount_from: MountFrom
     ) -> tuple[BlobAction, int, str | None]:
         """HEAD → mount → (one transfer per registry and digest) → stream. The limiter is held only while this
-        copy talks to a store, never while it waits for another copy's transfer of the same blob."""
+        copy talks to a store, never while it waits for another copy's transfer of the same blob.
+
+        Into a repository new in this run (:attr:`fresh`) there is nothing to HEAD for: the mount is asked first
+        (201 when a candidate holds it), and a declined one (202: a stale hint) is followed by the HEAD before
+        streaming; with no candidate the blob is uploaded at once. Elsewhere the HEAD stays first: a mount also
+        rewrites a link that exists, which races a concurrent writer's manifest PUT (:mod:`ocicopy.tree`)."""
+        fresh = self.is_fresh(dst, desc.digest)
         async with self.limiter:
-            if present(await dst.blob_exists(desc.digest), desc):
+            if not fresh and present(await dst.blob_exists(desc.digest), desc):
                 return BlobAction.SKIPPED, 0, None
             candidates = await self._candidates(src, dst, desc.digest, mount_from)
             origin, session = await self._try_mounts(dst, desc.digest, candidates)
+            if fresh and candidates and origin is None and present(await dst.blob_exists(desc.digest), desc):
+                if session is not None and isinstance(dst, Mounting):
+                    await dst.cancel(session)
+                return BlobAction.SKIPPED, 0, None
         if origin is not None:
             return BlobAction.MOUNTED, 0, origin
         # A concurrent or earlier copy of the same blob into another repository of this registry: wait for it,

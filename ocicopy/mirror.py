@@ -73,6 +73,7 @@ class Mirror:
         self.copies: SingleFlight[CopyResult] = SingleFlight(keep_results=True)
         self.referrer_copies: SingleFlight[ReferrersOutcome] = SingleFlight(keep_results=True)
         self.manifests: SingleFlight[Manifest] = SingleFlight(keep_results=True)
+        self.probes: SingleFlight[bool] = SingleFlight(keep_results=True)
         self.planned_blobs: set[Digest] = set()
         self.predicted: set[str] = set()
         use_ledger = plan.mirror.ledger if self.options.ledger is None else self.options.ledger
@@ -192,10 +193,14 @@ class Mirror:
             result.pinned = pinned(dest, mirrored.digest)
             result.warnings.append(f"source tag {source.tag!r} trusted as immutable: source not checked")
             return
-        source_digest = source.digest or await self._source_digest(source)
-        result.source_digest = source_digest
         specs = [parse_platform(p) for p in target.deployment.platforms]
-        top = await self._source_manifest(source, source_digest) if specs else None
+        top: Manifest | None = None
+        if source.digest is None and mirrored is None:  # cold: the manifest is needed anyway; its GET tells the digest
+            top = await self._source_manifest_by_tag(source)
+        source_digest = source.digest or (top.digest if top is not None else await self._source_digest(source))
+        result.source_digest = source_digest
+        if specs and top is None:
+            top = await self._source_manifest(source, source_digest)
         # With a recompression not known yet, the copy finds out (reading the mirror tag back).
         await self._seed_conversions()
         conversions = self.client.trees.conversions
@@ -238,6 +243,14 @@ class Mirror:
         manifest, _ = await self.manifests.run(key, lambda: endpoint.manifest_get(str(digest)))
         return manifest
 
+    async def _source_manifest_by_tag(self, source: Location) -> Manifest:
+        """The manifest the source tag points at now, fetched once per run (its digest from its bytes); a GET that
+        answers what a HEAD would, where the bytes are needed anyway (the mirror lacks the image)."""
+        assert source.tag is not None
+        endpoint, tag = self.client.endpoint(source), source.tag
+        manifest, _ = await self.manifests.run(str(source), lambda: endpoint.manifest_get(tag))
+        return manifest
+
     async def _seed_conversions(self) -> None:
         """With a recompression: the conversions earlier runs recorded in the ledger, read once per run."""
         if self.compress is None or self.ledger is None or self._seeded:
@@ -261,6 +274,7 @@ class Mirror:
     async def _copy(self, target: Target, source_digest: Digest, top: Manifest | None, check: bool) -> CopyResult:
         assert target.source is not None
         specs = [parse_platform(p) for p in target.deployment.platforms]
+        await self._probe(target.destination)
         hints: MountFrom = self.ledger.candidates if self.ledger is not None else ()
         copy = await self.client.copy_resolved(
             target.source,
@@ -277,6 +291,26 @@ class Mirror:
             for blob in copy.blobs:
                 self.ledger.record(blob.digest, target.destination.repository)
         return copy
+
+    async def _probe(self, dest: Location) -> None:
+        """Once per run and mirror repository about to receive a copy: does the repository exist yet? A new one
+        holds nothing, so the copy skips the HEAD of every blob and index child it places there (mounting first,
+        uploading straight away). Known to exist when the ledger lists it; else one ``tags/list``."""
+        if not isinstance(dest, Reference):
+            return  # a layout: its checks are local
+        key = (dest.api_host, dest.repository)
+        await self.probes.run(key, lambda: self._is_new(*key))
+
+    async def _is_new(self, host: str, repository: str) -> bool:
+        if self.ledger is not None and repository in await self.ledger.repositories():
+            return False
+        try:
+            new = await self.client.registry(host).tags(repository) is None
+        except OcicopyError:
+            return False  # unsure: the usual HEADs
+        if new:
+            self.client.blobs.fresh.add((host, repository))
+        return new
 
     async def _predict(
         self,

@@ -208,6 +208,7 @@ class TreeCopier:
         subject = manifest.view.subject
         if subject is not None and not indexed:  # no referrers API there: keep the fallback index (last)
             await self.fallback.add(dst, subject.digest, referrer_descriptor(manifest))
+        self.blobs.note_placed(dst, manifest.digest)
         self.progress.manifest_pushed(manifest.digest, reference)
         job.out.record_manifest(manifest.descriptor(), BlobAction.COPIED, reference)
 
@@ -286,7 +287,8 @@ class TreeCopier:
         async def push() -> Manifest:
             return await self._copy_tree(job, await fetch_child(job.src, desc), None, root=False)
 
-        if target is not None and await job.dst.manifest_head(str(target.digest)) is not None:
+        fresh = target is not None and self.blobs.is_fresh(job.dst, target.digest)  # no HEAD in a new repository
+        if target is not None and not fresh and await job.dst.manifest_head(str(target.digest)) is not None:
             job.out.record_manifest(target, BlobAction.SKIPPED, str(target.digest))
             children[i] = target
         else:

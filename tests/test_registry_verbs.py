@@ -128,3 +128,39 @@ async def test_connections_are_reused_across_requests(registry: RegistryServer, 
         entries = registry.requests(mark)
     assert len(entries) == 15
     assert len({e.remote for e in entries}) == 1  # one TCP connection for all fifteen
+
+
+async def test_tags_lists_a_repository_and_says_when_it_does_not_exist(
+    registry: RegistryServer, unique_repo: str
+) -> None:
+    image = images.make_image([images.layer(911, 1000)])
+    for tag in ("b", "a", "1.0"):
+        images.push(registry, unique_repo, tag, image)
+    async with transport_for(registry) as transport:
+        reg = Registry(transport, registry.host)
+        assert sorted(await reg.tags(unique_repo) or []) == ["1.0", "a", "b"]
+        assert await reg.tags(unique_repo + "-never-pushed") is None  # 404 NAME_UNKNOWN
+
+
+async def test_tags_follows_pages_and_drops_what_is_not_a_tag(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.fake_registry import FakeRegistry, Response
+
+    monkeypatch.setattr("ocicopy.registry.TAGS_PAGE", 2)
+    image = images.make_image([images.layer(912, 1000)])
+    with FakeRegistry() as fake:
+        for tag in ("t1", "t2", "t3", "t4", "t5"):
+            fake.seed("app", tag, image)
+        hostile = {"name": "other", "tags": ["../x", "ok-too", 7]}
+        fake.before(
+            lambda r: (
+                Response(200, {"Content-Type": "application/json"}, images.dump(hostile))
+                if r.path == "/v2/weird/tags/list"
+                else None
+            )
+        )
+        async with Transport(ClientOptions(plain_http=frozenset({fake.host}), use_docker_config=False)) as t:
+            reg = Registry(t, fake.host)
+            assert await reg.tags("app") == ["t1", "t2", "t3", "t4", "t5"]
+            assert await reg.tags("weird") == ["ok-too"]
+        pages = [r for r in fake.requests if r.path == "/v2/app/tags/list"]
+    assert len(pages) == 3
