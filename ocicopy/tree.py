@@ -12,11 +12,11 @@ manifests above them are rewritten (:mod:`ocicopy.transform`).
 
 Concurrent writers: a registry may refuse a manifest PUT with ``MANIFEST_BLOB_UNKNOWN`` (often with
 ``DIGEST_INVALID``) although every blob was placed: CNCF distribution rewrites a repository's link to a blob
-while another upload or mount of it commits, and a PUT in between fails (REGISTRY-QUIRKS.md, "Concurrent
+while another upload or mount of it commits, and a PUT in between fails (docs/REGISTRY-QUIRKS.md, "Concurrent
 writers"). Re-placing the blobs at once would rewrite the link again and feed the race, so :meth:`TreeCopier._put`
 first retries the PUT after a jittered backoff; only if that fails too does it look at the blobs the error
 names, re-placing those that two HEADs spaced apart both miss; and when none is missing but some were mounted,
-it uploads those (ECR accepts a mount it does not count for manifests: REGISTRY-QUIRKS.md, "Mounts"). Bounded
+it uploads those (ECR accepts a mount it does not count for manifests: docs/REGISTRY-QUIRKS.md, "Mounts"). Bounded
 in attempts and time (:data:`BLOB_RACE_POLICY`).
 """
 
