@@ -228,6 +228,7 @@ class Ledger:
         merged = LedgerDoc(folded={self.shard_tag})
         merged.merge(self.mine)  # ours are the newest: first
         merged.merge(stored)
+        merged.folded &= {*shard_tags, self.shard_tag}  # a deleted shard never comes back (run ids are unique)
         stored = merged
         if time.monotonic() - started < SHARD_GRACE / 2:  # a slow fold could overwrite a newer head
             await self._write(LEDGER_TAG, stored.encode())

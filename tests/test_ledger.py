@@ -223,3 +223,22 @@ def test_merging_loses_no_repository_blob_or_fold_whatever_the_order(a: LedgerDo
         assert set(merged.blobs) == set(a.blobs) | set(b.blobs)
         assert merged.folded == a.folded | b.folded
     assert ab.repositories == ba.repositories
+
+
+async def test_the_head_lists_only_shards_that_still_exist(registry: RegistryServer, unique_repo: str) -> None:
+    old_run = new_run_id(datetime.now(UTC) - timedelta(seconds=SHARD_GRACE + 60))
+    async with transport_for(registry) as t:
+        old = _ledger(t, registry.host, unique_repo, old_run)
+        old.record(D[0], "mirror/a")
+        await old.save()  # folded, then deleted (old)
+        young = _ledger(t, registry.host, unique_repo)
+        young.record(D[1], "mirror/b")
+        await young.save()
+    head = json.loads(images.get_blob(registry, unique_repo, _head_layer(registry, unique_repo)))
+    assert head["folded"] == [young.shard_tag]
+    assert sorted(head["repositories"]) == ["mirror/a", "mirror/b"]
+
+
+def _head_layer(registry: RegistryServer, repo: str) -> str:
+    manifest = json.loads(images.get_manifest(registry, repo, LEDGER_TAG).content)
+    return str(manifest["layers"][0]["digest"])
