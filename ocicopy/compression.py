@@ -12,6 +12,9 @@ Threading choice: each bounded CPU step (≤ 1 MiB of decompressed data plus its
 runs in a worker thread via :func:`anyio.to_thread.run_sync`, so slow compression levels never stall
 the event loop; zlib, zstd and hashlib release the GIL for such buffers. Steps are not cancellable
 mid-way, but each one is short.
+
+``zstandard`` is imported by the classes that compress or decompress, not with this module: a copy that
+recompresses nothing never loads it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from collections.abc import AsyncIterable, AsyncIterator
 from typing import Final, Literal
 
 import anyio.to_thread
-import zstandard
 
 from ocicopy.digest import Digest, Hasher
 from ocicopy.errors import (
@@ -123,6 +125,8 @@ class _GzipToZstd:
     """Synchronous state machine; each :meth:`step` does a bounded amount of work."""
 
     def __init__(self, level: int, max_output: int) -> None:
+        import zstandard
+
         self.max_output = max_output
         self.inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         self.in_member = False  # bytes fed to the current member, which has not ended yet
@@ -208,6 +212,9 @@ async def gzip_to_zstd(
 
 class _ZstdBounded:
     def __init__(self, max_output: int, max_window_log: int) -> None:
+        import zstandard
+
+        self.error = zstandard.ZstdError
         self.max_output = max_output
         self.max_window_log = max_window_log
         self.dctx = zstandard.ZstdDecompressor(max_window_size=1 << max_window_log)
@@ -226,7 +233,7 @@ class _ZstdBounded:
             piece, self.pending = self.pending[:_ZSTD_FEED], self.pending[_ZSTD_FEED:]
             try:
                 out = self.obj.decompress(piece)
-            except zstandard.ZstdError as e:
+            except self.error as e:
                 if "too much memory" in str(e) or "window" in str(e).lower():
                     raise WindowTooLargeError(self.max_window_log, str(e)) from None
                 raise CorruptDataError("zstd", str(e)) from None
