@@ -1,14 +1,20 @@
-"""Human output: a live progress line on a TTY, and summaries of results."""
+"""Human output: a live progress line on a TTY, and summaries of results.
+
+The mirror's report types are imported only by the functions that show them: ``copy`` never loads them.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from ocicopy.digest import Digest
-from ocicopy.report import DeploymentResult, MirrorAction, MirrorReport
-from ocicopy.result import BlobAction, BlobResult, CopyResult
+from ocicopy.result import BlobAction
+
+if TYPE_CHECKING:
+    from ocicopy.digest import Digest
+    from ocicopy.report import DeploymentResult, MirrorReport
+    from ocicopy.result import BlobResult, CopyResult
 
 
 def human_bytes(n: float) -> str:
@@ -98,6 +104,8 @@ def copy_summary(result: CopyResult) -> str:
 
 def deployment_line(d: DeploymentResult) -> str:
     """One line per deployment (non-TTY output, and the final table)."""
+    from ocicopy.report import MirrorAction
+
     what = d.pinned or d.destination
     detail = ""
     if d.action in (MirrorAction.COPIED, MirrorAction.UPDATED):
@@ -131,6 +139,8 @@ class MirrorTerminal(TerminalProgress):
         self.failed = 0
 
     def deployment_finished(self, result: DeploymentResult, done: int, total: int) -> None:
+        from ocicopy.report import MirrorAction
+
         self.deployments_done = done
         self.failed += result.action is MirrorAction.FAILED
         self._draw(force=True)

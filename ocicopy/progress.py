@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ocicopy.digest import Digest
-from ocicopy.result import BlobResult
+if TYPE_CHECKING:  # annotations only: importing this module builds no pydantic model
+    from ocicopy.digest import Digest
+    from ocicopy.result import BlobResult
 
 
 class Progress(Protocol):
