@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -10,6 +10,7 @@ from ocicopy.errors import InputError
 from ocicopy.retry import RetryPolicy
 
 MiB = 1024 * 1024
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Frozen(BaseModel):
@@ -93,4 +94,12 @@ def recompression(value: Recompression | str | None, level: int | None = None) -
         return chosen
     if not 1 <= level <= 19:
         raise InputError(f"zstd level {level} is out of range 1-19")
-    return chosen.model_copy(update={"level": level})
+    return revalidated(chosen, level=level)
+
+
+def revalidated(model: M, **changes: object) -> M:
+    """``model`` with ``changes``, validated as a new one would be (``model_copy(update=...)`` checks nothing).
+
+    Nested models are kept as they are (already valid); a bad change raises pydantic's ``ValidationError``.
+    """
+    return type(model).model_validate({**dict(model), **changes})

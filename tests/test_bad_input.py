@@ -1,6 +1,7 @@
 """Bad input against real registries: refused before any request, or failing with the right error and no push.
 
 "Before any request" and "nothing pushed" are proven from the registries' access logs between two marks.
+Bad settings are refused when options are built or changed (pure tests at the end).
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ import itertools
 from collections.abc import Callable
 
 import pytest
+from pydantic import ValidationError
 
 from harness import images as im
 from harness.registry import AccessEntry, RegistryServer, blob_uploads, manifest_puts
 from ocicopy import Client, ClientOptions, CopyAction, NotFoundError, OcicopyError, TransportError
 from ocicopy.errors import InputError, InvalidReferenceError
+from ocicopy.options import Recompression, recompression, revalidated
 
 MakeRepo = Callable[[str], str]
 _seeds = itertools.count(9000)
@@ -169,3 +172,24 @@ async def test_malformed_platform_is_refused_before_any_request(
             )
     assert registry.requests(marks[0]) == []
     assert registry2.requests(marks[1]) == []
+
+
+# --------------------------------------------------------------------------- options: validated whenever they change
+
+
+def test_revalidated_checks_what_model_copy_does_not() -> None:
+    options = ClientOptions(use_docker_config=False)
+    changed = revalidated(options, blob_concurrency=16)
+    assert changed.blob_concurrency == 16 and changed.limits is options.limits
+    with pytest.raises(ValidationError):
+        revalidated(options, blob_concurrency=500)
+    with pytest.raises(ValidationError):
+        revalidated(options, no_such_setting=1)
+    assert options.model_copy(update={"blob_concurrency": 500}).blob_concurrency == 500  # why: it checks nothing
+
+
+@pytest.mark.parametrize("level", [0, 20])
+def test_recompression_level_out_of_range_is_an_input_error(level: int) -> None:
+    with pytest.raises(InputError, match="out of range 1-19"):
+        recompression("zstd", level)
+    assert recompression(Recompression(level=5), 7) == Recompression(level=7)
