@@ -1,45 +1,65 @@
 """``ocicopy`` command line: copy, inspect, digest, referrers, mirror, build-key, lookup.
 
-Exit 0 ok, 1 failure, 2 usage error (bad arguments, references, plans), 3 not found (``lookup``).
+Exit 0 ok, 1 failure, 2 usage error (bad arguments, values, references, plans), 3 not found (``lookup``).
 
-Errors are one line on stderr (``ocicopy: error: ...``); ``--debug`` adds the traceback.
+Every error is one line on stderr, ``ocicopy: error: ...`` (argparse's usage errors too); ``--debug`` (before
+or after the command) adds the traceback. Every value is checked before anything is sent.
+
+Start-up is kept small: this module imports only argparse; each command imports what it needs when it runs
+(``--help``, ``--version`` and ``build-key`` never load the HTTP stack; ``copy`` never loads the mirror, the
+plan models or zstandard unless it recompresses). ``tests/test_imports.py`` holds this.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import traceback
-from collections.abc import Sequence
-from typing import Any
-
-import anyio
-from pydantic import ValidationError
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from ocicopy import __version__
-from ocicopy.client import Client
-from ocicopy.credentials import Credentials
-from ocicopy.display import (
-    MirrorLines,
-    MirrorTerminal,
-    TerminalProgress,
-    copy_summary,
-    deployment_line,
-    human_bytes,
-    mirror_summary,
-)
-from ocicopy.errors import InputError, OcicopyError
-from ocicopy.location import is_layout_reference
-from ocicopy.models import Manifest
-from ocicopy.options import ClientOptions, recompression
-from ocicopy.plan import BuildSpec, load_plan
-from ocicopy.planner import build_inputs, build_key
-from ocicopy.platforms import parse_platform
-from ocicopy.reference import parse_reference
-from ocicopy.report import MirrorReport, write_atomic, write_lock
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
+
+    from ocicopy.client import Client
+    from ocicopy.credentials import Credentials
+    from ocicopy.errors import InputError
+    from ocicopy.models import Manifest
+    from ocicopy.options import ClientOptions, Recompression
+    from ocicopy.plan import Plan
+    from ocicopy.report import MirrorReport
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
+M = TypeVar("M", bound="BaseModel")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse without abbreviations (``--ref`` is not ``--referrers``), usage errors on one line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"ocicopy: error: {_one_line(message)} (see '{self.prog} --help')\n")
+
+
+class _Command(_Parser):
+    """A subcommand's parser: an unknown argument is reported against it, not against ``ocicopy``."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
+def _debug(parser: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> None:
+    # SUPPRESS on subcommands: their absent flag must not reset a root ``ocicopy --debug COMMAND``
+    parser.add_argument("--debug", action="store_true", default=default, help="show tracebacks on errors")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -51,17 +71,49 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="speak plain HTTP (no TLS) to HOST[:PORT]; repeatable. Never a silent fallback",
     )
     parser.add_argument("--no-docker-config", action="store_true", help="ignore ~/.docker/config.json")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    _debug(parser)
+
+
+def _creds_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--creds", metavar="USER:PASSWORD", help="credentials for the registry")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ocicopy",
         description="Copy container images between OCI registries, byte-exact, streamed and verified.",
     )
     parser.add_argument("--version", action="version", version=f"ocicopy {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _debug(parser, default=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Command)
+    _copy_parser(sub)
 
+    p = sub.add_parser("inspect", help="show a manifest", description="Show the manifest REF points at.")
+    p.add_argument("ref", metavar="REF")
+    p.add_argument("--raw", action="store_true", help="print the exact manifest bytes")
+    _creds_flag(p)
+    _common(p)
+
+    p = sub.add_parser("digest", help="print the digest REF resolves to", description="Print REF's digest.")
+    p.add_argument("ref", metavar="REF")
+    _creds_flag(p)
+    _common(p)
+
+    p = sub.add_parser(
+        "referrers",
+        help="list the manifests that refer to REF (signatures, SBOMs...)",
+        description="List REF's referrers: the referrers API, else the fallback tag (<alg>-<hex>).",
+    )
+    p.add_argument("ref", metavar="REF")
+    p.add_argument("--artifact-type", metavar="TYPE", help="only referrers of this artifactType")
+    p.add_argument("--json", action="store_true", help="print the descriptors as JSON")
+    _creds_flag(p)
+    _common(p)
+    _mirror_parsers(sub)
+    return parser
+
+
+def _copy_parser(sub: Any) -> None:
     p = sub.add_parser(
         "copy",
         help="copy an image, index or artifact",
@@ -101,30 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, no summary")
     _common(p)
 
-    p = sub.add_parser("inspect", help="show a manifest", description="Show the manifest REF points at.")
-    p.add_argument("ref", metavar="REF")
-    p.add_argument("--raw", action="store_true", help="print the exact manifest bytes")
-    p.add_argument("--creds", metavar="USER:PASSWORD", help="credentials for the registry")
-    _common(p)
-
-    p = sub.add_parser("digest", help="print the digest REF resolves to", description="Print REF's digest.")
-    p.add_argument("ref", metavar="REF")
-    p.add_argument("--creds", metavar="USER:PASSWORD", help="credentials for the registry")
-    _common(p)
-
-    p = sub.add_parser(
-        "referrers",
-        help="list the manifests that refer to REF (signatures, SBOMs...)",
-        description="List REF's referrers: the referrers API, else the fallback tag (<alg>-<hex>).",
-    )
-    p.add_argument("ref", metavar="REF")
-    p.add_argument("--artifact-type", metavar="TYPE", help="only referrers of this artifactType")
-    p.add_argument("--json", action="store_true", help="print the descriptors as JSON")
-    p.add_argument("--creds", metavar="USER:PASSWORD", help="credentials for the registry")
-    _common(p)
-    _mirror_parsers(sub)
-    return parser
-
 
 def _mirror_parsers(sub: Any) -> None:
     p = sub.add_parser(
@@ -158,6 +186,7 @@ def _mirror_parsers(sub: Any) -> None:
     p.add_argument("--dockerfile", default="Dockerfile", metavar="PATH")
     p.add_argument("--target", metavar="STAGE")
     p.add_argument("--json", action="store_true", help="print the key with its canonical inputs")
+    _debug(p)
 
     p = sub.add_parser(
         "lookup",
@@ -166,13 +195,78 @@ def _mirror_parsers(sub: Any) -> None:
         "1 on other failures; 2 on usage errors.",
     )
     p.add_argument("ref", metavar="REF")
-    p.add_argument("--creds", metavar="USER:PASSWORD", help="credentials for the registry")
+    _creds_flag(p)
     _common(p)
+
+
+# --------------------------------------------------------------------------- values, checked before any request
+
+
+def _validated(model: type[M], flags: Mapping[str, str], **values: Any) -> M:
+    """``model`` built from ``values``; a pydantic error becomes one :class:`InputError` naming the flag."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise _in_flag_terms(exc, model, flags) from None
+
+
+def _in_flag_terms(exc: ValidationError, model: type[BaseModel], flags: Mapping[str, str]) -> InputError:
+    """The first error of ``exc`` said with the option's name: ``--concurrency must be between 1 and 128``."""
+    from ocicopy.errors import InputError
+
+    err = exc.errors()[0]
+    loc = [str(part) for part in err["loc"]]
+    flag = flags.get(loc[0], loc[0]) if loc else model.__name__
+    if len(loc) == 1 and err["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return InputError(f"{flag} {_bounds(model, loc[0])} (got {err['input']!r})")
+    return InputError(f"{' '.join([flag, *loc[1:]])}: {_one_line(str(err['msg'])).removeprefix('Value error, ')}")
+
+
+def _bounds(model: type[BaseModel], field: str) -> str:
+    """``must be between 1 and 128``, read from the field's own constraints (so it follows the model)."""
+    found = {
+        name: value
+        for meta in model.model_fields[field].metadata
+        for name in ("ge", "gt", "le", "lt")
+        if (value := getattr(meta, name, None)) is not None
+    }
+    if "ge" in found and "le" in found:
+        return f"must be between {found['ge']} and {found['le']}"
+    words = {"ge": "at least", "gt": "greater than", "le": "at most", "lt": "less than"}
+    return "must be " + " and ".join(f"{words[name]} {value}" for name, value in found.items())
+
+
+def _plain_http_host(value: str) -> str:
+    """``--plain-http HOST[:PORT]`` checked and normalised like a reference's registry (what requests use)."""
+    from ocicopy.errors import InputError, InvalidReferenceError
+    from ocicopy.reference import api_host
+
+    if "://" in value or "/" in value:
+        raise InputError(f"--plain-http takes HOST[:PORT], not a URL or a path: {value!r}")
+    try:
+        return api_host(value)
+    except InvalidReferenceError as exc:
+        raise InputError(f"--plain-http {exc.reference}: {exc.reason}") from None
+
+
+def _client_options(args: argparse.Namespace, flags: Mapping[str, str], **values: Any) -> ClientOptions:
+    """The client settings of a command: its flags validated (``--plain-http``, ``--no-docker-config``...)."""
+    from ocicopy.options import ClientOptions
+
+    values.update(plain_http={_plain_http_host(host) for host in args.plain_http})
+    return _validated(ClientOptions, flags, use_docker_config=not args.no_docker_config, **values)
 
 
 def _creds(value: str | None, ref: str) -> dict[str, Credentials]:
     if not value:
         return {}
+    from ocicopy.credentials import Credentials
+    from ocicopy.errors import InputError
+    from ocicopy.location import is_layout_reference
+    from ocicopy.reference import parse_reference
+
     if is_layout_reference(ref):
         raise InputError(f"credentials given for an OCI layout ({ref}): layouts are local directories")
     user, sep, password = value.partition(":")
@@ -181,31 +275,61 @@ def _creds(value: str | None, ref: str) -> dict[str, Credentials]:
     return {parse_reference(ref.removeprefix("docker://")).registry: Credentials(user, password)}
 
 
-def _client(args: argparse.Namespace, creds: dict[str, Credentials], **options: Any) -> Client:
-    opts = ClientOptions(use_docker_config=not args.no_docker_config, **options)
-    return Client(opts, plain_http=args.plain_http, credentials=creds or None)
+def _compression(args: argparse.Namespace) -> Recompression | None:
+    from ocicopy.errors import InputError
+
+    if args.dest_compress is None:
+        if args.dest_compress_level is not None:
+            raise InputError("--dest-compress-level needs --dest-compress zstd")
+        return None
+    from ocicopy.options import Recompression
+
+    level = {} if args.dest_compress_level is None else {"level": args.dest_compress_level}
+    return _validated(Recompression, {"level": "--dest-compress-level"}, format=args.dest_compress, **level)
 
 
-async def _copy(args: argparse.Namespace) -> int:
+def _run(command: Callable[..., Awaitable[int]], *args: Any) -> int:
+    import anyio
+
+    return anyio.run(command, *args)
+
+
+# --------------------------------------------------------------------------- copy
+
+
+def _copy(args: argparse.Namespace) -> int:
+    from ocicopy.errors import InputError
+    from ocicopy.platforms import parse_platform
+
     platforms = [parse_platform(p) for p in args.platform]
     creds = _creds(args.src_creds, args.src) | _creds(args.dest_creds, args.dst)
-    if args.concurrency < 1:
-        raise InputError("--concurrency must be at least 1")
+    flags = {"blob_concurrency": "--concurrency"}
+    options = _client_options(args, flags, blob_concurrency=args.concurrency, mounts=not args.no_mount)
+    compress = _compression(args)
+    if args.artifact_type and not args.referrers:
+        raise InputError("--artifact-type filters referrers: add --referrers")
+    return _run(_copy_session, args, options, creds, platforms, compress)
+
+
+async def _copy_session(
+    args: argparse.Namespace,
+    options: ClientOptions,
+    creds: dict[str, Credentials],
+    platforms: list[Any],
+    compress: Recompression | None,
+) -> int:
+    from ocicopy.client import Client
+    from ocicopy.display import TerminalProgress, copy_summary
+
     progress = TerminalProgress() if sys.stderr.isatty() and not (args.quiet or args.json) else None
-    async with _client(args, creds, blob_concurrency=args.concurrency, mounts=not args.no_mount) as client:
-        if progress is not None:
-            client.set_progress(progress)
-        if args.dest_compress_level is not None and args.dest_compress is None:
-            raise InputError("--dest-compress-level needs --dest-compress zstd")
-        if args.artifact_type and not args.referrers:
-            raise InputError("--artifact-type filters referrers: add --referrers")
+    async with Client(options, credentials=creds or None, progress=progress) as client:
         try:
             result = await client.copy(
                 args.src,
                 args.dst,
                 platforms=platforms,
                 mount_from=args.mount_from,
-                compress=recompression(args.dest_compress, args.dest_compress_level),
+                compress=compress,
                 referrers=args.referrers,
                 artifact_types=args.artifact_type,
             )
@@ -221,7 +345,44 @@ async def _copy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- inspect, digest, referrers, lookup
+
+Reader = Callable[["Client", argparse.Namespace], Awaitable[int]]
+
+
+def _reader(read: Reader) -> Callable[[argparse.Namespace], int]:
+    """A command that reads ``REF``: its flags checked first, then ``read`` with a client open."""
+
+    def command(args: argparse.Namespace) -> int:
+        options = _client_options(args, {})
+        creds = _creds(args.creds, args.ref)
+        return _run(_read_session, read, args, options, creds)
+
+    return command
+
+
+async def _read_session(
+    read: Reader, args: argparse.Namespace, options: ClientOptions, creds: dict[str, Credentials]
+) -> int:
+    from ocicopy.client import Client
+
+    async with Client(options, credentials=creds or None) as client:
+        return await read(client, args)
+
+
+async def _inspect(client: Client, args: argparse.Namespace) -> int:
+    manifest = await client.inspect(args.ref)
+    if args.raw:
+        sys.stdout.buffer.write(manifest.raw)
+        sys.stdout.flush()
+    else:
+        print(_describe(manifest))
+    return EXIT_OK
+
+
 def _describe(manifest: Manifest) -> str:
+    from ocicopy.display import human_bytes
+
     lines = [f"media type  {manifest.media_type}", f"digest      {manifest.digest}", f"size        {manifest.size}"]
     if manifest.view.artifact_type:
         lines.append(f"artifact    {manifest.view.artifact_type}")
@@ -232,26 +393,17 @@ def _describe(manifest: Manifest) -> str:
     return "\n".join(lines)
 
 
-async def _inspect(args: argparse.Namespace) -> int:
-    async with _client(args, _creds(args.creds, args.ref)) as client:
-        manifest = await client.inspect(args.ref)
-    if args.raw:
-        sys.stdout.buffer.write(manifest.raw)
-        sys.stdout.flush()
-    else:
-        print(_describe(manifest))
+async def _digest(client: Client, args: argparse.Namespace) -> int:
+    print(await client.digest(args.ref))
     return EXIT_OK
 
 
-async def _digest(args: argparse.Namespace) -> int:
-    async with _client(args, _creds(args.creds, args.ref)) as client:
-        print(await client.digest(args.ref))
-    return EXIT_OK
+async def _referrers(client: Client, args: argparse.Namespace) -> int:
+    import json
 
+    from ocicopy.display import human_bytes
 
-async def _referrers(args: argparse.Namespace) -> int:
-    async with _client(args, _creds(args.creds, args.ref)) as client:
-        found = await client.referrers(args.ref, args.artifact_type)
+    found = await client.referrers(args.ref, args.artifact_type)
     if args.json:
         print(json.dumps([d.model_dump(mode="json", by_alias=True, exclude_none=True) for d in found], indent=2))
     else:
@@ -260,18 +412,41 @@ async def _referrers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _mirror(args: argparse.Namespace) -> int:
+async def _lookup(client: Client, args: argparse.Namespace) -> int:
+    info = await client.resolve(args.ref)
+    if info is None:
+        print(f"not found: {args.ref}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    print(info.digest)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- mirror, build-key
+
+
+def _mirror(args: argparse.Namespace) -> int:
+    import re
+
+    from ocicopy.errors import InputError
+    from ocicopy.plan import load_plan
+
+    if args.concurrency < 1:
+        raise InputError(f"--concurrency must be at least 1 (got {args.concurrency})")
+    if args.immutable_tags is not None:
+        try:
+            re.compile(args.immutable_tags)
+        except re.error as exc:
+            raise InputError(f"--immutable-tags is not a regular expression: {exc}") from None
+    flags = {"blob_concurrency": "--blob-concurrency"}
+    base = _client_options(args, flags, blob_concurrency=args.blob_concurrency, mounts=not args.no_mount)
     plan = load_plan(args.plan).with_mode(args.mode)
-    if args.concurrency < 1 or args.blob_concurrency < 1:
-        raise InputError("--concurrency and --blob-concurrency must be at least 1")
-    options = plan.client_options(ClientOptions(use_docker_config=not args.no_docker_config))
-    options = options.model_copy(
-        update={
-            "blob_concurrency": args.blob_concurrency,
-            "plain_http": options.plain_http | set(args.plain_http),
-            "mounts": not args.no_mount,
-        }
-    )
+    return _run(_mirror_session, args, plan, plan.client_options(base))
+
+
+async def _mirror_session(args: argparse.Namespace, plan: Plan, options: ClientOptions) -> int:
+    from ocicopy.client import Client
+    from ocicopy.display import MirrorLines, MirrorTerminal
+
     lines_to = sys.stderr if args.json == "-" else sys.stdout
     live = sys.stderr.isatty() and not args.quiet
     progress: Any = MirrorTerminal(len(plan.deployments)) if live else None if args.quiet else MirrorLines(lines_to)
@@ -293,6 +468,9 @@ async def _mirror(args: argparse.Namespace) -> int:
 
 
 def _mirror_output(args: argparse.Namespace, report: MirrorReport, out: Any, live: bool) -> None:
+    from ocicopy.display import deployment_line, mirror_summary
+    from ocicopy.report import write_atomic, write_lock
+
     if args.json == "-":
         print(report.model_dump_json(indent=2))
     elif args.json:
@@ -311,6 +489,8 @@ def _mirror_output(args: argparse.Namespace, report: MirrorReport, out: Any, liv
 
 
 def _pairs(values: Sequence[str], what: str) -> dict[str, str]:
+    from ocicopy.errors import InputError
+
     out = {}
     for value in values:
         name, sep, val = value.partition("=")
@@ -320,20 +500,33 @@ def _pairs(values: Sequence[str], what: str) -> dict[str, str]:
     return out
 
 
-async def _build_key(args: argparse.Namespace) -> int:
-    data = {
-        "repository": args.repository,
-        "commit": args.commit,
-        "env": _pairs(args.env, "--env"),
-        "build_args": _pairs(args.build_arg, "--build-arg"),
-        "dockerfile": args.dockerfile,
-        "target": args.target,
-    }
-    try:
-        spec = BuildSpec.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise InputError(f"{'.'.join(map(str, err['loc']))}: {str(err['msg']).removeprefix('Value error, ')}") from None
+_BUILD_FLAGS: Mapping[str, str] = {
+    "repository": "--repository",
+    "commit": "--commit",
+    "env": "--env",
+    "build_args": "--build-arg",
+    "dockerfile": "--dockerfile",
+    "target": "--target",
+}
+
+
+def _build_key(args: argparse.Namespace) -> int:
+    """Pure: no client, no event loop."""
+    import json
+
+    from ocicopy.plan import BuildSpec
+    from ocicopy.planner import build_inputs, build_key
+
+    spec = _validated(
+        BuildSpec,
+        _BUILD_FLAGS,
+        repository=args.repository,
+        commit=args.commit,
+        env=_pairs(args.env, "--env"),
+        build_args=_pairs(args.build_arg, "--build-arg"),
+        dockerfile=args.dockerfile,
+        target=args.target,
+    )
     key = build_key(spec)
     if args.json:
         print(json.dumps({"key": key, "inputs": build_inputs(spec)}, indent=2))
@@ -342,44 +535,50 @@ async def _build_key(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _lookup(args: argparse.Namespace) -> int:
-    async with _client(args, _creds(args.creds, args.ref)) as client:
-        info = await client.resolve(args.ref)
-    if info is None:
-        print(f"not found: {args.ref}", file=sys.stderr)
-        return EXIT_NOT_FOUND
-    print(info.digest)
-    return EXIT_OK
-
-
-COMMANDS = {
+COMMANDS: Mapping[str, Callable[[argparse.Namespace], int]] = {
     "copy": _copy,
-    "inspect": _inspect,
-    "digest": _digest,
-    "referrers": _referrers,
+    "inspect": _reader(_inspect),
+    "digest": _reader(_digest),
+    "referrers": _reader(_referrers),
     "mirror": _mirror,
     "build-key": _build_key,
-    "lookup": _lookup,
+    "lookup": _reader(_lookup),
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit status. Errors: one stderr line, after the traceback with ``--debug``."""
     args = build_parser().parse_args(argv)
+    from ocicopy.errors import InputError, OcicopyError
+
     try:
-        return anyio.run(COMMANDS[args.command], args)
+        return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("ocicopy: interrupted", file=sys.stderr)
         return 130
     except OcicopyError as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"ocicopy: error: {_one_line(str(exc))}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, InputError) else EXIT_FAILURE
+        return _failed(args, str(exc), EXIT_USAGE if isinstance(exc, InputError) else EXIT_FAILURE)
     except Exception as exc:  # an unexpected failure still gets one line (and the traceback with --debug)
-        if args.debug:
-            traceback.print_exc()
-        print(f"ocicopy: error: unexpected {type(exc).__name__}: {_one_line(str(exc))}", file=sys.stderr)
-        return EXIT_FAILURE
+        return _failed(args, f"unexpected {type(exc).__name__}: {_unexpected(exc)}", EXIT_FAILURE)
+
+
+def _failed(args: argparse.Namespace, message: str, status: int) -> int:
+    """Report the exception being handled: the traceback with ``--debug``, then one line."""
+    if args.debug:
+        import traceback
+
+        traceback.print_exc()
+    print(f"ocicopy: error: {_one_line(message)}", file=sys.stderr)
+    return status
+
+
+def _unexpected(exc: Exception) -> str:
+    """An unexpected exception in one line; a pydantic error as its first entry, not pydantic's dump."""
+    pydantic_core = sys.modules.get("pydantic_core")
+    if pydantic_core is not None and isinstance(exc, pydantic_core.ValidationError):
+        err = exc.errors()[0]
+        return f"invalid {exc.title} {'.'.join(map(str, err['loc']))}: {err['msg']}"
+    return str(exc)
 
 
 def _one_line(text: str) -> str:

@@ -1,7 +1,8 @@
 """The ``ocicopy`` command line, run as a real subprocess (``python -m ocicopy`` and the console script).
 
-Exit codes: 0 ok, 1 failure, 2 usage error. Errors are one stderr line ``ocicopy: error: ...``
-without a traceback unless ``--debug``.
+Exit codes: 0 ok, 1 failure, 2 usage error. Errors are one stderr line ``ocicopy: error: ...`` (argparse's
+usage errors and every bad value of every subcommand included, refused before any request) without a
+traceback unless ``--debug`` (before or after the command).
 """
 
 from __future__ import annotations
@@ -251,17 +252,139 @@ def test_console_script_copy_and_version(
 # --------------------------------------------------------------------------- errors and exit codes
 
 
-@pytest.mark.parametrize(
-    "args",
-    [[], ["copy"], ["copy", "only-one-ref"], ["frobnicate"], ["digest", "a", "b"], ["copy", "a", "b", "--bogus"]],
-    ids=["no-command", "copy-no-args", "copy-one-arg", "unknown-command", "digest-two-refs", "unknown-flag"],
-)
-def test_usage_error_exits_2(args: list[str], ocicopy_run: Run) -> None:
+USAGE_ERRORS = {  # argparse's own refusals: still one line, naming the command whose --help to read
+    "no-command": ([], "required: COMMAND", "ocicopy"),
+    "unknown-command": (["frobnicate"], "invalid choice: 'frobnicate'", "ocicopy"),
+    "unknown-root-flag": (["--bogus", "copy", "a", "b"], "unrecognized arguments: --bogus", "ocicopy"),
+    "copy-no-args": (["copy"], "required: SRC, DST", "ocicopy copy"),
+    "copy-one-arg": (["copy", "only-one-ref"], "required: DST", "ocicopy copy"),
+    "copy-unknown-flag": (["copy", "a", "b", "--bogus"], "unrecognized arguments: --bogus", "ocicopy copy"),
+    "copy-abbreviation": (["copy", "--ref", "a", "b"], "unrecognized arguments: --ref", "ocicopy copy"),
+    "copy-not-a-number": (["copy", "--concurrency", "many", "a", "b"], "invalid int value: 'many'", "ocicopy copy"),
+    "inspect-no-ref": (["inspect"], "required: REF", "ocicopy inspect"),
+    "digest-two-refs": (["digest", "a", "b"], "unrecognized arguments: b", "ocicopy digest"),
+    "referrers-abbreviation": (
+        ["referrers", "--artifact", "x", "a"],
+        "unrecognized arguments: --artifact",
+        "ocicopy referrers",
+    ),
+    "mirror-abbreviation": (["mirror", "p.json", "--blob", "3"], "unrecognized arguments: --blob", "ocicopy mirror"),
+    "mirror-bad-mode": (["mirror", "p.json", "--mode", "fleet"], "invalid choice: 'fleet'", "ocicopy mirror"),
+    "build-key-abbreviation": (["build-key", "--repo", "r", "--commit", "c"], "--repository", "ocicopy build-key"),
+    "lookup-abbreviation": (["lookup", "--cred", "u:p", "a"], "unrecognized arguments: --cred", "ocicopy lookup"),
+}
+
+
+@pytest.mark.parametrize(("args", "needle", "prog"), USAGE_ERRORS.values(), ids=USAGE_ERRORS.keys())
+def test_usage_error_exits_2_with_one_line(args: list[str], needle: str, prog: str, ocicopy_run: Run) -> None:
     proc = ocicopy_run(*args)
-    assert proc.returncode == 2
-    assert b"usage:" in proc.stderr
-    assert b"Traceback" not in proc.stderr
+    assert proc.returncode == 2, proc.stderr.decode()
+    line = _one_error_line(proc.stderr)
+    assert needle in line and line.endswith(f"(see '{prog} --help')"), line
     assert proc.stdout == b""
+
+
+PLAN = {
+    "mirror": {"registry": "127.0.0.1:1", "prefix": "m"},
+    "registries": {"127.0.0.1:1": {"plain_http": True}},
+    "deployments": [{"service": "api", "environment": "prod", "image": "127.0.0.1:1/api:v1"}],
+}
+REFS = ["--plain-http", "127.0.0.1:1", "127.0.0.1:1/a:v1", "127.0.0.1:1/b:v1"]  # nothing listens: a request fails
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+BAD_VALUES = {  # refused by ocicopy before any request (one would fail with exit 1 here)
+    "copy-concurrency-high": (
+        ["copy", "--concurrency", "500", *REFS],
+        "--concurrency must be between 1 and 128 (got 500)",
+    ),
+    "copy-concurrency-zero": (["copy", "--concurrency", "0", *REFS], "--concurrency must be between 1 and 128 (got 0)"),
+    "copy-level": (
+        ["copy", "--dest-compress", "zstd", "--dest-compress-level", "40", *REFS],
+        "--dest-compress-level must be between 1 and 19 (got 40)",
+    ),
+    "copy-plain-http-url": (["copy", "--plain-http", "http://127.0.0.1:1", *REFS], "--plain-http takes HOST[:PORT]"),
+    "copy-plain-http-port": (["copy", "--plain-http", "127.0.0.1:99999", *REFS], "between 1 and 65535"),
+    "copy-platform": (["copy", "--platform", "linux", *REFS], "invalid platform 'linux'"),
+    "copy-creds": (["copy", "--dest-creds", "nocolon", *REFS], "USER:PASSWORD"),
+    "inspect-reference": (["inspect", "127.0.0.1:1/UPPER/case:v1"], "UPPER/case"),
+    "inspect-creds": (["inspect", "--creds", ":pw", *REFS[:3]], "USER:PASSWORD"),
+    "digest-tag": (["digest", "127.0.0.1:1/repo:" + "t" * 129], "invalid image reference"),
+    "referrers-digest": (["referrers", "127.0.0.1:1/repo@sha256:../../x"], "invalid image reference"),
+    "mirror-blob-concurrency": (
+        ["mirror", "{plan}", "--blob-concurrency", "500"],
+        "--blob-concurrency must be between 1 and 128 (got 500)",
+    ),
+    "mirror-concurrency": (["mirror", "{plan}", "--concurrency", "0"], "--concurrency must be at least 1 (got 0)"),
+    "mirror-immutable-tags": (["mirror", "{plan}", "--immutable-tags", "v(1"], "--immutable-tags is not a regular"),
+    "mirror-plain-http": (["mirror", "{plan}", "--plain-http", "a/b"], "--plain-http takes HOST[:PORT]"),
+    "mirror-no-plan": (["mirror", "{tmp}/missing.json"], "cannot read plan"),
+    "build-key-short-commit": (["build-key", "--repository", "R", "--commit", "3f9c2ab"], "--commit: commit must be"),
+    "build-key-env": (["build-key", "--repository", "R", "--commit", COMMIT, "--env", "X"], "--env must be NAME=VALUE"),
+    "build-key-env-name": (["build-key", "--repository", "R", "--commit", COMMIT, "--env", "1X=2"], "--env: '1X'"),
+    "lookup-reference": (["lookup", "127.0.0.1:1/a//b:v1"], "invalid image reference"),
+}
+
+
+def _bad_value_args(args: list[str], tmp_path: Path) -> list[str]:
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(PLAN))
+    return [a.format(plan=plan, tmp=tmp_path) for a in args]
+
+
+@pytest.mark.parametrize(("args", "needle"), BAD_VALUES.values(), ids=BAD_VALUES.keys())
+def test_bad_value_exits_2_with_one_line(args: list[str], needle: str, ocicopy_run: Run, tmp_path: Path) -> None:
+    proc = ocicopy_run(*_bad_value_args(args, tmp_path))
+    assert proc.returncode == 2, proc.stderr.decode()
+    assert needle in _one_error_line(proc.stderr)
+    assert "validation error" not in proc.stderr.decode().lower()  # pydantic's wording stays inside
+    assert proc.stdout == b""
+
+
+FIRST_OF_EACH_COMMAND = {args[0]: (args, needle) for args, needle in reversed(BAD_VALUES.values())}
+
+
+@pytest.mark.parametrize("where", ["root", "command"])
+@pytest.mark.parametrize(("args", "needle"), FIRST_OF_EACH_COMMAND.values(), ids=FIRST_OF_EACH_COMMAND.keys())
+def test_bad_value_with_debug_shows_the_traceback(
+    args: list[str], needle: str, where: str, ocicopy_run: Run, tmp_path: Path
+) -> None:
+    argv = _bad_value_args(args, tmp_path)
+    proc = ocicopy_run(*(["--debug", *argv] if where == "root" else [*argv, "--debug"]))
+    assert proc.returncode == 2
+    err = proc.stderr.decode()
+    assert err.startswith("Traceback (most recent call last)"), err
+    last = err.rstrip().splitlines()[-1]
+    assert last.startswith("ocicopy: error: ") and needle in last
+
+
+def test_an_unexpected_pydantic_error_is_one_line_without_pydantic_dump(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ocicopy import cli
+    from ocicopy.options import ClientOptions
+
+    def broken(args: object) -> int:  # a command with a bug: a model built from an unchecked value
+        ClientOptions(blob_concurrency=500)
+        return 0
+
+    monkeypatch.setitem(cli.COMMANDS, "build-key", broken)  # type: ignore[index]
+    assert cli.main(["build-key", "--repository", "r", "--commit", COMMIT]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ocicopy: error: unexpected ValidationError: invalid ClientOptions blob_concurrency: ")
+    assert err.count("\n") == 1 and "errors.pydantic.dev" not in err and "validation error" not in err
+
+
+def test_bad_value_sends_nothing(
+    ocicopy_run: Run, registry: RegistryServer, registry2: RegistryServer, make_repo: MakeRepo
+) -> None:
+    src_repo = make_repo("src")
+    im.push(registry, src_repo, "v1", _image(1))
+    marks = registry.mark(), registry2.mark()
+    src, dst = f"{registry.host}/{src_repo}:v1", f"{registry2.host}/{make_repo('dst')}:v1"
+    proc = ocicopy_run("copy", "--concurrency", "129", src, dst, *_plain(registry, registry2), "--no-docker-config")
+    assert proc.returncode == 2
+    assert "--concurrency must be between 1 and 128" in _one_error_line(proc.stderr)
+    assert registry.requests(marks[0]) == [] and registry2.requests(marks[1]) == []
 
 
 @pytest.mark.parametrize(
@@ -400,7 +523,7 @@ def test_copy_summary_names_the_transformation(
     [
         (["--dest-compress-level", "5"], "needs --dest-compress"),
         (["--artifact-type", "application/x"], "add --referrers"),
-        (["--dest-compress", "zstd", "--dest-compress-level", "40"], "out of range"),
+        (["--dest-compress", "zstd", "--dest-compress-level", "40"], "--dest-compress-level must be between 1 and 19"),
         (["--dest-compress", "zstd", "--referrers"], "recompression"),
         (["--src-creds", "u:p"], "layouts are local directories"),
     ],

@@ -322,6 +322,33 @@ def test_invalid_plan_exit_2_without_a_request(
     assert src_log == [] and mirror_log == []
 
 
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--blob-concurrency", "500"], "--blob-concurrency must be between 1 and 128 (got 500)"),
+        (["--blob-concurrency", "0"], "--blob-concurrency must be between 1 and 128 (got 0)"),
+        (["--concurrency", "0"], "--concurrency must be at least 1"),
+        (["--immutable-tags", "v[0-"], "--immutable-tags is not a regular expression"),
+    ],
+    ids=["blob-concurrency-high", "blob-concurrency-zero", "concurrency-zero", "immutable-tags"],
+)
+def test_bad_flag_exit_2_without_a_request(
+    flags: list[str], needle: str, ocicopy_run: Run, pair: Pair, make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    fleet = seed_fleet(pair.source, make_repo, services=("api",), tags=("v1",))
+    deployments = [{"service": "api", "environment": "prod", "image": fleet.ref("api", "v1")}]
+    plan = write_plan(tmp_path / "plan.json", plan_data(pair, new_prefix("bad-flag"), deployments))
+
+    window = Window(pair)
+    proc = ocicopy_run("mirror", plan, "--json", "-", *flags)
+    src_log, mirror_log = window.close()
+
+    assert proc.returncode == 2, proc.stderr.decode()
+    assert needle in one_error_line(proc.stderr)
+    assert proc.stdout == b""
+    assert src_log == [] and mirror_log == []
+
+
 # --------------------------------------------------------------------------- 12. --mode
 
 
