@@ -35,15 +35,16 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from functools import partial
+from typing import Any, Final, TypeVar
 
 import anyio
 
 from ocicopy.digest import Digest, is_digest
-from ocicopy.errors import InputError, OcicopyError
+from ocicopy.errors import InputError, OcicopyError, unwrap_group
 from ocicopy.models import (
     OCI_EMPTY,
     OCI_INDEX,
@@ -57,7 +58,9 @@ from ocicopy.models import (
 )
 from ocicopy.reference import validate_repository, validate_tag
 from ocicopy.registry import Registry, read_blob
+from ocicopy.repository import Endpoint
 from ocicopy.transform import Conversion
+from ocicopy.tree import put_manifest
 
 _RUN_TIME: Final = "%Y%m%dT%H%M%SZ"
 LEDGER_TAG: Final = "blobs-v1"
@@ -222,9 +225,9 @@ class Ledger:
         """Push this run's shard, then fold every visible shard into the head; True if anything was written."""
         if not self.added:
             return False
-        await self._write(self.shard_tag, self.mine.encode())
         started = time.monotonic()
-        stored, shard_tags = await self._read()
+        # The shard and the read for the fold go at once; the head is written only once the shard is there.
+        stored, shard_tags = await _both(self._write(self.shard_tag, self.mine.encode()), self._read())
         merged = LedgerDoc(folded={self.shard_tag})
         merged.merge(self.mine)  # ours are the newest: first
         merged.merge(stored)
@@ -273,13 +276,22 @@ class Ledger:
             return None
 
     async def _write(self, tag: str, data: bytes) -> None:
-        for blob in (EMPTY_CONFIG, data):
-            digest = Digest.of(blob)
-            if await self.registry.blob_exists(self.repository, digest) is None:
-                session = await self.registry.start_upload(self.repository)
-                assert session is not None
-                await self.registry.upload(session, digest, len(blob), _once(blob))
-        await self.registry.manifest_put(self.repository, tag, _manifest(data))
+        """Push ``data`` as the artifact at ``tag``: its two blobs at once (the shared empty config only when a HEAD
+        misses it; the JSON, unique to this write, without a HEAD), then the manifest."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._upload, EMPTY_CONFIG, True)
+            tg.start_soon(self._upload, data, False)
+        again = {Digest.of(b): partial(self._upload, b, False) for b in (EMPTY_CONFIG, data)}
+        # Concurrent runs upload the shared empty config at once: distribution's blob-link race (tree.py).
+        await put_manifest(Endpoint(self.registry, self.repository), tag, _manifest(data), again)
+
+    async def _upload(self, blob: bytes, unless_there: bool) -> None:
+        digest = Digest.of(blob)
+        if unless_there and await self.registry.blob_exists(self.repository, digest) is not None:
+            return
+        session = await self.registry.start_upload(self.repository)
+        assert session is not None
+        await self.registry.upload(session, digest, len(blob), _once(blob))
 
     async def _delete_old(self, head: LedgerDoc, tags: list[str]) -> None:
         """Delete shards the head folds that were written more than :data:`SHARD_GRACE` ago (the time is in the
@@ -375,3 +387,26 @@ def _valid(check: Any, name: str) -> bool:
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+T = TypeVar("T")
+
+
+async def _both(first: Awaitable[object], second: Awaitable[T]) -> T:
+    """Await two steps at once; the second's result. A failure of either is raised as itself (not a group)."""
+    out: list[T] = []
+
+    async def keep() -> None:
+        out.append(await second)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_await, first)
+            tg.start_soon(keep)
+    except BaseExceptionGroup as group:
+        raise unwrap_group(group) from None
+    return out[0]
+
+
+async def _await(step: Awaitable[object]) -> None:
+    await step

@@ -23,7 +23,7 @@ in attempts and time (:data:`BLOB_RACE_POLICY`).
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -52,6 +52,7 @@ __all__ = [
     "TreeResult",
     "destination_digest",
     "fetch_child",
+    "put_manifest",
 ]
 
 CONFIG_LIMIT: Final = 16 * 1024 * 1024  # an image config read to check diff_ids after a recompression
@@ -188,66 +189,29 @@ class TreeCopier:
     async def _put(
         self, job: CopyJob, manifest: Manifest, reference: str, root: bool, again: dict[Digest, Replace]
     ) -> None:
-        """PUT ``manifest``, riding out a concurrent writer's blob race (module docstring); ``again`` re-places
-        each of its references."""
+        """PUT ``manifest`` (riding out a concurrent writer's blob race: :func:`put_manifest`), then keep the
+        subject's fallback index where nothing indexed it."""
         dst = job.dst
-        async for attempt in Retrying(self.race_policy):
-            try:
-                indexed = await dst.manifest_put(reference, manifest, root=root)
-                break
-            except RegistryError as exc:
-                if not _BLOB_UNKNOWN & set(exc.codes):
-                    raise
-                # 1st refusal: only wait (a link being rewritten settles by itself); then look at the blobs;
-                # at the 3rd, blobs that are there but were mounted are uploaded (ECR does not count them).
-                if attempt.number >= 2 and not attempt.last:
-                    await self._settle(job, manifest, exc, again, upload_mounted=attempt.number == 3)
-                attempt.retry(exc)
-        else:  # pragma: no cover - every try breaks or raises
-            raise AssertionError("unreachable")
+
+        def mounted() -> set[Digest]:
+            return {b.digest for b in job.out.blobs if b.action is BlobAction.MOUNTED}
+
+        indexed = await put_manifest(
+            dst,
+            reference,
+            manifest,
+            again,
+            root=root,
+            mounted=mounted,
+            policy=self.race_policy,
+            pause=self.recheck_delay,
+        )
         subject = manifest.view.subject
         if subject is not None and not indexed:  # no referrers API there: keep the fallback index (last)
             await self.fallback.add(dst, subject.digest, referrer_descriptor(manifest))
         self.blobs.note_placed(dst, manifest.digest)
         self.progress.manifest_pushed(manifest.digest, reference)
         job.out.record_manifest(manifest.descriptor(), BlobAction.COPIED, reference)
-
-    async def _settle(
-        self, job: CopyJob, manifest: Manifest, exc: RegistryError, again: dict[Digest, Replace], upload_mounted: bool
-    ) -> None:
-        """Re-place what the refusal names and two HEADs both miss; with ``upload_mounted``, when nothing is
-        missing, upload the named blobs that were mounted (a mount the registry does not count)."""
-        named = _named_digests(exc, manifest)
-        missing = await self._missing_twice(job.dst, manifest, named)
-        if not missing and upload_mounted:
-            missing = [b.digest for b in job.out.blobs if b.action is BlobAction.MOUNTED and b.digest in named]
-        for digest in missing:
-            await again[digest]()  # every reference of the manifest has its way back
-
-    async def _missing_twice(self, dst: Store, manifest: Manifest, digests: Sequence[Digest]) -> list[Digest]:
-        """The ``digests`` (blobs or index children of ``manifest``) that two HEADs, spaced apart, both miss."""
-        blobs = {d.digest: d for d in manifest.blobs()}
-
-        async def missing() -> set[Digest]:
-            found: set[Digest] = set()
-            for digest in digests:
-                try:
-                    if digest in blobs:
-                        absent = not present(await dst.blob_exists(digest), blobs[digest])
-                    else:
-                        absent = await dst.manifest_head(str(digest)) is None
-                except OcicopyError:
-                    continue  # an answer in the middle of the race is no proof of absence
-                if absent:
-                    found.add(digest)
-            return found
-
-        first = await missing()
-        if not first:
-            return []
-        await anyio.sleep(self.recheck_delay)
-        second = await missing()
-        return [d for d in digests if d in first and d in second]
 
     async def _copy_blob(
         self,
@@ -294,6 +258,64 @@ class TreeCopier:
         else:
             children[i] = (await push()).descriptor()
         again[children[i].digest] = push
+
+
+async def put_manifest(
+    dst: Store,
+    reference: str,
+    manifest: Manifest,
+    again: Mapping[Digest, Replace],
+    *,
+    root: bool = True,
+    mounted: Callable[[], Collection[Digest]] = frozenset,
+    policy: RetryPolicy = BLOB_RACE_POLICY,
+    pause: float = RECHECK_DELAY,
+) -> bool:
+    """PUT ``manifest`` at ``dst``, riding out a concurrent writer's blob race (module docstring): after a
+    blob-unknown refusal, wait and PUT again; from the second, re-place (``again[digest]()``) the named references
+    that two HEADs ``pause`` seconds apart both miss; at the third, when none is missing, upload the named blobs
+    that were ``mounted()``. Bounded by ``policy``. True when the store indexed the manifest's subject."""
+    async for attempt in Retrying(policy):
+        try:
+            return await dst.manifest_put(reference, manifest, root=root)
+        except RegistryError as exc:
+            if not _BLOB_UNKNOWN & set(exc.codes):
+                raise
+            if attempt.number >= 2 and not attempt.last:
+                named = _named_digests(exc, manifest)
+                missing = await _missing_twice(dst, manifest, named, pause)
+                if not missing and attempt.number == 3:  # there, yet not seen: a mount the registry does not count
+                    missing = [d for d in named if d in mounted()]
+                for digest in missing:
+                    await again[digest]()  # every reference of the manifest has its way back
+            attempt.retry(exc)
+    raise AssertionError("unreachable: every try returns or raises")
+
+
+async def _missing_twice(dst: Store, manifest: Manifest, digests: Sequence[Digest], pause: float) -> list[Digest]:
+    """The ``digests`` (blobs or index children of ``manifest``) that two HEADs, spaced apart, both miss."""
+    blobs = {d.digest: d for d in manifest.blobs()}
+
+    async def missing() -> set[Digest]:
+        found: set[Digest] = set()
+        for digest in digests:
+            try:
+                if digest in blobs:
+                    absent = not present(await dst.blob_exists(digest), blobs[digest])
+                else:
+                    absent = await dst.manifest_head(str(digest)) is None
+            except OcicopyError:
+                continue  # an answer in the middle of the race is no proof of absence
+            if absent:
+                found.add(digest)
+        return found
+
+    first = await missing()
+    if not first:
+        return []
+    await anyio.sleep(pause)
+    second = await missing()
+    return [d for d in digests if d in first and d in second]
 
 
 def _named_digests(exc: RegistryError, manifest: Manifest) -> list[Digest]:
