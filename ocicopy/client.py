@@ -17,7 +17,7 @@ from ocicopy.errors import InputError, NotFoundError, unwrap_group
 from ocicopy.layout import Layout
 from ocicopy.location import LayoutReference, Location, LocationLike, as_location, with_source_tag
 from ocicopy.models import Descriptor, Manifest, ManifestInfo
-from ocicopy.options import ClientOptions, Recompression, recompression
+from ocicopy.options import ClientOptions, Recompression, recompression, revalidated
 from ocicopy.platforms import PlatformSpec, apply_selection, parse_platform
 from ocicopy.progress import NoProgress, Progress
 from ocicopy.referrers import ReferrerCopier, ReferrersOutcome, list_referrers
@@ -66,7 +66,7 @@ class Client:
         _check_http_client(http_client)
         options = options or ClientOptions()
         if plain_http:
-            options = options.model_copy(update={"plain_http": options.plain_http | frozenset(plain_http)})
+            options = revalidated(options, plain_http=options.plain_http | frozenset(plain_http))
         self.options = options
         self.progress: Progress = progress or NoProgress()
         self.transport = Transport(options, _credential_source(credentials, options), http_client)

@@ -24,16 +24,16 @@ import anyio
 
 from ocicopy.blobs import MountFrom
 from ocicopy.digest import Digest
-from ocicopy.errors import NotFoundError, OcicopyError, unwrap_group
+from ocicopy.errors import InputError, NotFoundError, OcicopyError, unwrap_group
 from ocicopy.flight import SingleFlight
-from ocicopy.ledger import Ledger, new_run_id
+from ocicopy.ledger import SHARD_PREFIX, Ledger, new_run_id
 from ocicopy.location import Location, parse_layout_reference, pinned
 from ocicopy.models import Manifest, ManifestInfo
 from ocicopy.options import recompression
 from ocicopy.plan import Plan
 from ocicopy.planner import Target, ledger_repository, plan_targets
 from ocicopy.platforms import apply_selection, parse_platform
-from ocicopy.reference import Reference, api_host
+from ocicopy.reference import Reference, api_host, validate_tag
 from ocicopy.referrers import ReferrersOutcome
 from ocicopy.report import DeploymentResult, MirrorAction, MirrorReport, totals_of
 from ocicopy.result import BlobAction, CopyAction, CopyResult
@@ -55,6 +55,22 @@ class MirrorOptions:
     ledger: bool | None = None  # None: as the plan says
     run_id: str | None = None  # None: a new one (ledger.new_run_id)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
+            raise InputError(f"mirror concurrency must be a whole number of at least 1, not {self.concurrency!r}")
+        if self.immutable_tags is not None:
+            immutable_pattern(self.immutable_tags)
+        if self.run_id is not None:
+            validate_tag(SHARD_PREFIX + self.run_id)  # it names the run's ledger shard
+
+
+def immutable_pattern(pattern: str) -> re.Pattern[str]:
+    """The ``immutable_tags`` regex, compiled; a bad one is an :class:`InputError` naming it."""
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise InputError(f"immutable tags pattern {pattern!r} is not a valid regular expression: {exc}") from None
+
 
 class Mirror:
     """One run of a plan against a :class:`~ocicopy.client.Client`."""
@@ -68,7 +84,7 @@ class Mirror:
         self.progress = progress
         self.run_id = self.options.run_id or new_run_id()
         pattern = self.options.immutable_tags or plan.immutable_tags
-        self.immutable = re.compile(pattern) if pattern else None
+        self.immutable = immutable_pattern(pattern) if pattern else None
         self.heads: SingleFlight[ManifestInfo | None] = SingleFlight(keep_results=True)
         self.copies: SingleFlight[CopyResult] = SingleFlight(keep_results=True)
         self.referrer_copies: SingleFlight[ReferrersOutcome] = SingleFlight(keep_results=True)
@@ -248,7 +264,14 @@ class Mirror:
         answers what a HEAD would, where the bytes are needed anyway (the mirror lacks the image)."""
         assert source.tag is not None
         endpoint, tag = self.client.endpoint(source), source.tag
-        manifest, _ = await self.manifests.run(str(source), lambda: endpoint.manifest_get(tag))
+
+        async def get() -> Manifest:
+            try:
+                return await endpoint.manifest_get(tag)
+            except NotFoundError:
+                raise NotFoundError(404, "GET", str(source), (), "source manifest unknown") from None
+
+        manifest, _ = await self.manifests.run(str(source), get)
         return manifest
 
     async def _seed_conversions(self) -> None:

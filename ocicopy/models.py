@@ -47,7 +47,8 @@ MANIFEST_ACCEPT: Final = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIS
 
 
 class _View(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+    # defer_build: the schemas are built at first use (a warm mirror run, HEADs only, never needs them)
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True, defer_build=True)
 
 
 class Platform(_View):

@@ -13,15 +13,17 @@ import re
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from ocicopy.errors import InputError, PlanError
 from ocicopy.location import Location, parse_layout_reference, parse_location
-from ocicopy.options import ClientOptions, RegistryConfig
 from ocicopy.platforms import parse_platform
 from ocicopy.reference import api_host, parse_reference, validate_repository
+
+if TYPE_CHECKING:
+    from ocicopy.options import ClientOptions
 
 _NAME: Final = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _COMMIT: Final = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
@@ -330,6 +332,8 @@ class Plan(_Strict):
 
     def client_options(self, base: ClientOptions | None = None, env: Mapping[str, str] | None = None) -> ClientOptions:
         """Client settings for this plan's registries; passwords are read from the environment now."""
+        from ocicopy.options import ClientOptions, RegistryConfig, revalidated  # not needed to read a plan
+
         env = os.environ if env is None else env
         base = base or ClientOptions()
         registries = dict(base.registries)
@@ -342,7 +346,7 @@ class Plan(_Strict):
             registries[api_host(host)] = RegistryConfig(
                 plain_http=settings.plain_http, username=settings.username, password=password
             )
-        return base.model_copy(update={"registries": registries})
+        return revalidated(base, registries=registries)
 
 
 def parse_plan(data: object) -> Plan:

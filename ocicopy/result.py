@@ -23,7 +23,7 @@ class CopyAction(StrEnum):
 
 
 class BlobResult(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)  # built at first use (not in a warm mirror run)
 
     digest: Digest
     size: int
@@ -37,7 +37,7 @@ class BlobResult(BaseModel):
 
 
 class ManifestResult(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)  # built at first use (not in a warm mirror run)
 
     digest: Digest
     media_type: str

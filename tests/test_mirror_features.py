@@ -220,3 +220,32 @@ async def test_dry_run_of_a_compress_mirror_predicts_skips(registry: RegistrySer
     async with _client(registry, registry2) as client:
         dry = await client.mirror(parse_plan(plan), dry_run=True)
     assert _actions(dry) == ["skipped"]
+
+
+def test_mirror_options_refuse_bad_values_as_input_errors() -> None:
+    from ocicopy.errors import InputError
+    from ocicopy.mirror import MirrorOptions
+
+    with pytest.raises(InputError, match="not a valid regular expression"):
+        MirrorOptions(immutable_tags="v(1")
+    for bad in (0, -3, True):
+        with pytest.raises(InputError, match="concurrency"):
+            MirrorOptions(concurrency=bad)
+    with pytest.raises(InputError):
+        MirrorOptions(run_id="bad id/with slash")
+    assert MirrorOptions(immutable_tags=r"^v\d+$", concurrency=1).concurrency == 1
+
+
+async def test_a_plan_with_a_bad_immutable_pattern_is_an_input_error_for_library_callers() -> None:
+    from ocicopy import Client, ClientOptions, parse_plan
+    from ocicopy.errors import InputError
+
+    plan = parse_plan(
+        {
+            "mirror": {"registry": "127.0.0.1:1", "prefix": "m"},
+            "deployments": [{"service": "api", "environment": "prod", "image": "127.0.0.1:1/app:1"}],
+        }
+    )
+    async with Client(ClientOptions(use_docker_config=False)) as client:
+        with pytest.raises(InputError, match="regular expression"):
+            await client.mirror(plan, immutable_tags="(")
