@@ -74,7 +74,7 @@ class ClientOptions(_Frozen):
 class Recompression(BaseModel):
     """What ``--dest-compress`` asks for: the target format, its level, and bounds on untrusted input."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     format: Literal["zstd"] = "zstd"
     level: int = Field(default=3, ge=1, le=19, description="zstd level (3: zstd's default; 19: smallest, slow)")

@@ -47,6 +47,8 @@ class ManifestResult(BaseModel):
 
 
 class Totals(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     blobs_copied: int = 0
     blobs_mounted: int = 0
     blobs_skipped: int = 0
@@ -60,6 +62,8 @@ class Totals(BaseModel):
 
 class CopyResult(BaseModel):
     """The outcome of :meth:`ocicopy.Client.copy`."""
+
+    model_config = ConfigDict(defer_build=True)
 
     source: str
     destination: str
