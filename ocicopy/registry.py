@@ -202,57 +202,56 @@ class Registry:
         registry did not apply (no ``OCI-Filters-Applied``) is applied here.
         """
         params = {"artifactType": artifact_type} if artifact_type else None
-        url: httpx2.URL | None = self._url(repository, f"referrers/{Digest(digest)}", params)
+        url = self._url(repository, f"referrers/{Digest(digest)}", params)
         found: list[Descriptor] = []
-        for _ in range(MAX_REFERRER_PAGES):
-            if url is None:
-                break
-            try:
-                response, body = await self.transport.request(
-                    "GET",
-                    self.host,
-                    url,
-                    scopes=Scopes.pull(repository),
-                    expect={200},
-                    headers={"Accept": OCI_INDEX},
-                    body_limit=self.limits.manifest_bytes,
-                    what="referrers list",
-                )
-            except NotFoundError:
-                return None
-            page = parse_manifest(body, OCI_INDEX)
-            filtered = "artifacttype" in response.headers.get("oci-filters-applied", "").lower()
-            found += [d for d in page.children() if filtered or not artifact_type or d.artifact_type == artifact_type]
-            if len(found) >= MAX_REFERRERS_LISTED:
-                return found[:MAX_REFERRERS_LISTED]
-            url = _next_page(url, response.headers.get("link"))
+        try:
+            async for response, body in self._pages(repository, url, "referrers list", MAX_REFERRER_PAGES, OCI_INDEX):
+                page = parse_manifest(body, OCI_INDEX)
+                filtered = "artifacttype" in response.headers.get("oci-filters-applied", "").lower()
+                found += [
+                    d for d in page.children() if filtered or not artifact_type or d.artifact_type == artifact_type
+                ]
+                if len(found) >= MAX_REFERRERS_LISTED:
+                    return found[:MAX_REFERRERS_LISTED]
+        except NotFoundError:
+            return None
         return found
+
+    async def _pages(
+        self, repository: str, url: httpx2.URL, what: str, max_pages: int, accept: str | None = None
+    ) -> AsyncIterator[tuple[httpx2.Response, bytes]]:
+        """GET ``url`` and the pages its ``Link: <...>; rel="next"`` names (same host only), at most ``max_pages``:
+        each answer with its body (capped like a manifest)."""
+        next_url: httpx2.URL | None = url
+        for _ in range(max_pages):
+            if next_url is None:
+                return
+            response, body = await self.transport.request(
+                "GET",
+                self.host,
+                next_url,
+                scopes=Scopes.pull(repository),
+                expect={200},
+                headers={"Accept": accept} if accept else None,
+                body_limit=self.limits.manifest_bytes,
+                what=what,
+            )
+            yield response, body
+            next_url = _next_page(next_url, response.headers.get("link"))
 
     async def tags(self, repository: str) -> list[str] | None:
         """The repository's tags (``GET /v2/<name>/tags/list``, pages of :data:`TAGS_PAGE` followed on the same
         host, at most :data:`MAX_TAG_PAGES`); None when the registry does not know the repository (404
         ``NAME_UNKNOWN``). Entries that are not valid tags are dropped."""
-        url: httpx2.URL | None = self._url(repository, "tags/list", {"n": str(TAGS_PAGE)})
+        url = self._url(repository, "tags/list", {"n": str(TAGS_PAGE)})
         found: list[str] = []
-        for _ in range(MAX_TAG_PAGES):
-            if url is None:
-                break
-            try:
-                response, body = await self.transport.request(
-                    "GET",
-                    self.host,
-                    url,
-                    scopes=Scopes.pull(repository),
-                    expect={200},
-                    body_limit=self.limits.manifest_bytes,
-                    what="tag list",
-                )
-            except NotFoundError:
-                if found:
-                    raise
-                return None
-            found += _tag_names(body)
-            url = _next_page(url, response.headers.get("link"))
+        try:
+            async for _, body in self._pages(repository, url, "tag list", MAX_TAG_PAGES):
+                found += _tag_names(body)
+        except NotFoundError:
+            if found:
+                raise
+            return None
         return list(dict.fromkeys(found))
 
     async def manifest_delete(self, repository: str, digest: Digest) -> None:
