@@ -10,12 +10,19 @@
    second run is a skip by digest), all checked with skopeo;
 5. mirrors a plan (3 services x 3 environments + a build) in cluster mode, then service mode, each cold then
    warm; the service-mode run is a fresh client that mounts what the cluster run placed (the mirror's ledger);
-6. runs the quick benchmark (benchmarks.mirror: loopback and emulated WAN) and prints its table and targets.
+6. concurrent pipelines: four ``ocicopy mirror`` processes started together (two in cluster mode, two in
+   service mode, the same new release in shuffled orders) into one fresh mirror prefix; every deployment is then
+   checked with skopeo, and the mirror's ledger lists every repository the four runs wrote;
+7. runs the quick benchmark (benchmarks.mirror: loopback and emulated WAN) and prints its table and targets.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -123,6 +130,53 @@ async def run_mirrors(source: RegistryServer, mirror: RegistryServer) -> list[tu
     return out
 
 
+def concurrent_pipelines(source: RegistryServer, mirror: RegistryServer, tmp: Path) -> bool:
+    """Four ``ocicopy mirror`` processes at once into one mirror prefix: all succeed, skopeo agrees, the ledger
+    holds the union of what they wrote."""
+    commands = []
+    for p, mode in enumerate(("cluster", "service", "cluster", "service")):
+        data = plan_for(source, mirror, mode).model_dump(mode="json", exclude_none=True)
+        data["mirror"]["prefix"] = "pipelines"
+        random.Random(p).shuffle(data["deployments"])
+        path = tmp / f"pipeline-{p}.json"
+        path.write_text(json.dumps(data))
+        commands.append([sys.executable, "-m", "ocicopy", "mirror", str(path), "--json", str(tmp / f"report-{p}.json")])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = time.monotonic()
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env) for cmd in commands]
+    codes = [(proc.wait(timeout=300), proc.stderr.read().decode() if proc.stderr else "") for proc in procs]
+    seconds = time.monotonic() - started
+    ok, placed = True, set()
+    for p, (code, err) in enumerate(codes):
+        report = ocicopy.MirrorReport.model_validate_json((tmp / f"report-{p}.json").read_text())
+        for d in report.deployments:
+            if d.pinned is None:
+                continue
+            ref = ocicopy.parse_reference(d.pinned, default_tag=None)
+            placed.add(ref.repository)
+            ok &= skopeo_digest(docker_ref(ref.registry, ref.repository, str(ref.digest))) == ref.digest
+        acts = ", ".join(f"{n} {a}" for a, n in report.totals.deployments.items() if n)
+        say(f"  pipeline {p} ({report.mode.value:<7}) exit {code}: {acts}; run {report.run_id}")
+        ok &= code == 0 and report.ok
+        if err.strip():
+            say("    " + err.strip().splitlines()[-1])
+    ledger = anyio.run(_ledger_repositories, mirror, "pipelines/ocicopy-ledger")
+    union = placed <= ledger
+    say(f"  4 processes in {seconds:.1f}s; every pinned digest checked with skopeo: {'ok' if ok else 'MISMATCH'};")
+    say(f"  the ledger lists all {len(placed)} repositories they wrote: {'yes' if union else 'NO'}")
+    return ok and union
+
+
+async def _ledger_repositories(mirror: RegistryServer, repository: str) -> set[str]:
+    from ocicopy.ledger import Ledger
+    from ocicopy.registry import Registry
+    from ocicopy.transport import Transport
+
+    options = ocicopy.ClientOptions(plain_http=frozenset({mirror.host}), use_docker_config=False)
+    async with Transport(options) as transport:
+        return await Ledger(Registry(transport, mirror.host), repository).repositories()
+
+
 def mirror_row(step: str, report: ocicopy.MirrorReport) -> str:
     t = report.totals
     acts = ", ".join(f"{n} {a}" for a, n in t.deployments.items() if n)
@@ -228,6 +282,9 @@ def main() -> int:
             pinned = [d for d in reports[0][1].deployments if d.pinned][:2]
             for d in pinned:
                 say(f"  deploy {d.service}/{d.environment} as {d.pinned}")
+            say("")
+            say("concurrent pipelines: 4 ocicopy mirror processes at once into one mirror (2 cluster, 2 service mode)")
+            ok &= concurrent_pipelines(source, mirror, Path(tmp))
     say("")
     say("all destinations byte-identical to what ocicopy reported" if ok else "MISMATCH: see above")
     ok &= quick_benchmark()
@@ -251,7 +308,7 @@ def quick_benchmark() -> bool:
     say(render_table(doc).rstrip())
     say(format_targets(doc).rstrip())
     say("")
-    say("quick figures are small workloads run once; for the full benchmark (medians of 3, about 9 minutes):")
+    say("quick figures are small workloads run once; for the full benchmark (medians of 3, about 12 minutes):")
     say("  .venv/bin/python -m benchmarks run      (= python -m benchmarks.mirror; see benchmarks/README.md)")
     return True
 
