@@ -93,15 +93,12 @@ def descriptor(media_type: str, data: bytes, **extra: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- manifests
 
 
-@dataclass(frozen=True)
-class Image:
-    """A single-platform image manifest (OCI or Docker schema 2) with its config and layers."""
+class _OneManifest:
+    """What an image and an artifact share: a manifest with a config and layers, no children."""
 
     manifest: bytes
-    media_type: str
     config: bytes
     layers: list[bytes]
-    platform: Platform = ("linux", "amd64", None)
 
     @property
     def digest(self) -> str:
@@ -119,7 +116,18 @@ class Image:
 
 
 @dataclass(frozen=True)
-class Artifact:
+class Image(_OneManifest):
+    """A single-platform image manifest (OCI or Docker schema 2) with its config and layers."""
+
+    manifest: bytes
+    media_type: str
+    config: bytes
+    layers: list[bytes]
+    platform: Platform = ("linux", "amd64", None)
+
+
+@dataclass(frozen=True)
+class Artifact(_OneManifest):
     """An OCI 1.1 artifact: image manifest with ``artifactType``, empty config, optional ``subject``."""
 
     manifest: bytes
@@ -128,20 +136,6 @@ class Artifact:
     subject: dict[str, Any] | None = None
     media_type: str = OCI_MANIFEST
     config: bytes = EMPTY_JSON
-
-    @property
-    def digest(self) -> str:
-        """Digest of the exact manifest bytes."""
-        return sha256(self.manifest)
-
-    @property
-    def children(self) -> list[Image | Artifact]:
-        """No child manifests."""
-        return []
-
-    def blobs(self) -> dict[str, bytes]:
-        """Empty config and layer blobs by digest."""
-        return {sha256(b): b for b in [self.config, *self.layers]}
 
 
 @dataclass(frozen=True)
