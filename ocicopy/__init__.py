@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name is imported o
         PlanError,
         RegistryError,
         TransportError,
+        UnknownReferenceError,
     )
     from ocicopy.layout import Layout
     from ocicopy.location import LayoutReference, Location, parse_layout_reference, parse_location, pinned
@@ -66,6 +67,7 @@ _LAZY: dict[str, str] = {
     "PlanError": "ocicopy.errors",
     "RegistryError": "ocicopy.errors",
     "TransportError": "ocicopy.errors",
+    "UnknownReferenceError": "ocicopy.errors",
     "Layout": "ocicopy.layout",
     "LayoutReference": "ocicopy.location",
     "Location": "ocicopy.location",
@@ -142,6 +144,7 @@ __all__ = [
     "Store",
     "Timeouts",
     "TransportError",
+    "UnknownReferenceError",
     "__version__",
     "build_key",
     "copy",

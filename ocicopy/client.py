@@ -13,13 +13,14 @@ import httpx2
 from ocicopy.blobs import BlobCopier, MountFrom
 from ocicopy.credentials import ChainCredentials, Credentials, CredentialSource, default_credentials
 from ocicopy.digest import Digest
-from ocicopy.errors import InputError, NotFoundError, unwrap_group
+from ocicopy.errors import InputError, NotFoundError, UnknownReferenceError, unwrap_group
 from ocicopy.layout import Layout
 from ocicopy.location import LayoutReference, Location, LocationLike, as_location, with_source_tag
 from ocicopy.models import Descriptor, Manifest, ManifestInfo
 from ocicopy.options import ClientOptions, Recompression, recompression, revalidated
 from ocicopy.platforms import PlatformSpec, apply_selection, parse_platform
 from ocicopy.progress import NoProgress, Progress
+from ocicopy.reference import Reference
 from ocicopy.referrers import ReferrerCopier, ReferrersOutcome, list_referrers
 from ocicopy.registry import Registry
 from ocicopy.repository import Endpoint
@@ -27,7 +28,7 @@ from ocicopy.result import CopyAction, CopyResult
 from ocicopy.store import Store
 from ocicopy.subjects import is_referrer_tag
 from ocicopy.transport import Transport
-from ocicopy.tree import TreeCopier, TreeResult, destination_digest, fetch_child
+from ocicopy.tree import TreeCopier, TreeResult, check_platforms, destination_digest, fetch_child
 
 if TYPE_CHECKING:
     from ocicopy.mirror import MirrorProgress
@@ -112,26 +113,37 @@ class Client:
     # -- reading ---------------------------------------------------------------------------------------------
 
     async def resolve(self, ref: RefLike) -> ManifestInfo | None:
-        """HEAD the reference: digest, media type and size, or None when it does not exist."""
+        """HEAD the reference: digest, media type and size, or None when it does not exist (a missing tag, a
+        missing layout directory)."""
         r = as_location(ref)
         store = self.endpoint(r)
-        return await store.manifest_head(r.identifier or str(await self._resolve_source(store, r)))
+        try:
+            return await store.manifest_head(r.identifier or str((await self._source(store, r))[1]))
+        except UnknownReferenceError:
+            return None
 
     async def digest(self, ref: RefLike) -> Digest:
-        """The digest the reference resolves to (from the bytes, not only a header)."""
-        return (await self.inspect(ref)).digest
+        """The digest the reference resolves to, with a HEAD (a GET counts against Docker Hub's pull limit)."""
+        r = as_location(ref)
+        return (await self._source(self.endpoint(r), r))[1]
 
     async def inspect(self, ref: RefLike) -> Manifest:
         """GET the manifest: raw bytes, media type, digest and a parsed view."""
         r = as_location(ref)
         store = self.endpoint(r)
-        return await store.manifest_get(r.identifier or str(await self._resolve_source(store, r)))
+        identifier = r.identifier or str((await self._source(store, r))[1])
+        try:
+            return await store.manifest_get(identifier)
+        except UnknownReferenceError:
+            raise
+        except NotFoundError as exc:
+            raise UnknownReferenceError(str(r), method="GET", errors=exc.errors) from None
 
     async def referrers(self, ref: RefLike, artifact_type: str | None = None) -> list[Descriptor]:
         """Manifests that refer to ``ref`` (signatures, SBOMs...): the referrers API, else the fallback tag."""
         r = as_location(ref)
         store = self.endpoint(r)
-        digest = r.digest or await self._resolve_source(store, r)
+        digest = r.digest or (await self._source(store, r))[1]
         return await list_referrers(store, digest, artifact_type)
 
     # -- copying ---------------------------------------------------------------------------------------------
@@ -156,14 +168,19 @@ class Client:
         gzip layers (a new digest, ``transformed``). ``referrers`` also copies signatures, SBOMs and
         attestations (only those of the ``artifact_types`` given, when given).
         """
-        s = as_location(src)
-        d = with_source_tag(as_location(dst, default_tag=None), s)
+        s, d = as_location(src), as_location(dst, default_tag=None)
         specs = [p if isinstance(p, PlatformSpec) else parse_platform(p) for p in platforms]
         settings = recompression(compress)
         if settings is not None and (referrers or artifact_types):
             raise InputError("--referrers with recompression: signatures and attestations name the source digests")
         requests_before = self.transport.stats.total_requests
-        source_digest = s.digest or await self._resolve_source(self.endpoint(s), s)
+        tag, source_digest = await self._source(self.endpoint(s), s)
+        d = with_source_tag(d, s.with_tag(tag) if s.tag is None and tag is not None else s)
+        if isinstance(d, Reference) and d.tag is None and d.digest is None:
+            raise InputError(
+                f"{dst} names no tag and {src} has none to give it: add :TAG to the destination "
+                f"(or @{source_digest} to push by digest only)"
+            )
         result = await self.copy_resolved(s, d, source_digest, specs, mount_from, compress=settings)
         if referrers or artifact_types:
             subjects = [m.digest for m in result.manifests]
@@ -233,6 +250,7 @@ class Client:
         if check and not specs and compress is None and (held := await self._existing(dst, d, source_digest)):
             return _Outcome(held.digest, held.media_type)
         top = top or await src.manifest_get(str(source_digest))
+        await check_platforms(src, top, specs)
         manifest = await self._select(src, top, specs)
         if check and (specs or compress is not None):
             expected = destination_digest(source_digest, top, specs, compress, self.trees.conversions)
@@ -308,14 +326,21 @@ class Client:
         options = MirrorOptions(dry_run=dry_run, immutable_tags=immutable_tags, concurrency=concurrency, ledger=ledger)
         return await Mirror(self, plan, options, progress).run()
 
-    async def _resolve_source(self, src: Store, ref: Location) -> Digest:
-        if ref.identifier is None:  # an OCI layout without a tag: its only image
-            assert isinstance(src, Layout)
-            return await _only_image(src)
+    async def _source(self, src: Store, ref: Location) -> tuple[str | None, Digest]:
+        """The tag and digest ``ref`` resolves to now (one HEAD; a layout without a tag: its only image), or an
+        :class:`UnknownReferenceError` saying what is true."""
+        if isinstance(src, Layout):
+            await _existing_layout(src, ref)
+            if ref.identifier is None:
+                return await _only_image(src)
+        if ref.digest is not None:
+            return ref.tag, ref.digest
+        assert ref.identifier is not None
         info = await src.manifest_head(ref.identifier)
         if info is None:
-            raise NotFoundError(404, "HEAD", str(ref), (), "manifest unknown: no such tag")
-        return info.digest
+            local = isinstance(src, Layout)
+            raise UnknownReferenceError(str(ref), await _why_unknown(src, ref), status=0 if local else 404)
+        return ref.tag, info.digest
 
     async def _existing(self, dst: Store, ref: Location, digest: Digest) -> ManifestInfo | None:
         """The destination's manifest when it already is ``digest`` under ``ref`` (skip), else None."""
@@ -330,21 +355,41 @@ class Client:
         return chosen if isinstance(chosen, Manifest) else await fetch_child(src, chosen)
 
 
-async def _only_image(layout: Layout) -> Digest:
+async def _existing_layout(layout: Layout, ref: Location) -> None:
+    """A layout to read from must exist and be one."""
+    state = await layout.state()
+    if state == "absent":
+        raise UnknownReferenceError(str(ref), f"no OCI image layout at {layout.root} (missing or empty)", status=0)
+    if state == "foreign":
+        raise InputError(f"{layout.root} is not an OCI image layout (no oci-layout file)")
+
+
+async def _why_unknown(src: Store, ref: Location) -> str:
+    """What to say of a tag a store does not have: for a layout, the tags it has."""
+    if not isinstance(src, Layout):
+        return "manifest unknown"
+    tags = [t for t in await src.tags() if not is_referrer_tag(t)]
+    return f"manifest unknown: no tag {ref.tag!r} in the layout (tags: {', '.join(tags[:10]) or 'none'})"
+
+
+async def _only_image(layout: Layout) -> tuple[str | None, Digest]:
     """The image of a layout given without a tag: its only tag (skopeo's rule; referrer fallback and cosign
     tags aside), or its only entry when nothing is tagged (a builder's output); else an error naming them."""
     tags = [t for t in await layout.tags() if not is_referrer_tag(t)]
     if not tags:
         entries = await layout.entries()
         if len(entries) == 1:
-            return entries[0].digest
+            return None, entries[0].digest
+        if not entries:
+            raise UnknownReferenceError(str(layout), "the layout holds no image", status=0)
+        shown = ", ".join(str(e.digest) for e in entries[:10])
+        raise InputError(f"{layout} holds {len(entries)} untagged images ({shown}): name one as oci:PATH@DIGEST")
     if len(tags) != 1:
-        shown = ", ".join(tags[:10]) or "none"
-        raise InputError(f"{layout} holds {len(tags)} tagged images ({shown}): name one as oci:PATH:TAG")
+        raise InputError(f"{layout} holds {len(tags)} tagged images ({', '.join(tags[:10])}): name one as oci:PATH:TAG")
     info = await layout.manifest_head(tags[0])
     if info is None:
-        raise NotFoundError(404, "READ", str(layout), (), f"tag {tags[0]} is listed but its manifest is missing")
-    return info.digest
+        raise UnknownReferenceError(str(layout), f"tag {tags[0]} is listed but its manifest is missing", status=0)
+    return tags[0], info.digest
 
 
 def _check_http_client(client: object) -> None:

@@ -26,6 +26,7 @@ defined here (other modules re-export the ones they raise, for their callers' co
     └── RegistryError                   an HTTP answer we cannot use: status + spec error codes + request
         ├── AuthenticationError         401 / 403 after the auth dance
         └── NotFoundError               404, MANIFEST_UNKNOWN, BLOB_UNKNOWN, NAME_UNKNOWN
+            └── UnknownReferenceError   a reference (tag, digest, layout) that does not resolve: one wording
 
 Messages never contain credentials or tokens; URLs are shown without query strings (signed redirect URLs
 carry secrets there).
@@ -228,6 +229,30 @@ class AuthenticationError(RegistryError):
 
 class NotFoundError(RegistryError):
     pass
+
+
+class UnknownReferenceError(NotFoundError):
+    """A reference that does not resolve, said the same whichever command asked:
+    ``REF: manifest unknown (HTTP 404 MANIFEST_UNKNOWN)``; for an OCI layout (``status`` 0: no HTTP) the reason
+    says what is true (``no OCI image layout there``, ``no tag '1' (tags: a, b)``)."""
+
+    def __init__(
+        self,
+        reference: str,
+        reason: str = "manifest unknown",
+        *,
+        method: str = "HEAD",
+        status: int = 404,
+        errors: Sequence[SpecError] = (),
+    ) -> None:
+        self.reference = reference
+        super().__init__(status, method, reference, errors, reason)
+
+    def _render(self) -> str:
+        text = f"{self.url}: {self.message}"
+        if self.status:
+            text += f" (HTTP {self.status}{''.join(' ' + code for code in self.codes)})"
+        return text
 
 
 def unwrap_group(exc: BaseException) -> BaseException:

@@ -56,7 +56,14 @@ from anyio.lowlevel import RunVar
 from pydantic import ValidationError
 
 from ocicopy.digest import Digest, Verifier
-from ocicopy.errors import BodyTooLargeError, DigestMismatchError, InputError, ManifestError, NotFoundError
+from ocicopy.errors import (
+    BodyTooLargeError,
+    DigestMismatchError,
+    InputError,
+    ManifestError,
+    NotFoundError,
+    UnknownReferenceError,
+)
 from ocicopy.location import (
     LAYOUT_SCHEME,
     MAX_LAYOUT_REFERENCE_LENGTH,
@@ -454,7 +461,11 @@ class Layout:
         return self.files.path(digest)
 
     def _not_found(self, message: str) -> NotFoundError:
-        return NotFoundError(404, "READ", str(self), (), message)
+        return UnknownReferenceError(str(self), message, method="READ", status=0)  # a directory: no HTTP status
+
+    async def state(self) -> str:
+        """``layout``, ``absent`` (no directory, or an empty one) or ``foreign`` (a directory that is not one)."""
+        return await to_thread.run_sync(_layout_state, self.root)
 
     # manifests
 
@@ -489,7 +500,7 @@ class Layout:
         _require_layout(self.root)
         descriptor = _find_entry(self.root, ref)
         if descriptor is None and not isinstance(ref, Digest):
-            raise self._not_found(f"manifest unknown: no tag {ref!r} in index.json")
+            raise self._not_found(f"manifest unknown: no tag {ref!r} in the layout")
         if descriptor is None:
             return self._load(Digest(ref), None)
         manifest = self._load(descriptor.digest, descriptor.media_type)

@@ -24,7 +24,7 @@ import anyio
 
 from ocicopy.blobs import MountFrom
 from ocicopy.digest import Digest
-from ocicopy.errors import InputError, NotFoundError, OcicopyError, unwrap_group
+from ocicopy.errors import InputError, NotFoundError, OcicopyError, UnknownReferenceError, unwrap_group
 from ocicopy.flight import SingleFlight
 from ocicopy.ledger import SHARD_PREFIX, Ledger, new_run_id
 from ocicopy.location import Location, parse_layout_reference, pinned
@@ -37,7 +37,7 @@ from ocicopy.reference import Reference, api_host, validate_tag
 from ocicopy.referrers import ReferrersOutcome
 from ocicopy.report import DeploymentResult, MirrorAction, MirrorReport, totals_of
 from ocicopy.result import BlobAction, CopyAction, CopyResult
-from ocicopy.tree import destination_digest, fetch_child
+from ocicopy.tree import check_platforms, destination_digest, fetch_child
 
 if TYPE_CHECKING:  # avoids an import cycle: client.py imports this module
     from ocicopy.client import Client
@@ -217,6 +217,8 @@ class Mirror:
         result.source_digest = source_digest
         if specs and top is None:
             top = await self._source_manifest(source, source_digest)
+        if specs and top is not None:
+            await check_platforms(self.client.endpoint(source), top, specs)
         # With a recompression not known yet, the copy finds out (reading the mirror tag back).
         await self._seed_conversions()
         conversions = self.client.trees.conversions
@@ -249,7 +251,7 @@ class Mirror:
     async def _source_digest(self, source: Location) -> Digest:
         info = await self._head(source)
         if info is None:
-            raise NotFoundError(404, "HEAD", str(source), (), "source manifest unknown")
+            raise UnknownReferenceError(str(source))
         return info.digest
 
     async def _source_manifest(self, source: Location, digest: Digest) -> Manifest:
@@ -268,8 +270,10 @@ class Mirror:
         async def get() -> Manifest:
             try:
                 return await endpoint.manifest_get(tag)
-            except NotFoundError:
-                raise NotFoundError(404, "GET", str(source), (), "source manifest unknown") from None
+            except UnknownReferenceError:
+                raise
+            except NotFoundError as exc:
+                raise UnknownReferenceError(str(source), method="GET", errors=exc.errors) from None
 
         manifest, _ = await self.manifests.run(str(source), get)
         return manifest

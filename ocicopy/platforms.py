@@ -67,9 +67,34 @@ def select_platforms(index: Manifest, specs: Sequence[PlatformSpec]) -> list[Des
     return sorted(chosen, key=lambda d: order[d.digest])
 
 
+def config_platform(config: bytes) -> Platform | None:
+    """The platform an image config declares (``os``, ``architecture``, ``variant``); None when it declares none
+    (an artifact's config, or no image config at all)."""
+    try:
+        doc = json.loads(config)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("os"), str) or not isinstance(doc.get("architecture"), str):
+        return None
+    variant = doc.get("variant")
+    return Platform(
+        os=doc["os"], architecture=doc["architecture"], variant=variant if isinstance(variant, str) else None
+    )
+
+
+def check_image_platform(platform: Platform | None, specs: Sequence[PlatformSpec]) -> None:
+    """A single image matches a platform selection only if its config says so; else a :class:`ManifestError`."""
+    if specs and not any(spec.matches(platform) for spec in specs):
+        asked = ", ".join(str(s) for s in specs)
+        what = f"a single {platform} image" if platform is not None else "a single image whose config names no platform"
+        raise ManifestError(f"the source is {what}, not {asked}: nothing copied")
+
+
 def apply_selection(top: Manifest, specs: Sequence[PlatformSpec]) -> Manifest | Descriptor:
     """What a platform selection of ``top`` yields, without I/O: ``top`` itself (no selection, not an index,
-    or every platform), a subset index (several platforms), or the descriptor of one child (one platform)."""
+    or every platform), a subset index (several platforms), or the descriptor of one child (one platform).
+
+    For a single image the caller checks its config first (:func:`check_image_platform`)."""
     if not specs or not top.is_index:
         return top
     chosen = select_platforms(top, specs)

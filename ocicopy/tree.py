@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Final
 import anyio
 
 from ocicopy.blobs import BlobCopier, MountFrom, present
-from ocicopy.digest import Digest
+from ocicopy.digest import Digest, Verifier
 from ocicopy.errors import DigestMismatchError, ManifestError, OcicopyError, RegistryError
 from ocicopy.models import Descriptor, Manifest
 from ocicopy.options import Recompression
-from ocicopy.platforms import PlatformSpec, apply_selection
+from ocicopy.platforms import PlatformSpec, apply_selection, check_image_platform, config_platform
 from ocicopy.progress import NoProgress, Progress
 from ocicopy.result import BlobAction, BlobResult, ManifestResult
 from ocicopy.retry import Retrying, RetryPolicy
@@ -50,6 +50,7 @@ __all__ = [
     "CopyJob",
     "TreeCopier",
     "TreeResult",
+    "check_platforms",
     "destination_digest",
     "fetch_child",
     "put_manifest",
@@ -339,6 +340,28 @@ def _converted(manifest: Manifest, children: dict[int, Descriptor], layers: dict
         changed = any(d.digest != old[i].digest for i, d in children.items())
         return rewrite_index(manifest, children) if changed else manifest
     return rewrite_image(manifest, layers) if layers else manifest
+
+
+async def check_platforms(src: Store, top: Manifest, specs: Sequence[PlatformSpec]) -> None:
+    """With a platform selection, a single image must be of one of those platforms: its config (read from
+    ``src``, capped, verified) says which it is. Indexes are checked by :func:`~ocicopy.platforms.select_platforms`."""
+    if not specs or top.is_index:
+        return
+    blobs = top.blobs()
+    config = await _read_config(src, blobs[0]) if blobs else None
+    check_image_platform(config_platform(config) if config is not None else None, specs)
+
+
+async def _read_config(src: Store, desc: Descriptor) -> bytes | None:
+    if desc.size > CONFIG_LIMIT:
+        return None  # not an image config
+    data = bytearray()
+    verifier = Verifier(desc.digest, desc.size)
+    async for chunk in src.read_blob(desc):
+        verifier.update(chunk)
+        data += chunk
+    verifier.check()
+    return bytes(data)
 
 
 async def fetch_child(src: Store, desc: Descriptor) -> Manifest:

@@ -437,7 +437,7 @@ def test_debug_shows_traceback(ocicopy_run: Run, registry: RegistryServer, uniqu
     assert proc.returncode == 1
     err = proc.stderr.decode()
     assert "Traceback (most recent call last)" in err
-    assert "NotFoundError" in err
+    assert "UnknownReferenceError" in err  # a NotFoundError: the reference does not resolve
     assert err.rstrip().splitlines()[-1].startswith("ocicopy: error: ")
 
 

@@ -157,15 +157,22 @@ async def test_copy_artifact_with_subject_is_byte_exact(
 
 
 @pytest.mark.anyio
-async def test_destination_without_tag_takes_source_tag_and_digest_source_pushes_by_digest(
+async def test_destination_without_tag_takes_source_tag_and_digest_source_needs_an_explicit_digest(
     registry: RegistryServer, registry2: RegistryServer, make_repo: MakeRepo
 ) -> None:
+    """A destination without a tag takes the source's; a source by digest has none to give, so an untagged push
+    must be asked for (``DST@DIGEST``): it is refused with one line otherwise (issue 11: an untagged image is
+    easy to lose, e.g. to a garbage collection that deletes untagged manifests)."""
     img = _image()
     src_repo, dst_tagged, dst_bare = make_repo("src"), make_repo("tagged"), make_repo("bare")
     im.push(registry, src_repo, "1.2.3", img)
     async with _client(registry, registry2) as client:
         tagged = await client.copy(_ref(registry, src_repo, "1.2.3"), f"{registry2.host}/{dst_tagged}")
-        by_digest = await client.copy(_ref(registry, src_repo, img.digest), f"{registry2.host}/{dst_bare}")
+        with pytest.raises(ocicopy.InputError, match=r"names no tag .* add :TAG to the destination \(or @sha256:"):
+            await client.copy(_ref(registry, src_repo, img.digest), f"{registry2.host}/{dst_bare}")
+        with im.RegistryClient(registry2, dst_bare) as reader:
+            assert reader.tags() == [] and not reader.blob_exists(im.sha256(img.config))  # nothing pushed
+        by_digest = await client.copy(_ref(registry, src_repo, img.digest), f"{registry2.host}/{dst_bare}@{img.digest}")
     assert tagged.destination.endswith(f"{dst_tagged}:1.2.3")
     assert im.get_manifest(registry2, dst_tagged, "1.2.3").content == img.manifest
     assert by_digest.digest == img.digest

@@ -1,0 +1,173 @@
+"""What a newcomer meets (issue 11): each defect found by trying ocicopy as a skopeo/crane/regctl user would,
+held by a test against the real registry that failed before the fix."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+import ocicopy
+import ocicopy.models
+from harness import images as im
+from harness.registry import RegistryServer, manifest_puts, upload_starts
+from ocicopy import Client, ClientOptions
+
+pytestmark = pytest.mark.anyio
+MakeRepo = Callable[[str], str]
+
+
+def client(*servers: RegistryServer) -> Client:
+    return Client(ClientOptions(use_docker_config=False), plain_http=[s.host for s in servers])
+
+
+# --- 1. --platform on a single image -------------------------------------------------------------------------
+
+
+async def test_a_platform_the_single_image_is_not_fails_and_pushes_nothing(
+    registry: RegistryServer, make_repo: MakeRepo
+) -> None:
+    src, dst = make_repo("src"), make_repo("dst")
+    image = im.make_image([im.layer(11_001, 2000)], platform=("linux", "amd64", None))
+    im.push(registry, src, "v1", image)
+    mark = registry.mark()
+    async with client(registry) as c:
+        with pytest.raises(ocicopy.ManifestError, match=r"single linux/amd64 image, not linux/arm64"):
+            await c.copy(f"{registry.host}/{src}:v1", f"{registry.host}/{dst}:v1", platforms=["linux/arm64"])
+    log = [e for e in registry.requests(mark) if e.repo == dst]
+    assert manifest_puts(log) == [] and upload_starts(log) == []
+
+
+async def test_a_platform_the_single_image_is_copies_it_as_it_is(registry: RegistryServer, make_repo: MakeRepo) -> None:
+    src, dst = make_repo("src"), make_repo("dst")
+    image = im.make_image([im.layer(11_002, 2000)], platform=("linux", "arm64", "v8"))
+    im.push(registry, src, "v1", image)
+    async with client(registry) as c:
+        result = await c.copy(f"{registry.host}/{src}:v1", f"{registry.host}/{dst}:v1", platforms=["linux/arm64"])
+    assert result.digest == image.digest and not result.transformed
+
+
+async def test_an_artifact_has_no_platform_to_select(registry: RegistryServer, make_repo: MakeRepo) -> None:
+    src, dst = make_repo("src"), make_repo("dst")
+    artifact = im.make_artifact()
+    im.push(registry, src, "sig", artifact)
+    async with client(registry) as c:
+        with pytest.raises(ocicopy.ManifestError, match="names no platform"):
+            await c.copy(f"{registry.host}/{src}:sig", f"{registry.host}/{dst}:sig", platforms=["linux/amd64"])
+
+
+async def test_a_plan_deployment_with_a_platform_the_image_is_not_fails_that_deployment(
+    registry: RegistryServer, make_repo: MakeRepo
+) -> None:
+    src = make_repo("src")
+    im.push(registry, src, "v1", im.make_image([im.layer(11_003, 2000)]))
+    plan = ocicopy.parse_plan(
+        {
+            "mirror": {"registry": registry.host, "prefix": make_repo("m"), "mode": "cluster", "cluster": "c1"},
+            "registries": {registry.host: {"plain_http": True}},
+            "deployments": [
+                {
+                    "service": "api",
+                    "environment": "prod",
+                    "image": f"{registry.host}/{src}:v1",
+                    "platforms": ["linux/arm64"],
+                },
+                {"service": "api", "environment": "dev", "image": f"{registry.host}/{src}:v1"},
+            ],
+        }
+    )
+    async with client(registry) as c:
+        report = await c.mirror(plan)
+    by_env = {d.environment: d for d in report.deployments}
+    assert by_env["prod"].action is ocicopy.MirrorAction.FAILED
+    assert "single linux/amd64 image, not linux/arm64" in (by_env["prod"].error or "")
+    assert by_env["dev"].action is ocicopy.MirrorAction.COPIED
+
+
+# --- 3. a destination without a tag takes the source's, also from a layout ------------------------------------
+
+
+async def test_a_layouts_only_tag_goes_to_a_destination_without_one(
+    registry: RegistryServer, make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    src, dst = make_repo("src"), make_repo("dst")
+    image = im.make_image([im.layer(11_010, 2000)])
+    im.push(registry, src, "1", image)
+    async with client(registry) as c:
+        await c.copy(f"{registry.host}/{src}:1", f"oci:{tmp_path / 'out'}:1")
+        result = await c.copy(f"oci:{tmp_path / 'out'}", f"{registry.host}/{dst}")
+    assert result.destination == f"{registry.host}/{dst}:1"
+    assert im.get_manifest(registry, dst, "1").content == image.manifest
+
+
+# --- 5. digest REF asks with a HEAD ---------------------------------------------------------------------------
+
+
+async def test_digest_is_answered_by_a_head(registry: RegistryServer, unique_repo: str) -> None:
+    image = im.make_image([im.layer(11_011, 2000)])
+    im.push(registry, unique_repo, "v1", image)
+    mark = registry.mark()
+    async with client(registry) as c:
+        assert await c.digest(f"{registry.host}/{unique_repo}:v1") == image.digest
+    asked = [(e.method, e.status) for e in registry.requests(mark) if "/manifests/" in e.path]
+    assert asked == [("HEAD", 200)]
+
+
+# --- 9. layouts: say what is true -----------------------------------------------------------------------------
+
+
+async def test_a_missing_layout_is_said_to_be_missing_and_lookup_says_not_found(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    async with client() as c:
+        for call in (c.inspect, c.digest):
+            with pytest.raises(ocicopy.UnknownReferenceError, match="no OCI image layout at") as info:
+                await call(f"oci:{missing}")
+            assert info.value.status == 0 and "HTTP" not in str(info.value)
+        with pytest.raises(ocicopy.UnknownReferenceError, match="no OCI image layout at"):
+            await c.copy(f"oci:{missing}:1", f"oci:{tmp_path / 'dst'}:1")
+        assert await c.resolve(f"oci:{missing}") is None
+        assert await c.resolve(f"oci:{missing}:1") is None
+    assert not (tmp_path / "dst").exists()
+
+
+async def test_a_directory_that_is_not_a_layout_is_an_input_error(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    async with client() as c:
+        with pytest.raises(ocicopy.InputError, match="is not an OCI image layout"):
+            await c.inspect(f"oci:{tmp_path}")
+
+
+async def test_several_untagged_entries_suggest_a_digest_and_list_them(tmp_path: Path) -> None:
+    layout = ocicopy.Layout(tmp_path / "out")
+    digests = []
+    for seed in (11_020, 11_021):
+        image = im.make_image([im.layer(seed, 500)])
+        for data in image.blobs().values():
+            await layout.write_blob(ocicopy.Digest.of(data), len(data), _once(data))
+        await layout.manifest_put(image.digest, ocicopy.models.parse_manifest(image.manifest, image.media_type))
+        digests.append(image.digest)
+    async with client() as c:
+        with pytest.raises(ocicopy.InputError, match=r"2 untagged images .* oci:PATH@DIGEST") as info:
+            await c.inspect(f"oci:{tmp_path / 'out'}")
+    assert all(d in str(info.value) for d in digests)
+
+
+# --- 10. a missing tag reads the same whichever command asked --------------------------------------------------
+
+
+async def test_a_missing_tag_reads_the_same_from_every_verb(registry: RegistryServer, unique_repo: str) -> None:
+    im.push(registry, unique_repo, "v1", im.make_image([im.layer(11_030, 500)]))
+    ref = f"{registry.host}/{unique_repo}:nope"
+    async with client(registry) as c:
+        messages = []
+        for call in (c.digest, c.inspect, lambda r: c.copy(r, f"{registry.host}/{unique_repo}-copy:x")):
+            with pytest.raises(ocicopy.UnknownReferenceError) as info:
+                await call(ref)
+            messages.append(str(info.value))
+    assert all(m.startswith(f"{ref}: manifest unknown (HTTP 404") for m in messages), messages
+    assert "MANIFEST_UNKNOWN" in messages[1]  # the GET's answer carried the spec's code
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
