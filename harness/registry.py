@@ -17,6 +17,11 @@ Ordering: :meth:`RegistryServer.mark` and :meth:`RegistryServer.requests` bracke
 window with a sentinel request (``GET /v2/?ocitest-mark=<uuid>``) and wait until the sentinel's
 log record appears, so records of requests answered before the call are never missed or misplaced.
 Sentinels are filtered out of the results.
+
+TLS: ``start_registry(..., tls=RegistryTLS(ca))`` serves https (distribution's ``http.tls.certificate``/``key``)
+with a certificate for ``127.0.0.1``/``localhost`` issued by a :class:`CertAuthority` made in the test;
+``RegistryTLS(ca, client_ca=other)`` also requires a client certificate issued by ``other``
+(``http.tls.clientcas``). The harness's own requests trust ``ca`` and present such a certificate.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import re
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import uuid
@@ -247,6 +253,151 @@ def for_repo(entries: Iterable[AccessEntry], repo: str) -> list[AccessEntry]:
     return [e for e in entries if e.repo == repo]
 
 
+# --------------------------------------------------------------------------- TLS
+
+
+@dataclass(frozen=True)
+class CertAuthority:
+    """A certificate authority made for a test (EC P-256: fast to make); :meth:`issue` signs leaf certificates.
+
+    ``cert_path`` is its certificate (PEM), what a client adds to its trust; the key stays in memory.
+    """
+
+    name: str
+    cert_path: Path
+    cert_pem: bytes = field(repr=False)
+    key_pem: bytes = field(repr=False)
+
+    def issue(self, workdir: Path, stem: str, *, hosts: Iterable[str] = (), client: bool = False) -> tuple[Path, Path]:
+        """A certificate for ``hosts`` (DNS names or IP literals), or a client certificate: ``(cert, key)`` files.
+
+        Written as ``<stem>.crt`` and ``<stem>.key`` (PEM); the key file is not encrypted.
+        """
+        cert, key = _leaf_pem(self, stem, list(hosts), client)
+        workdir.mkdir(parents=True, exist_ok=True)
+        cert_path, key_path = workdir / f"{stem}.crt", workdir / f"{stem}.key"
+        cert_path.write_bytes(cert)
+        key_path.write_bytes(key)
+        return cert_path, key_path
+
+
+def make_ca(workdir: Path, name: str = "ocitest CA") -> CertAuthority:
+    """A fresh CA, its certificate written to ``workdir/<name>.crt`` (spaces as dashes)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = _x509_name(name)
+    cert = (
+        _cert_builder(subject, subject, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, _sha256())
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    path = workdir / f"{name.replace(' ', '-')}.crt"
+    path.write_bytes(cert_pem)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return CertAuthority(name, path, cert_pem, key_pem)
+
+
+def _leaf_pem(ca: CertAuthority, name: str, hosts: list[str], client: bool) -> tuple[bytes, bytes]:
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
+    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+    builder = (
+        _cert_builder(_x509_name(name), ca_cert.subject, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(ca=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+    )
+    if hosts:
+        names: list[x509.GeneralName] = []
+        for host in hosts:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                names.append(x509.DNSName(host))
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    cert = builder.sign(ca_key, _sha256())  # type: ignore[arg-type]
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def _x509_name(common_name: str) -> Any:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _cert_builder(subject: Any, issuer: Any, public_key: Any) -> Any:
+    import datetime as dt
+
+    from cryptography import x509
+
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+    )
+
+
+def _key_usage(*, ca: bool) -> Any:
+    from cryptography import x509
+
+    return x509.KeyUsage(
+        digital_signature=not ca,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _sha256() -> Any:
+    from cryptography.hazmat.primitives import hashes
+
+    return hashes.SHA256()
+
+
+@dataclass(frozen=True)
+class RegistryTLS:
+    """How a registry serves TLS: a server certificate issued by ``ca``; with ``client_ca``, it requires a client
+    certificate issued by that CA (distribution's ``http.tls.clientcas``: ``RequireAndVerifyClientCert``)."""
+
+    ca: CertAuthority
+    client_ca: CertAuthority | None = None
+
+
 # --------------------------------------------------------------------------- server
 
 
@@ -264,6 +415,9 @@ class RegistryServer:
     process: subprocess.Popen[bytes]
     config_path: Path
     token_server: TokenServer | None = None
+    tls: RegistryTLS | None = None
+    #: the client certificate and key the harness presents (a ``client_ca`` registry), else None
+    client_cert: tuple[Path, Path] | None = None
     _sentinel_auth: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __enter__(self) -> RegistryServer:
@@ -289,6 +443,15 @@ class RegistryServer:
     def log_tail(self, lines: int = 30) -> str:
         """Last lines of the registry log, for error messages."""
         return _tail(self.log_path, lines)
+
+    def verify(self) -> ssl.SSLContext | bool:
+        """What the harness's own requests verify TLS with: the registry's CA (and client certificate), or False."""
+        if self.tls is None:
+            return False
+        context = ssl.create_default_context(cafile=str(self.tls.ca.cert_path))
+        if self.client_cert is not None:
+            context.load_cert_chain(*self.client_cert)
+        return context
 
     def credentials(self) -> tuple[str, str] | None:
         """``(username, password)`` for basic/token registries, None when anonymous."""
@@ -316,7 +479,9 @@ class RegistryServer:
             raise RuntimeError(f"registry {self.url} is not running; log tail:\n{self.log_tail()}")
         token = uuid.uuid4().hex
         start = self.log_path.stat().st_size
-        httpx2.get(f"{self.url}/v2/", params={MARK_PARAM: token}, headers=self._sentinel_auth, timeout=10)
+        httpx2.get(
+            f"{self.url}/v2/", params={MARK_PARAM: token}, headers=self._sentinel_auth, timeout=10, verify=self.verify()
+        )
         needle = f"{MARK_PARAM}={token}".encode()
         deadline = time.monotonic() + _LOG_DEADLINE
         while time.monotonic() < deadline:
@@ -396,12 +561,14 @@ def start_registry(
     username: str = "ocitest",
     password: str | None = None,
     token_server: TokenServer | None = None,
+    tls: RegistryTLS | None = None,
     extra_config: dict[str, Any] | None = None,
 ) -> RegistryServer:
     """Start ``docker-registry serve`` under ``workdir`` and wait until ``/v2/`` answers.
 
-    For ``auth="token"`` the credentials default to the token server's admin user. Raises
-    ``RuntimeError`` (with the log tail) if the registry cannot start.
+    For ``auth="token"`` the credentials default to the token server's admin user. With ``tls`` the registry
+    speaks https only (``server.url`` is ``https://...``). Raises ``RuntimeError`` (with the log tail) if the
+    registry cannot start.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -409,12 +576,16 @@ def start_registry(
         username, password = token_server.admin_user, token_server.admin_password
     password = password or secrets.token_urlsafe(12)
     binary = find_registry_binary()
+    tls_config, client_cert = _tls_config(workdir, tls)
     last_error = ""
     for _attempt in range(5):
         port = free_port()
         config = _deep_merge(_base_config(workdir, port), _auth_config(workdir, auth, username, password, token_server))
-        config = _deep_merge(config, extra_config or {})
+        config = _deep_merge(_deep_merge(config, tls_config), extra_config or {})
         server = _launch(binary, workdir, config, auth, username, password, token_server)
+        server.tls, server.client_cert = tls, client_cert
+        if tls is not None:
+            server.url = f"https://{server.host}"
         try:
             _wait_ready(server)
         except RuntimeError as exc:
@@ -426,6 +597,20 @@ def start_registry(
         atexit.register(server.stop)
         return server
     raise RuntimeError(f"registry could not bind a free port: {last_error}")
+
+
+def _tls_config(workdir: Path, tls: RegistryTLS | None) -> tuple[dict[str, Any], tuple[Path, Path] | None]:
+    """The ``http.tls`` section for ``tls`` (certificates issued into ``workdir/tls``), and the harness's client
+    certificate when the registry requires one."""
+    if tls is None:
+        return {}, None
+    cert, key = tls.ca.issue(workdir / "tls", "server", hosts=("127.0.0.1", "localhost"))
+    section: dict[str, Any] = {"certificate": str(cert), "key": str(key)}
+    client_cert = None
+    if tls.client_ca is not None:
+        section["clientcas"] = [str(tls.client_ca.cert_path)]
+        client_cert = tls.client_ca.issue(workdir / "tls", "harness-client", client=True)
+    return {"http": {"tls": section}}, client_cert
 
 
 def _launch(
@@ -471,7 +656,7 @@ def _wait_ready(server: RegistryServer) -> None:
                 f"log tail:\n{server.log_tail()}"
             )
         with contextlib.suppress(httpx2.TransportError):
-            if httpx2.get(f"{server.url}/v2/", timeout=2).status_code in (200, 401):
+            if httpx2.get(f"{server.url}/v2/", timeout=2, verify=server.verify()).status_code in (200, 401):
                 return
         time.sleep(0.05)
     raise RuntimeError(

@@ -7,7 +7,9 @@ The answer is ``{"token", "access_token", "expires_in", "issued_at"}``; the toke
 whose header carries ``x5c`` = [the self-signed certificate] — distribution 2.8 verifies that chain
 against its ``rootcertbundle`` (the PEM written to :attr:`TokenServer.cert_path`) and needs no ``kid``.
 
-Every request is recorded in :attr:`TokenServer.token_requests`.
+Every request is recorded in :attr:`TokenServer.token_requests`. With ``tls=(cert, key)`` it serves https on
+``localhost`` (a certificate for that name, e.g. from :class:`harness.registry.CertAuthority`): a token service on
+another host than its registry.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import base64
 import datetime as dt
 import json
 import secrets
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -122,8 +125,11 @@ class TokenServer:
         anonymous: Policy | None = grant_nothing,
         admin_user: str = "ocitest",
         reader_user: str = "reader",
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
+        #: certificate and key files to serve https with (on ``localhost``), or None for http on 127.0.0.1
+        self.tls = tls
         self.service = service
         self.issuer = issuer
         self.expires_in = expires_in
@@ -151,11 +157,11 @@ class TokenServer:
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:PORT``."""
+        """Base URL, e.g. ``http://127.0.0.1:PORT`` (``https://localhost:PORT`` with ``tls``)."""
         if self._httpd is None:
             raise RuntimeError("token server not started")
         host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"https://localhost:{port}" if self.tls else f"http://{host!s}:{port}"
 
     @property
     def realm(self) -> str:
@@ -168,6 +174,13 @@ class TokenServer:
         self.cert_path.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            # the handshake runs in the handler's thread (not in accept: one bad client would stall the server)
+            self._httpd.socket = context.wrap_socket(
+                self._httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="ocitest-token", daemon=True)
         self._thread.start()
         return self
@@ -264,6 +277,14 @@ def _make_handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:  # silence stderr
             pass
+
+        def handle(self) -> None:
+            if isinstance(self.connection, ssl.SSLSocket):
+                try:
+                    self.connection.do_handshake()
+                except OSError:  # a client that does not trust us: nothing to answer
+                    return
+            super().handle()
 
         def _credentials(self) -> tuple[str | None, str | None]:
             header = self.headers.get("Authorization", "")
