@@ -23,6 +23,17 @@ class RegistryConfig(_Frozen):
     plain_http: bool = Field(default=False, description="speak http:// to this host (never a silent fallback)")
     username: str | None = None
     password: SecretStr | None = None
+    ca_file: str | None = Field(
+        default=None,
+        min_length=1,
+        description="PEM bundle of CAs trusted for this host, beyond the system store and certs.d",
+    )
+    cert_dir: str | None = Field(
+        default=None,
+        min_length=1,
+        description="a certs.d-style directory for this host (*.crt CAs, NAME.cert + NAME.key client certificate); "
+        "replaces the certs.d directories (skopeo's --src-cert-dir)",
+    )
 
 
 class Limits(_Frozen):
@@ -51,6 +62,15 @@ class Timeouts(_Frozen):
         return self.transfer_base + size / self.min_rate
 
 
+#: Where docker and podman look for per-host trust (``ROOT/HOST[:PORT]/``); expanded when used, not at import.
+DEFAULT_CERT_DIR_ROOTS = (
+    "/etc/docker/certs.d",
+    "/etc/containers/certs.d",
+    "~/.config/containers/certs.d",
+    "$XDG_CONFIG_HOME/containers/certs.d",
+)
+
+
 class ClientOptions(_Frozen):
     """Everything a :class:`ocicopy.Client` can be told."""
 
@@ -63,6 +83,10 @@ class ClientOptions(_Frozen):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     user_agent: str = "ocicopy"
+    cert_dir_roots: tuple[str, ...] = Field(
+        default=DEFAULT_CERT_DIR_ROOTS,
+        description="certs.d roots read for each https host (a leading ~ or $VAR expanded at use; () reads none)",
+    )
 
     def registry(self, host: str) -> RegistryConfig:
         return self.registries.get(host) or RegistryConfig()

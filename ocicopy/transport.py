@@ -1,5 +1,5 @@
-"""HTTP transport: one ``httpx2.AsyncClient`` per scheme, auth (:class:`~ocicopy.auth.HostAuth`), retries,
-redirects, capped reads.
+"""HTTP transport: one ``httpx2.AsyncClient`` per host, auth (:class:`~ocicopy.auth.HostAuth`), retries,
+redirects, capped reads, TLS trust per host (:mod:`ocicopy.tls`).
 
 Every request names the registry host, a path built from validated values, and the :class:`Scopes` it needs.
 The transport runs the host's auth flow (``Authorization`` learnt from the registry's 401 challenge), retries
@@ -23,11 +23,13 @@ import anyio
 import httpcore2
 import httpx2
 
+from ocicopy import tls
 from ocicopy.auth import TOKEN_REQUEST, Challenge, HostAuth, Scopes, parse_challenge
 from ocicopy.credentials import Credentials, CredentialSource
 from ocicopy.errors import (
     AuthenticationError,
     BrokenBody,
+    InputError,
     InsecureRequestError,
     NotFoundError,
     RegistryError,
@@ -65,7 +67,11 @@ class Stats:
 
 
 class Transport:
-    """Sends registry requests; owns one :class:`HostAuth` per host. Use as an async context manager."""
+    """Sends registry requests; owns one :class:`HostAuth` per host. Use as an async context manager.
+
+    A given ``client`` is used for every request as it is: its TLS settings are its own, so a registry's
+    ``ca_file``/``cert_dir`` cannot apply (an :class:`InputError`) and the certs.d directories are not read.
+    """
 
     def __init__(
         self,
@@ -77,16 +83,43 @@ class Transport:
         self._credentials = credentials
         self._given = client
         self._clients: dict[tuple[str, str], httpx2.AsyncClient] = {}
-        self._tls: ssl.SSLContext | None = None
+        self._retired: list[httpx2.AsyncClient] = []
+        self._trusts: dict[str, tls.HostTrust] = self._explicit_trust(options)
+        self._contexts: dict[tuple[object, ...], ssl.SSLContext] = {}
         self._auth: dict[str, HostAuth] = {}
         self._creds_cache: dict[str, Credentials | None] = {}
         self._paused_until: dict[str, float] = {}
         self.stats = Stats()
 
     def reconfigure(self, options: ClientOptions) -> None:
-        """Adopt new settings (e.g. a plan's registries); credentials are looked up again."""
+        """Adopt new settings (e.g. a plan's registries); credentials are looked up again, and a host whose TLS
+        trust changed gets a new pool (the old one is closed with the transport: requests in flight finish)."""
+        trusts = self._explicit_trust(options)
         self.options = options
         self._creds_cache.clear()
+        before, self._trusts = self._trusts, trusts
+        for host, trust in before.items():
+            if self._trust(host).key != trust.key and (pool := self._clients.pop(("https", host), None)):
+                self._retired.append(pool)
+
+    def _explicit_trust(self, options: ClientOptions) -> dict[str, tls.HostTrust]:
+        """The trust of every https host with a ``ca_file`` or ``cert_dir``, its files checked now (no system
+        store loaded): a bad file is an :class:`InputError` before any request."""
+        explicit = {
+            host: conf
+            for host, conf in options.registries.items()
+            if (conf.ca_file or conf.cert_dir) and not options.is_plain_http(host)
+        }
+        if explicit and self._given is not None:
+            raise InputError(
+                f"ca_file/cert_dir for {', '.join(sorted(explicit))} cannot apply to a given http_client "
+                "(its TLS settings are its own)"
+            )
+        trusts = {}
+        for host, conf in explicit.items():
+            trusts[host] = tls.host_trust(host, options.cert_dir_roots, ca_file=conf.ca_file, cert_dir=conf.cert_dir)
+            tls.check(trusts[host])
+        return trusts
 
     async def __aenter__(self) -> Transport:
         return self
@@ -95,19 +128,20 @@ class Transport:
         await self.aclose()
 
     async def aclose(self) -> None:
-        for client in [self._given, *self._clients.values()]:
+        for client in [self._given, *self._clients.values(), *self._retired]:
             if client is not None:
                 await client.aclose()
         self._clients.clear()
+        self._retired.clear()
 
     def _client(self, url: httpx2.URL) -> httpx2.AsyncClient:
         """The pool for ``url``'s scheme and host, made on first use.
 
         One pool per host: httpcore2 checks every idle connection of a pool whenever a request enters or leaves
         it (a socket poll each), so one pool shared by all hosts made each request pay for the others' idle
-        connections (the profile of a mirror run: a third of its CPU). https always verifies TLS, with one TLS
-        context for all hosts (loading the trust store costs ~50 ms); http pools have none and only ever send
-        http:// URLs: every request and redirect hop picks its pool by its own URL.
+        connections (the profile of a mirror run: a third of its CPU). https always verifies TLS, with the host's
+        own context (:meth:`_tls_context`); http pools have none and only ever send http:// URLs. Every request
+        and redirect hop picks its pool by its own URL, so a host's extra trust never reaches another host.
         """
         if self._given is not None:
             return self._given
@@ -120,15 +154,26 @@ class Transport:
                 limits=httpx2.Limits(max_connections=64, max_keepalive_connections=32),
                 follow_redirects=False,
                 trust_env=True,
-                verify=self._tls_context() if scheme == "https" else False,
+                verify=self._tls_context(key[1]) if scheme == "https" else False,
             )
         return self._clients[key]
 
-    def _tls_context(self) -> ssl.SSLContext:
-        """The verifying TLS context every https pool shares (the system's trust, ``SSL_CERT_FILE``/``_DIR``)."""
-        if self._tls is None:
-            self._tls = httpx2.create_ssl_context(verify=True, trust_env=True)
-        return self._tls
+    def _tls_context(self, host: str) -> ssl.SSLContext:
+        """``host``'s verifying context, made on first use: the system trust plus the host's own (certs.d,
+        ``cert_dir``, ``ca_file``). Hosts with the same extra trust (most: none) share one context: loading the
+        system store costs ~50 ms."""
+        trust = self._trust(host)
+        if trust.key not in self._contexts:
+            self._contexts[trust.key] = tls.context(trust)
+        return self._contexts[trust.key]
+
+    def _trust(self, host: str) -> tls.HostTrust:
+        """What ``host`` is trusted with beyond the system store (its files read on first use)."""
+        if host not in self._trusts:
+            conf = self.options.registry(host)
+            roots = self.options.cert_dir_roots
+            self._trusts[host] = tls.host_trust(host, roots, ca_file=conf.ca_file, cert_dir=conf.cert_dir)
+        return self._trusts[host]
 
     def url(self, host: str, path: str, params: Mapping[str, str] | None = None) -> httpx2.URL:
         scheme = "http" if self.options.is_plain_http(host) else "https"
@@ -227,11 +272,8 @@ class Transport:
             request = httpx2.Request(method, url, headers=hdrs, content=content)
             try:
                 response = await self._authorized(host, request, scopes, replayable, follow_redirects)
-            except httpx2.TransportError as exc:
-                failure = self._transport_error(method, host, url, exc)
-                if _is_tls_error(exc):
-                    raise failure from None
-                attempt.retry(failure)
+            except httpx2.TransportError as exc:  # TLS failures are not: _pool_send made them ours (not retried)
+                attempt.retry(_transport_error(method, url, exc))
                 continue
             if response.status_code in expect:
                 return response
@@ -272,7 +314,8 @@ class Transport:
         """Send a token request (never following redirects: a token service that redirects is refused)."""
         try:
             self.stats.count(request.url.netloc.decode())
-            return await self._client(request.url).send(request, stream=True)
+            via = "" if request.url.netloc.decode() == host else f"the token service of {host}"
+            return await self._pool_send(request, via=via)
         except httpx2.TransportError as exc:
             raise self.auth(host).token_failed(request, exc) from None
 
@@ -286,7 +329,7 @@ class Transport:
     async def _send_once(self, host: str, request: httpx2.Request, follow_redirects: bool) -> httpx2.Response:
         self.stats.count(host)
         url = request.url
-        response = await self._client(url).send(request, stream=True)
+        response = await self._pool_send(request)
         hops = 0
         while follow_redirects and response.status_code in _REDIRECTS and "location" in response.headers:
             hops += 1
@@ -298,9 +341,36 @@ class Transport:
             hop_headers = {k: v for k, v in request.headers.items() if same_origin or k.lower() != "authorization"}
             self.stats.count(target.netloc.decode())
             hop = httpx2.Request("GET", target, headers=hop_headers)
-            response = await self._client(target).send(hop, stream=True)
+            response = await self._pool_send(hop, via="" if same_origin else f"a redirect from {host}")
             url = target
         return response
+
+    async def _pool_send(self, request: httpx2.Request, via: str = "") -> httpx2.Response:
+        """Send ``request`` on its own URL's pool. A failed TLS handshake is a :class:`TransportError` (not
+        retried) saying what it means for that host (``via``: how it was reached, when it is not the registry)."""
+        try:
+            return await self._client(request.url).send(request, stream=True)
+        except (httpx2.TransportError, ssl.SSLError) as exc:
+            host = request.url.netloc.decode()
+            error = tls.find_ssl_error(exc)
+            if error is not None:
+                reason = tls.explain(error, host, self._trust(host), self.options.cert_dir_roots, via=via)
+                raise TransportError(request.method, redact(request.url), reason) from None
+            if isinstance(exc, ssl.SSLError):  # an EOF that escaped httpcore2: a broken connection (retried)
+                raise httpx2.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+            if isinstance(exc, httpx2.ReadError) and (cert := self._client_cert(request.url)):
+                # TLS 1.3: a server refuses our certificate after our side of the handshake is done; a server
+                # that resets the connection at once loses its alert (Go's, about one time in three)
+                raise httpx2.ReadError(
+                    f"{exc or 'connection reset'} ({tls.reset_hint(host, cert)})", request=request
+                ) from exc
+            raise
+
+    def _client_cert(self, url: httpx2.URL) -> tls.ClientCert | None:
+        """The client certificate presented to ``url``'s host, if any."""
+        if url.scheme != "https" or self._given is not None:
+            return None
+        return self._trust(url.netloc.decode()).client_cert
 
     def _redirect_target(self, url: httpx2.URL, response: httpx2.Response, hops: int) -> httpx2.URL:
         if hops > self.options.limits.max_redirects:
@@ -346,16 +416,10 @@ class Transport:
             return NotFoundError(status, method, shown, errors)
         return RegistryError(status, method, shown, errors)
 
-    def _transport_error(self, method: str, host: str, url: httpx2.URL, exc: Exception) -> TransportError:
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if _is_tls_error(exc) and url.scheme == "https":
-            reason += f" (if {host} speaks plain HTTP, mark it with --plain-http {host})"
-        return TransportError(method, redact(url), reason)
 
-
-def _is_tls_error(exc: BaseException) -> bool:
-    text = f"{exc!r} {exc.__cause__!r} {exc.__context__!r}"
-    return "SSL" in text or "CERTIFICATE" in text.upper()
+def _transport_error(method: str, url: httpx2.URL, exc: Exception) -> TransportError:
+    reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return TransportError(method, redact(url), reason)
 
 
 def _is_internal(host: str) -> bool:

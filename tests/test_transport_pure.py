@@ -1,10 +1,13 @@
 """Tests for the pure helpers of ocicopy.transport: URL redaction, the spec error body, capped body reads (on
-in-memory httpx2 responses) and the internal-address check used on redirects."""
+in-memory httpx2 responses), the internal-address check used on redirects, and which TLS context each pool
+gets (a redirect hop never the registry's)."""
 
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import quote
 
 import anyio
@@ -13,8 +16,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ocicopy.errors import BodyTooLargeError, SpecError
-from ocicopy.transport import _is_internal, parse_error_body, read_capped, redact
+from harness.registry import CertAuthority, make_ca
+from ocicopy import ClientOptions, tls
+from ocicopy.errors import BodyTooLargeError, InputError, SpecError
+from ocicopy.options import RegistryConfig
+from ocicopy.transport import Transport, _is_internal, parse_error_body, read_capped, redact
 
 # --- redact -------------------------------------------------------------------------------------------------------
 
@@ -282,3 +288,91 @@ def test_is_internal_sees_other_spellings_of_loopback(host: str) -> None:
     # from a plain-http registry to http://2130706433:port/ reaches loopback although _is_internal says no.
     assert httpx2.URL(f"http://{'[' + host + ']' if ':' in host else host}/").host == host
     assert _is_internal(host) is True
+
+
+# --- TLS trust per pool ---------------------------------------------------------------------------------------
+
+REGISTRY, BUCKET = "registry.example", "bucket.example"
+BLOB = b"layer bytes"
+
+
+@pytest.fixture(scope="module")
+def private_ca(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
+    return make_ca(tmp_path_factory.mktemp("ca"), "pool test CA")
+
+
+def _tls_options(ca: CertAuthority) -> ClientOptions:
+    registries = {REGISTRY: RegistryConfig(ca_file=str(ca.cert_path))}
+    return ClientOptions(use_docker_config=False, cert_dir_roots=(), registries=registries)
+
+
+def _trusts(context: ssl.SSLContext, ca: CertAuthority) -> bool:
+    return any(dict(item[0] for item in c["subject"]).get("commonName") == ca.name for c in context.get_ca_certs())
+
+
+@pytest.fixture
+def pool_contexts(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, object]]:
+    """Every pool the transport makes answers through a MockTransport that records (host, the pool's ``verify``):
+    the registry redirects a blob GET to the bucket, which serves it."""
+    seen: list[tuple[str, object]] = []
+    real = httpx2.AsyncClient
+
+    def answer(request: httpx2.Request, verify: object) -> httpx2.Response:
+        seen.append((request.url.host, verify))
+        if request.url.host == REGISTRY:
+            return httpx2.Response(307, headers={"Location": f"https://{BUCKET}/blob?X-Signature=s"})
+        return httpx2.Response(200, content=BLOB)
+
+    def pool(**kwargs: Any) -> httpx2.AsyncClient:
+        verify = kwargs["verify"]
+        return real(**kwargs, transport=httpx2.MockTransport(lambda request: answer(request, verify)))
+
+    monkeypatch.setattr(httpx2, "AsyncClient", pool)
+    return seen
+
+
+@pytest.mark.anyio
+async def test_a_redirect_hop_gets_the_system_trust_not_the_registrys(
+    private_ca: CertAuthority, pool_contexts: list[tuple[str, object]]
+) -> None:
+    from ocicopy.auth import Scopes
+
+    async with Transport(_tls_options(private_ca)) as transport:
+        url = transport.url(REGISTRY, "/v2/app/blobs/sha256:" + "a" * 64)
+        async with transport.stream(
+            "GET", REGISTRY, url, scopes=Scopes.pull("app"), expect={200}, follow_redirects=True
+        ) as response:
+            assert await response.aread() == BLOB
+        system = transport._tls_context("elsewhere.example")
+    (first, registry_ctx), (second, hop_ctx) = pool_contexts
+    assert (first, second) == (REGISTRY, BUCKET)
+    assert isinstance(registry_ctx, ssl.SSLContext) and _trusts(registry_ctx, private_ca)
+    assert hop_ctx is system and not _trusts(system, private_ca)  # the shared system context
+
+
+def test_plain_http_hosts_do_no_tls_work(private_ca: CertAuthority, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_tls(*args: object) -> ssl.SSLContext:
+        raise AssertionError("a TLS context was made for a plain-http host")
+
+    monkeypatch.setattr(tls, "system_context", no_tls)
+    monkeypatch.setattr(tls, "host_trust", no_tls)
+    transport = Transport(ClientOptions(use_docker_config=False, plain_http=frozenset({"127.0.0.1:5000"})))
+    transport._client(transport.url("127.0.0.1:5000", "/v2/"))
+    assert transport._contexts == {} and transport._trusts == {}
+
+
+@pytest.mark.anyio
+async def test_new_trust_for_a_host_gets_it_a_new_pool(private_ca: CertAuthority) -> None:
+    async with Transport(ClientOptions(use_docker_config=False, cert_dir_roots=())) as transport:
+        before = transport._client(httpx2.URL(f"https://{REGISTRY}/v2/"))
+        other = transport._client(httpx2.URL(f"https://{BUCKET}/"))
+        transport.reconfigure(_tls_options(private_ca))
+        after = transport._client(httpx2.URL(f"https://{REGISTRY}/v2/"))
+        assert after is not before and transport._retired == [before]
+        assert transport._client(httpx2.URL(f"https://{BUCKET}/")) is other  # its trust did not change
+    assert before.is_closed
+
+
+def test_ca_options_cannot_apply_to_a_given_http_client(private_ca: CertAuthority) -> None:
+    with pytest.raises(InputError, match=f"ca_file/cert_dir for {REGISTRY} cannot apply to a given http_client"):
+        Transport(_tls_options(private_ca), client=httpx2.AsyncClient())
