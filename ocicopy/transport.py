@@ -280,6 +280,8 @@ class Transport:
             body = await read_capped(response, self.options.limits.error_body_bytes, "error body")
             await response.aclose()
             errors = parse_error_body(body)
+            if _https_only(response, body):
+                raise RegistryError(400, method, redact(url), errors, f"{host} speaks https: drop --plain-http {host}")
             challenge = parse_challenge(response.headers.get("www-authenticate"))
             error = await self._registry_error(method, host, url, response.status_code, errors, scopes, challenge)
             if not is_retryable_status(response.status_code, tuple(e.code for e in errors)):
@@ -415,6 +417,14 @@ class Transport:
         if status == 404 or codes & {"MANIFEST_UNKNOWN", "BLOB_UNKNOWN", "NAME_UNKNOWN"}:
             return NotFoundError(status, method, shown, errors)
         return RegistryError(status, method, shown, errors)
+
+
+def _https_only(response: httpx2.Response, body: bytes) -> bool:
+    """The answer of an https server to plain http: Go's net/http (distribution, Harbor, Zot) writes a bare
+    ``HTTP/1.0 400`` without headers, then "Client sent an HTTP request to an HTTPS server." (unseen on a HEAD)."""
+    if response.status_code != 400 or response.request.url.scheme != "http":
+        return False
+    return b"Client sent an HTTP request to an HTTPS server" in body or not response.headers
 
 
 def _transport_error(method: str, url: httpx2.URL, exc: Exception) -> TransportError:

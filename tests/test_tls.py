@@ -27,7 +27,7 @@ import pytest
 from harness import images as im
 from harness.registry import CertAuthority, RegistryServer, RegistryTLS, make_ca, start_registry
 from harness.tokenserver import TokenServer, start_token_server
-from ocicopy import Client, ClientOptions, CopyAction, InputError, TransportError, tls
+from ocicopy import Client, ClientOptions, CopyAction, InputError, RegistryError, TransportError, tls
 from ocicopy.options import DEFAULT_CERT_DIR_ROOTS, RegistryConfig
 from ocicopy.retry import RetryPolicy
 
@@ -137,7 +137,7 @@ async def test_an_untrusted_private_ca_fails_naming_the_host_and_the_ca_options(
 
 
 async def test_plain_http_is_suggested_only_to_a_host_that_answered_tls_in_plain_text(
-    registry: RegistryServer,
+    registry: RegistryServer, tls_registry: RegistryServer
 ) -> None:
     async with Client(options()) as client:
         with pytest.raises(TransportError) as info:
@@ -145,6 +145,9 @@ async def test_plain_http_is_suggested_only_to_a_host_that_answered_tls_in_plain
     message = str(info.value)
     assert f"{registry.host} did not answer TLS (wrong version number)" in message
     assert f"mark it with --plain-http {registry.host}" in message
+    async with Client(options(tls_registry)) as client:  # the reverse: --plain-http to an https registry
+        with pytest.raises(RegistryError, match=f"{tls_registry.host} speaks https: drop --plain-http"):
+            await client.digest(f"{tls_registry.host}/anything:v1")
 
 
 # --------------------------------------------------------------------------- ways to trust it
