@@ -164,7 +164,11 @@ def _mirror_parsers(sub: Any) -> None:
     p.add_argument("plan", metavar="PLAN", help="plan file (JSON; YAML with PyYAML installed)")
     p.add_argument("--mode", choices=["service", "cluster"], help="override the plan's mode")
     p.add_argument("--json", metavar="REPORT", help="write the report as JSON to REPORT ('-' for stdout)")
-    p.add_argument("--lock", metavar="LOCK", help="write a lock file: source reference -> pinned mirror reference")
+    p.add_argument(
+        "--lock",
+        metavar="LOCK",
+        help="write the lock file: each deployment's pinned mirror reference ('-' for stdout; a dry run: predicted)",
+    )
     p.add_argument("--dry-run", action="store_true", help="manifests only (HEAD/GET): predict actions and bytes")
     p.add_argument("--immutable-tags", metavar="REGEX", help="trust existing mirror tags for matching source tags")
     p.add_argument("--concurrency", type=int, default=32, metavar="N", help="deployments in flight (default 32)")
@@ -437,6 +441,10 @@ def _mirror(args: argparse.Namespace) -> int:
             re.compile(args.immutable_tags)
         except re.error as exc:
             raise InputError(f"--immutable-tags is not a regular expression: {exc}") from None
+    if args.json == "-" and args.lock == "-":
+        raise InputError("--json - and --lock - would both write to stdout: give one of them a file")
+    for flag, path in (("--json", args.json), ("--lock", args.lock)):
+        _check_output(flag, path)
     flags = {"blob_concurrency": "--blob-concurrency"}
     base = _client_options(args, flags, blob_concurrency=args.blob_concurrency, mounts=not args.no_mount)
     plan = load_plan(args.plan).with_mode(args.mode)
@@ -447,7 +455,7 @@ async def _mirror_session(args: argparse.Namespace, plan: Plan, options: ClientO
     from ocicopy.client import Client
     from ocicopy.display import MirrorLines, MirrorTerminal
 
-    lines_to = sys.stderr if args.json == "-" else sys.stdout
+    lines_to = sys.stderr if "-" in (args.json, args.lock) else sys.stdout  # stdout is the JSON's
     live = sys.stderr.isatty() and not args.quiet
     progress: Any = MirrorTerminal(len(plan.deployments)) if live else None if args.quiet else MirrorLines(lines_to)
     async with Client(options, progress=progress if live else None) as client:
@@ -467,19 +475,49 @@ async def _mirror_session(args: argparse.Namespace, plan: Plan, options: ClientO
     return EXIT_OK if report.ok else EXIT_FAILURE
 
 
+def _check_output(flag: str, path: str | None) -> None:
+    """An output file must be writable where it is named, checked before anything is sent: its directory exists
+    (and is one), it is not a directory itself."""
+    import os
+    from pathlib import Path
+
+    from ocicopy.errors import InputError
+
+    if path is None or path == "-":
+        return
+    if not path:
+        raise InputError(f"{flag} needs a file name ('-' for stdout)")
+    target = Path(path)
+    parent = target.parent
+    if target.is_dir():
+        raise InputError(f"{flag} {path}: is a directory")
+    if not parent.is_dir():
+        raise InputError(
+            f"{flag} {path}: {parent} is not a directory"
+            if parent.exists()
+            else f"{flag} {path}: no directory {parent}"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {path}: cannot write into {parent}")
+
+
 def _mirror_output(args: argparse.Namespace, report: MirrorReport, out: Any, live: bool) -> None:
     from ocicopy.display import deployment_line, mirror_summary
-    from ocicopy.report import write_atomic, write_lock
+    from ocicopy.report import lock_document, write_atomic, write_lock
 
     if args.json == "-":
         print(report.model_dump_json(indent=2))
     elif args.json:
         write_atomic(args.json, report.model_dump_json(indent=2) + "\n")
-    if args.lock and not args.dry_run:
+    if args.lock == "-":
+        print(lock_document(report).model_dump_json(indent=2))
+    elif args.lock:
         write_lock(report, args.lock)
     for d in report.deployments:
         if live and not args.quiet:
             print(deployment_line(d), file=out)
+        if d.error and args.quiet:  # quiet hides progress, never the reason for exit 1
+            print(f"ocicopy: error: {d.service}/{d.environment}: {d.error}", file=sys.stderr)
         for warning in d.warnings:
             print(f"ocicopy: warning: {d.service}/{d.environment}: {warning}", file=sys.stderr)
     for warning in report.warnings:

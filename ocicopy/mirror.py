@@ -35,7 +35,7 @@ from ocicopy.planner import Target, ledger_repository, plan_targets
 from ocicopy.platforms import apply_selection, parse_platform
 from ocicopy.reference import Reference, api_host, validate_tag
 from ocicopy.referrers import ReferrersOutcome
-from ocicopy.report import DeploymentResult, MirrorAction, MirrorReport, totals_of
+from ocicopy.report import DEFAULT_CLUSTER, DeploymentResult, MirrorAction, MirrorReport, totals_of
 from ocicopy.result import BlobAction, CopyAction, CopyResult
 from ocicopy.tree import check_platforms, destination_digest, fetch_child
 
@@ -148,6 +148,7 @@ class Mirror:
         result = DeploymentResult(
             service=target.deployment.service,
             environment=target.deployment.environment,
+            cluster=self.plan.mirror.cluster or DEFAULT_CLUSTER,
             source=str(target.source) if target.source is not None else None,
             destination=str(target.destination),
             build_key=target.build_key,
@@ -229,6 +230,7 @@ class Mirror:
             return
         if self.options.dry_run:
             await self._predict(target, source_digest, top, mirrored, result)
+            result.pinned = pinned(dest, expected) if expected is not None else None  # None: not predictable
             return
         check = expected is None and mirrored is not None
         copy, leader = await self.copies.run(str(dest), lambda: self._copy(target, source_digest, top, check))

@@ -1,4 +1,17 @@
-"""The mirror report (``--json``) and the lock file: pydantic models, stable field names."""
+"""The mirror report (``--json``) and the lock file: pydantic models, stable field names.
+
+The lock file (``--lock``, format 2) has one entry per deployment, keyed by cluster, service and environment, with
+the source as a field (two services deploying one source get two entries, each its own repository)::
+
+    {"version": 2, "run_id": "...", "dry_run": false, "deployments": [
+       {"cluster": "prod-eu-1", "service": "api", "environment": "prod", "source": "ghcr.io/acme/api:1.4.2",
+        "build_key": null, "action": "copied", "pinned": "mirror.example.com/mirror/api@sha256:..."}]}
+
+    jq -r '.deployments[] | select(.service == "api" and .environment == "prod") | .pinned' deploy.lock
+
+Format 1 files (``{"version": 1, "images": {source: pinned}, "builds": {key: pinned}}``) are still read
+(:func:`read_lock`), as entries without cluster, service or environment.
+"""
 
 from __future__ import annotations
 
@@ -24,9 +37,15 @@ class MirrorAction(StrEnum):
     FAILED = "failed"
 
 
+#: The cluster of a plan that names none (service mode, one mirror): what its lock entries say.
+DEFAULT_CLUSTER = "default"
+LOCK_VERSION = 2
+
+
 class DeploymentResult(BaseModel):
     service: str
     environment: str
+    cluster: str = Field(default=DEFAULT_CLUSTER, description="the mirror (cluster) it was mirrored for")
     source: str | None = Field(description="source reference (None for a build)")
     source_digest: Digest | None = None
     destination: str = Field(description="mirror repository:tag")
@@ -88,30 +107,99 @@ def totals_of(results: list[DeploymentResult], requests: int) -> MirrorTotals:
     )
 
 
-def lock_document(report: MirrorReport) -> dict[str, object]:
-    """``{"version": 1, "images": {source: pinned}, "builds": {key: pinned | null}}``: deploy by digest."""
-    images: dict[str, str] = {}
-    builds: dict[str, str | None] = {}
-    for d in report.deployments:
-        if d.build_key is not None:
-            builds[d.build_key] = d.pinned
-        elif d.source is not None and d.pinned is not None:
-            images[d.source] = d.pinned
-    return {"version": 1, "images": dict(sorted(images.items())), "builds": dict(sorted(builds.items()))}
+class LockEntry(BaseModel):
+    """One deployment's pin: what to deploy for (cluster, service, environment)."""
+
+    cluster: str | None = None  # None only in a format-1 file
+    service: str | None = None
+    environment: str | None = None
+    source: str | None = Field(default=None, description="the source reference (None for a build)")
+    build_key: str | None = None
+    action: MirrorAction | None = None
+    pinned: str | None = Field(default=None, description="mirror repository@digest (None: build-needed, failed)")
+
+
+class LockFile(BaseModel):
+    version: int = LOCK_VERSION
+    run_id: str | None = None
+    dry_run: bool = Field(default=False, description="a prediction: pinned where the digest can be known")
+    deployments: list[LockEntry] = Field(default_factory=list)
+
+
+def lock_document(report: MirrorReport) -> LockFile:
+    """The lock of a run: one entry per deployment, sorted by cluster, service, environment."""
+    entries = [
+        LockEntry(
+            cluster=d.cluster,
+            service=d.service,
+            environment=d.environment,
+            source=d.source,
+            build_key=d.build_key,
+            action=d.action,
+            pinned=d.pinned,
+        )
+        for d in report.deployments
+    ]
+    entries.sort(key=lambda e: (e.cluster or "", e.service or "", e.environment or ""))
+    return LockFile(run_id=report.run_id or None, dry_run=report.dry_run, deployments=entries)
+
+
+def read_lock(path: str | Path) -> LockFile:
+    """A lock file of either format (format 1: ``images``/``builds`` maps, as entries without a deployment)."""
+    from ocicopy.errors import InputError
+
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read lock file {path}: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("version") not in (1, LOCK_VERSION):
+        raise InputError(f"{path} is not an ocicopy lock file (version 1 or {LOCK_VERSION})")
+    if doc["version"] == 1:
+        images = doc.get("images") or {}
+        builds = doc.get("builds") or {}
+        entries = [LockEntry(source=s, pinned=p) for s, p in images.items()]
+        entries += [LockEntry(build_key=k, pinned=p) for k, p in builds.items()]
+        return LockFile(version=1, deployments=entries)
+    try:
+        return LockFile.model_validate(doc)
+    except ValueError as exc:
+        raise InputError(f"{path} is not a valid lock file: {' '.join(str(exc).split())[:300]}") from None
 
 
 def write_atomic(path: str | Path, text: str) -> None:
-    """Write a file whole or not at all (temp file in the same directory, then rename)."""
+    """Write a file whole or not at all (temp file in the same directory, then rename), with the permissions a
+    plain ``open()`` would give it (the umask's; an existing file keeps its own)."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, _mode_for(target))
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _mode_for(target: Path) -> int:
+    try:
+        return target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the system tells it (Linux), else by setting it back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
 def write_lock(report: MirrorReport, path: str | Path) -> None:
-    write_atomic(path, json.dumps(lock_document(report), indent=2) + "\n")
+    write_atomic(path, lock_document(report).model_dump_json(indent=2) + "\n")

@@ -38,6 +38,7 @@ from harness.registry import (
     AccessEntry,
     RegistryServer,
     blob_uploads,
+    manifest_puts,
     start_registry,
     unique_repo_name,
 )
@@ -155,12 +156,19 @@ def committed_uploads(entries: list[AccessEntry]) -> list[str]:
     return [e.param("digest") or "" for e in blob_uploads(entries) if e.method == "PUT" and e.status == 201]
 
 
+def tags_written(entries: list[AccessEntry]) -> list[str]:
+    """Mirror tags PUT and accepted (a deployment complete), not manifests PUT by digest."""
+    return [e.path for e in entries if e in manifest_puts([e]) and e.status == 201 and "/sha256:" not in e.path]
+
+
 def wait_mid_way(trio: Trio, since: int, stalls: int, alive: Any = lambda: True) -> None:
-    """Block until the mirror committed at least one blob upload and every stalled blob GET is stuck mid-body."""
+    """Block until the mirror committed a blob upload and a mirror tag (some deployment is complete: what the
+    tests then look for) and every stalled blob GET is stuck mid-body."""
     deadline = time.monotonic() + SETTLE
     while time.monotonic() < deadline:
         assert alive(), "the mirror run ended before it could be interrupted"
-        if trio.proxy.stats["faults_triggered"] >= stalls and committed_uploads(trio.mirror.requests(since)):
+        entries = trio.mirror.requests(since)
+        if trio.proxy.stats["faults_triggered"] >= stalls and committed_uploads(entries) and tags_written(entries):
             return
         time.sleep(0.05)
     raise AssertionError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import ocicopy
 from harness import images as im
 from harness.oracle import skopeo_digest
 from harness.registry import (
@@ -220,7 +222,8 @@ def test_build_needed_then_cached(ocicopy_run: Run, pair: Pair, make_repo: MakeR
     assert worker.pinned == f"{pair.mirror.host}/{prefix}/worker@{built.digest}"
     assert worker.source_digest == built.digest
     lock = json.loads((tmp_path / "lock.json").read_text())
-    assert lock["builds"] == {key: worker.pinned}
+    builds = [(e["build_key"], e["pinned"]) for e in lock["deployments"] if e["build_key"] is not None]
+    assert builds == [(key, worker.pinned)]
 
     found = ocicopy_run("lookup", destination, *plain(pair.mirror), "--no-docker-config")
     assert found.returncode == 0, found.stderr.decode()
@@ -229,7 +232,7 @@ def test_build_needed_then_cached(ocicopy_run: Run, pair: Pair, make_repo: MakeR
     assert other.returncode == 3
 
 
-# --------------------------------------------------------------------------- 9. dry run writes no lock
+# --------------------------------------------------------------------------- 9. a dry run writes nothing but its lock
 
 
 def test_dry_run_writes_nothing(ocicopy_run: Run, pair: Pair, make_repo: MakeRepo, tmp_path: Path) -> None:
@@ -246,7 +249,11 @@ def test_dry_run_writes_nothing(ocicopy_run: Run, pair: Pair, make_repo: MakeRep
     report = stdout_report(proc)
     assert report.dry_run is True
     assert [d.action.value for d in report.deployments] == ["copied", "copied"]
-    assert not (tmp_path / "lock.json").exists(), "a dry run wrote the lock file"
+    lock = json.loads((tmp_path / "lock.json").read_text())  # the predicted lock: what the run would pin
+    assert lock["dry_run"] is True
+    assert {e["service"]: e["pinned"] for e in lock["deployments"]} == {
+        s: f"{pair.mirror.host}/{prefix}/{s}@{fleet.digest(s, 'v1')}" for s in ("api", "web")
+    }
     assert writes(mirror_log) == [] and writes(src_log) == []
     assert blob_gets(src_log) == []
 
@@ -266,13 +273,19 @@ def test_lock_file_pins_every_source(ocicopy_run: Run, pair: Pair, make_repo: Ma
     report = MirrorReport.model_validate_json((tmp_path / "report.json").read_text())
     assert len(report.deployments) == len(deployments) and report.ok
     lock = json.loads((tmp_path / "lock.json").read_text())
-    assert lock["version"] == 1 and lock["builds"] == {}
+    assert lock["version"] == 2 and lock["run_id"] == report.run_id
     by_source = fleet.by_source()
-    assert set(lock["images"]) == {d["image"] for d in deployments}
-    for source, pinned in lock["images"].items():
-        assert pinned.startswith(f"{pair.mirror.host}/{prefix}/{CLUSTER}@")
-        assert skopeo_digest(pinned_ref(pinned)) == by_source[source].digest
-    assert {d.source: d.pinned for d in report.deployments} == lock["images"]
+    entries = lock["deployments"]
+    assert {(e["service"], e["environment"]) for e in entries} == {
+        (d["service"], d["environment"]) for d in deployments
+    }
+    for entry in entries:
+        assert entry["cluster"] == CLUSTER and entry["build_key"] is None
+        assert entry["pinned"].startswith(f"{pair.mirror.host}/{prefix}/{CLUSTER}@")
+        assert skopeo_digest(pinned_ref(entry["pinned"])) == by_source[entry["source"]].digest
+    assert {(d.service, d.environment): d.pinned for d in report.deployments} == {
+        (e["service"], e["environment"]): e["pinned"] for e in entries
+    }
 
 
 # --------------------------------------------------------------------------- 11. failures
@@ -374,3 +387,110 @@ def test_mode_service_overrides_a_cluster_plan(
     assert for_repo(mirror_log, f"{prefix}/{CLUSTER}") == [], "the cluster repository was used"
     put_repos = {e.repo for e in manifest_puts(mirror_log)}
     assert put_repos == {f"{prefix}/api", f"{prefix}/web", ledger_repo(prefix)}
+
+
+# --------------------------------------------------------------------------- 12. the lock file, by deployment
+
+
+def test_two_services_on_one_source_get_a_lock_entry_each(
+    ocicopy_run: Run, pair: Pair, make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    """Service mode, two services deploying the same source: each has its own repository, so its own pin (the
+    format-1 lock kept one entry per source, pointing at whichever service came last)."""
+    fleet = seed_fleet(pair.source, make_repo, services=("api",), tags=("v1",))
+    prefix = new_prefix("lock-by-deployment")
+    image = fleet.ref("api", "v1")
+    deployments = [
+        {"service": "api", "environment": "prod", "image": image},
+        {"service": "api-canary", "environment": "prod", "image": image},
+    ]
+    plan = write_plan(tmp_path / "plan.json", plan_data(pair, prefix, deployments))
+    proc = ocicopy_run("mirror", plan, "--lock", "-", "-q")
+    assert proc.returncode == 0, proc.stderr.decode()
+    lock = json.loads(proc.stdout)  # --lock -: the lock on stdout, nothing else there
+    pins = {e["service"]: e["pinned"] for e in lock["deployments"]}
+    digest = fleet.digest("api", "v1")
+    assert pins == {s: f"{pair.mirror.host}/{prefix}/{s}@{digest}" for s in ("api", "api-canary")}
+    assert {e["cluster"] for e in lock["deployments"]} == {"default"}  # a service-mode plan names no cluster
+    (tmp_path / "lock.json").write_bytes(proc.stdout)
+    jq = subprocess.run(
+        ["jq", "-r", '.deployments[] | select(.service == "api-canary" and .environment == "prod") | .pinned'],
+        stdin=(tmp_path / "lock.json").open("rb"),
+        capture_output=True,
+        check=True,
+    )
+    assert jq.stdout.decode().strip() == pins["api-canary"]
+
+
+def test_a_lock_file_of_either_format_is_read(tmp_path: Path) -> None:
+    from ocicopy.report import read_lock
+
+    old = tmp_path / "v1.json"
+    old.write_text(json.dumps({"version": 1, "images": {"a/b:1": "m/x@sha256:" + "1" * 64}, "builds": {"k": None}}))
+    lock = read_lock(old)
+    assert lock.version == 1
+    assert [(e.source, e.build_key, e.pinned) for e in lock.deployments] == [
+        ("a/b:1", None, "m/x@sha256:" + "1" * 64),
+        (None, "k", None),
+    ]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"version": 7}')
+    with pytest.raises(ocicopy.InputError, match="not an ocicopy lock file"):
+        read_lock(bad)
+
+
+@pytest.mark.parametrize("where", ["missing-dir", "a-directory", "under-a-file"])
+@pytest.mark.parametrize("flag", ["--lock", "--json"])
+def test_output_paths_are_checked_before_anything_is_sent(
+    ocicopy_run: Run, pair: Pair, make_repo: MakeRepo, tmp_path: Path, flag: str, where: str
+) -> None:
+    fleet = seed_fleet(pair.source, make_repo, services=("api",), tags=("v1",))
+    prefix = new_prefix("paths")
+    plan = write_plan(
+        tmp_path / "plan.json", plan_data(pair, prefix, fleet_deployments(fleet, ("api",), {"prod": "v1"}))
+    )
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "a-directory").mkdir()
+    target = {"missing-dir": "no/such/dir/out.json", "a-directory": "a-directory", "under-a-file": "a-file/out.json"}
+    window = Window(pair)
+    proc = ocicopy_run("mirror", plan, flag, target[where])
+    _, mirror_log = window.close()
+    assert proc.returncode == 2
+    line = one_error_line(proc.stderr)
+    assert flag in line and "unexpected" not in line
+    assert mirror_log == []  # checked before the run
+
+
+def test_files_are_written_with_the_umask_permissions(
+    ocicopy_run: Run, pair: Pair, make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    fleet = seed_fleet(pair.source, make_repo, services=("api",), tags=("v1",))
+    prefix = new_prefix("perms")
+    plan = write_plan(
+        tmp_path / "plan.json", plan_data(pair, prefix, fleet_deployments(fleet, ("api",), {"prod": "v1"}))
+    )
+    old = os.umask(0o022)
+    try:
+        proc = ocicopy_run("mirror", plan, "--lock", "lock.json", "--json", "report.json", "-q")
+    finally:
+        os.umask(old)
+    assert proc.returncode == 0, proc.stderr.decode()
+    for name in ("lock.json", "report.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
+
+
+def test_a_failing_quiet_mirror_still_says_why(
+    ocicopy_run: Run, pair: Pair, make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    fleet = seed_fleet(pair.source, make_repo, services=("api",), tags=("v1",))
+    prefix = new_prefix("quiet-failure")
+    missing = fleet.ref("api", "no-such-tag")
+    plan = write_plan(
+        tmp_path / "plan.json", plan_data(pair, prefix, [{"service": "api", "environment": "prod", "image": missing}])
+    )
+    proc = ocicopy_run("mirror", plan, "-q")
+    assert proc.returncode == 1
+    assert proc.stdout == b""
+    err = proc.stderr.decode()
+    assert f"api/prod: {missing}: manifest unknown" in err, err
