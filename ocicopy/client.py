@@ -20,7 +20,7 @@ from ocicopy.models import Descriptor, Manifest, ManifestInfo
 from ocicopy.options import ClientOptions, Recompression, recompression, revalidated
 from ocicopy.platforms import PlatformSpec, apply_selection, parse_platform
 from ocicopy.progress import NoProgress, Progress
-from ocicopy.reference import Reference
+from ocicopy.reference import Reference, validate_repository
 from ocicopy.referrers import ReferrerCopier, ReferrersOutcome, list_referrers
 from ocicopy.registry import Registry
 from ocicopy.repository import Endpoint
@@ -170,6 +170,8 @@ class Client:
         """
         s, d = as_location(src), as_location(dst, default_tag=None)
         specs = [p if isinstance(p, PlatformSpec) else parse_platform(p) for p in platforms]
+        if not callable(mount_from):
+            mount_from = [validate_repository(r) for r in mount_from]  # checked even when nothing needs a mount
         settings = recompression(compress)
         if settings is not None and (referrers or artifact_types):
             raise InputError("--referrers with recompression: signatures and attestations name the source digests")

@@ -111,7 +111,7 @@ class MirrorSettings(_Strict):
     )
 
     compress: Literal["zstd"] | None = Field(default=None, description="recompress gzip layers (zstd)")
-    compress_level: int = Field(default=3, ge=1, le=19, description="zstd level")
+    compress_level: int | None = Field(default=None, ge=1, le=19, description="zstd level (default 3; with compress)")
     referrers: StrictBool = Field(default=False, description="also copy signatures, SBOMs and attestations")
     artifact_types: list[str] = Field(default_factory=list, description="only referrers of these artifactTypes")
 
@@ -133,6 +133,10 @@ class MirrorSettings(_Strict):
             raise ValueError("give exactly one of mirror.registry or mirror.layout")
         if self.compress is not None and self.referrers:
             raise ValueError("compress and referrers exclude each other: signatures name the source digests")
+        if self.compress_level is not None and self.compress is None:
+            raise ValueError("compress_level needs compress: zstd")
+        if self.artifact_types and not self.referrers:
+            raise ValueError("artifact_types filters referrers: add referrers: true")
         return self
 
     @property
@@ -377,13 +381,41 @@ def _decode(raw: bytes, path: Path) -> object:
         except ImportError:
             raise PlanError(f"plan {path} is YAML: install PyYAML (pip install 'ocicopy[yaml]') or use JSON") from None
         try:
-            return yaml.safe_load(raw)
+            return yaml.load(raw, Loader=_unique_keys_loader(yaml))  # noqa: S506 (a SafeLoader subclass)
         except yaml.YAMLError as exc:
             raise PlanError(f"plan {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     try:
-        return json.loads(raw)
+        return json.loads(raw, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as exc:
         raise PlanError(f"plan {path} is not valid JSON: {exc}") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (json's default keeps the last silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {_shown(key)} appears twice in one object")
+        out[key] = value
+    return out
+
+
+def _unique_keys_loader(yaml: Any) -> Any:
+    """PyYAML's safe loader, refusing a mapping key given twice (PyYAML keeps the last silently)."""
+
+    class UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[object] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def _describe(exc: ValidationError, data: object) -> str:
@@ -402,9 +434,32 @@ def _describe(exc: ValidationError, data: object) -> str:
         msg = "unknown field"
     elif err["type"] == "missing":
         msg = "required field missing"
+    elif err["type"] in _TYPE_WORDS:  # pydantic's wording names its classes ("a valid dictionary or instance of Plan")
+        msg = f"must be {_TYPE_WORDS[err['type']]}, not {_json_type(err.get('input'))}"
     parts = [p for p in (where, field) if p]
     text = f"plan: {': '.join(parts)}: {msg}" if parts else f"plan: {msg}"
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)[:1000]
+
+
+_TYPE_WORDS: Final = {
+    "model_type": "an object (a dictionary of fields)",
+    "model_attributes_type": "an object (a dictionary of fields)",
+    "dict_type": "an object (a dictionary)",
+    "list_type": "a list",
+    "string_type": "a string",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "bool_type": "true or false (a boolean)",
+    "bool_parsing": "true or false (a boolean)",
+}
+
+
+def _json_type(value: object) -> str:
+    """How a plan's author would name the type of ``value``."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "true/false", int: "a number", float: "a number"}
+    if value is None:
+        return "null"
+    return next((name for kind, name in names.items() if isinstance(value, kind)), type(value).__name__)
 
 
 def _loc(part: object) -> str:

@@ -171,3 +171,60 @@ async def test_a_missing_tag_reads_the_same_from_every_verb(registry: RegistrySe
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+# --- 8. bad input: one line, in the plan's terms, before anything is sent -------------------------------------
+
+
+def _plan(**mirror: object) -> dict[str, object]:
+    return {
+        "mirror": {"registry": "mirror.example.com", "prefix": "m", **mirror},
+        "deployments": [{"service": "api", "environment": "prod", "image": "ghcr.io/acme/api:1"}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("mirror", "said"),
+    [
+        ({"compress_level": 9}, "compress_level needs compress"),
+        ({"artifact_types": ["application/vnd.dev.sigstore.bundle+json"]}, "artifact_types filters referrers"),
+    ],
+)
+def test_plan_settings_that_need_another_are_refused(mirror: dict[str, object], said: str) -> None:
+    with pytest.raises(ocicopy.PlanError, match=said):
+        ocicopy.parse_plan(_plan(**mirror))
+
+
+def test_a_plan_of_the_wrong_shape_is_said_in_the_plans_terms() -> None:
+    for bad, said in (([], "plan: must be an object"), ({**_plan(), "mirror": "x"}, "mirror: must be an object")):
+        with pytest.raises(ocicopy.PlanError) as info:
+            ocicopy.parse_plan(bad)
+        assert (
+            said in str(info.value)
+            and "Input should be" not in str(info.value)
+            and "instance of" not in str(info.value)
+        )
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_a_key_given_twice_in_a_plan_file_is_refused(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"plan{suffix}"
+    if suffix == ".json":
+        path.write_text('{"mirror": {"registry": "a.example.com", "registry": "b.example.com"}, "deployments": []}')
+    else:
+        path.write_text("mirror:\n  registry: a.example.com\n  registry: b.example.com\ndeployments: []\n")
+    with pytest.raises(ocicopy.PlanError, match=r"'registry' appears twice"):
+        ocicopy.load_plan(path)
+
+
+async def test_a_bad_mount_from_is_refused_even_when_nothing_needs_a_mount(
+    registry: RegistryServer, unique_repo: str
+) -> None:
+    im.push(registry, unique_repo, "v1", im.make_image([im.layer(11_040, 500)]))
+    mark = registry.mark()
+    async with client(registry) as c:
+        with pytest.raises(ocicopy.InputError, match="bad repo"):
+            await c.copy(
+                f"{registry.host}/{unique_repo}:v1", f"{registry.host}/{unique_repo}:v2", mount_from=["bad repo"]
+            )
+    assert registry.requests(mark) == []
