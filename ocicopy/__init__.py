@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING
 __version__ = "0.2.0"  # kept equal to pyproject.toml by tests/test_cli.py (importlib.metadata costs ~50 ms at start)
 
 if TYPE_CHECKING:  # what type checkers see; at run time each name is imported on first use (__getattr__)
-    from ocicopy.client import Client, copy
+    from ocicopy.client import Client, copy, mirror
     from ocicopy.credentials import Credentials
     from ocicopy.digest import Digest
     from ocicopy.errors import (
         AuthenticationError,
+        ClosedClientError,
         DigestMismatchError,
         InputError,
         ManifestError,
@@ -55,12 +56,14 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name is imported o
 #: is used. Kept equal to the imports above by tests/test_imports.py.
 _LAZY: dict[str, str] = {
     "Client": "ocicopy.client",
+    "mirror": "ocicopy.client",
     "copy": "ocicopy.client",
     "Credentials": "ocicopy.credentials",
     "Digest": "ocicopy.digest",
     "AuthenticationError": "ocicopy.errors",
     "DigestMismatchError": "ocicopy.errors",
     "InputError": "ocicopy.errors",
+    "ClosedClientError": "ocicopy.errors",
     "ManifestError": "ocicopy.errors",
     "NotFoundError": "ocicopy.errors",
     "OcicopyError": "ocicopy.errors",
@@ -112,6 +115,7 @@ __all__ = [
     "BuildSpec",
     "Client",
     "ClientOptions",
+    "ClosedClientError",
     "CopyAction",
     "CopyResult",
     "Credentials",
@@ -150,6 +154,7 @@ __all__ = [
     "copy",
     "fallback_tag",
     "load_plan",
+    "mirror",
     "mirror_tag",
     "parse_layout_reference",
     "parse_location",

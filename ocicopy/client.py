@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import httpx2
@@ -13,7 +14,7 @@ import httpx2
 from ocicopy.blobs import BlobCopier, MountFrom
 from ocicopy.credentials import ChainCredentials, Credentials, CredentialSource, default_credentials
 from ocicopy.digest import Digest
-from ocicopy.errors import InputError, NotFoundError, UnknownReferenceError, unwrap_group
+from ocicopy.errors import ClosedClientError, InputError, NotFoundError, UnknownReferenceError, unwrap_group
 from ocicopy.layout import Layout
 from ocicopy.location import LayoutReference, Location, LocationLike, as_location, with_source_tag
 from ocicopy.models import Descriptor, Manifest, ManifestInfo
@@ -31,7 +32,7 @@ from ocicopy.transport import Transport
 from ocicopy.tree import TreeCopier, TreeResult, check_platforms, destination_digest, fetch_child
 
 if TYPE_CHECKING:
-    from ocicopy.mirror import MirrorProgress
+    from ocicopy.mirroring import MirrorProgress
     from ocicopy.plan import Mode, Plan
     from ocicopy.report import MirrorReport
 
@@ -73,6 +74,7 @@ class Client:
         self.transport = Transport(options, _credential_source(credentials, options), http_client)
         self._registries: dict[str, Registry] = {}
         self._layouts: dict[str, Layout] = {}
+        self._closed = False
         self.blobs = BlobCopier(
             anyio.CapacityLimiter(options.blob_concurrency),
             options.retry,
@@ -93,8 +95,14 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the connections and remove the spool; the client refuses any later use (ClosedClientError)."""
+        self._closed = True
         self.trees.close()
         await self.transport.aclose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedClientError("this ocicopy.Client is closed (used after its 'async with' block or aclose())")
 
     def registry(self, host: str) -> Registry:
         if host not in self._registries:
@@ -103,6 +111,7 @@ class Client:
 
     def endpoint(self, ref: Location) -> Store:
         """Where ``ref`` lives: a registry repository, or an OCI layout (one object per directory)."""
+        self._check_open()
         if isinstance(ref, LayoutReference):
             key = str(ref.path)
             if key not in self._layouts:
@@ -315,13 +324,14 @@ class Client:
         ledger: bool | None = None,
         progress: MirrorProgress | None = None,
     ) -> MirrorReport:
-        """Mirror every deployment of ``plan`` (see :mod:`ocicopy.mirror`); never raises for one deployment.
+        """Mirror every deployment of ``plan`` (see :mod:`ocicopy.mirroring`); never raises for one deployment.
 
         The plan's ``registries`` settings (plain HTTP, credentials from the environment) are adopted by this
         client. ``mode`` overrides the plan's mode; ``dry_run`` asks manifests only and predicts.
         """
-        from ocicopy.mirror import Mirror, MirrorOptions
+        from ocicopy.mirroring import Mirror, MirrorOptions
 
+        self._check_open()
         plan = plan.with_mode(mode)
         self.options = plan.client_options(self.options)
         self.transport.reconfigure(self.options)
@@ -417,18 +427,67 @@ def _credential_source(
     return ChainCredentials(credentials)
 
 
-def copy(src: RefLike, dst: RefLike, **kwargs: Any) -> CopyResult:
-    """Synchronous :meth:`Client.copy` for scripts: ``ocicopy.copy(src, dst, plain_http=[...])``.
-
-    Keyword arguments ``plain_http``, ``credentials``, ``options`` go to the :class:`Client`; ``platforms`` and
-    ``mount_from`` to the copy.
-    """
-    client_keys = {"plain_http", "credentials", "options", "progress"}
-    client_kwargs = {k: v for k, v in kwargs.items() if k in client_keys}
-    copy_kwargs = {k: v for k, v in kwargs.items() if k not in client_keys}
+def copy(
+    src: RefLike,
+    dst: RefLike,
+    *,
+    platforms: Sequence[str | PlatformSpec] = (),
+    mount_from: MountFrom = (),
+    compress: Recompression | str | None = None,
+    referrers: bool = False,
+    artifact_types: Sequence[str] = (),
+    options: ClientOptions | None = None,
+    plain_http: Iterable[str] = (),
+    credentials: Mapping[str, Credentials] | CredentialSource | None = None,
+    progress: Progress | None = None,
+) -> CopyResult:
+    """Synchronous :meth:`Client.copy` for scripts: ``ocicopy.copy(src, dst, plain_http=[...])``; a client is
+    opened for the copy and closed after it (``options``, ``plain_http``, ``credentials``, ``progress`` are its)."""
 
     async def run() -> CopyResult:
-        async with Client(**client_kwargs) as client:
-            return await client.copy(src, dst, **copy_kwargs)
+        async with Client(options, plain_http=plain_http, credentials=credentials, progress=progress) as client:
+            return await client.copy(
+                src,
+                dst,
+                platforms=platforms,
+                mount_from=mount_from,
+                compress=compress,
+                referrers=referrers,
+                artifact_types=artifact_types,
+            )
+
+    return anyio.run(run)
+
+
+def mirror(
+    plan: Plan | str | Path,
+    *,
+    mode: Mode | str | None = None,
+    dry_run: bool = False,
+    immutable_tags: str | None = None,
+    concurrency: int = 32,
+    ledger: bool | None = None,
+    options: ClientOptions | None = None,
+    plain_http: Iterable[str] = (),
+    credentials: Mapping[str, Credentials] | CredentialSource | None = None,
+    progress: MirrorProgress | None = None,
+) -> MirrorReport:
+    """Synchronous :meth:`Client.mirror` for scripts: ``ocicopy.mirror("plan.json")`` (a path is read with
+    :func:`~ocicopy.plan.load_plan`); never raises for one deployment (see the report)."""
+    from ocicopy.plan import Plan, load_plan
+
+    chosen = plan if isinstance(plan, Plan) else load_plan(plan)
+
+    async def run() -> MirrorReport:
+        async with Client(options, plain_http=plain_http, credentials=credentials) as client:
+            return await client.mirror(
+                chosen,
+                mode=mode,
+                dry_run=dry_run,
+                immutable_tags=immutable_tags,
+                concurrency=concurrency,
+                ledger=ledger,
+                progress=progress,
+            )
 
     return anyio.run(run)

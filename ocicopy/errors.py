@@ -8,7 +8,8 @@ defined here (other modules re-export the ones they raise, for their callers' co
     │   ├── InvalidReferenceError       image or layout reference, tag, repository name
     │   ├── InvalidDigestError
     │   ├── InvalidPlatformError
-    │   └── PlanError                   a plan file or plan object that cannot be used; names the entry
+    │   ├── PlanError                   a plan file or plan object that cannot be used; names the entry
+    │   └── ClosedClientError           a Client used after it was closed
     ├── ManifestError                   a manifest we refuse to handle
     │   └── UnsupportedManifestError    schema 1, unknown media type
     ├── DigestMismatchError             bytes do not match the digest or size they were promised under
@@ -68,6 +69,10 @@ class InvalidPlatformError(InputError):
 
 class PlanError(InputError):
     """A plan that cannot be used; the message names the entry."""
+
+
+class ClosedClientError(InputError):
+    """A :class:`~ocicopy.Client` used after its ``async with`` block ended (or ``aclose()``)."""
 
 
 class ManifestError(OcicopyError):

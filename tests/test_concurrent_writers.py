@@ -83,7 +83,7 @@ def _start_together(commands: list[list[str]], home: Path) -> list[subprocess.Co
 # The child imports what it needs first, then sleeps until the shared start time: the runs really overlap.
 _WAIT_THEN_RUN = """
 import sys, time
-import ocicopy.cli, ocicopy.client, ocicopy.mirror
+import ocicopy.cli, ocicopy.client, ocicopy.mirroring
 time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
 sys.exit(ocicopy.cli.main(sys.argv[2:]))
 """

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 HTTP_STACK = {"httpx2", "httpcore2", "h11", "ocicopy.client", "ocicopy.transport", "anyio._backends._asyncio"}
-MIRROR_SIDE = {"ocicopy.mirror", "ocicopy.plan", "ocicopy.planner", "ocicopy.report", "ocicopy.ledger"}
+MIRROR_SIDE = {"ocicopy.mirroring", "ocicopy.plan", "ocicopy.planner", "ocicopy.report", "ocicopy.ledger"}
 
 _PROBE = """
 import json, sys
@@ -114,7 +114,7 @@ def test_build_key_loads_no_http_stack(tmp_path: Path) -> None:
     status, modules = _main(tmp_path, "build-key", "--repository", "https://example.com/a.git", "--commit", COMMIT)
     assert status == 0
     assert "ocicopy.plan" in modules  # it did build the key
-    assert modules & (HTTP_STACK | {"zstandard", "ocicopy.mirror"}) == set()
+    assert modules & (HTTP_STACK | {"zstandard", "ocicopy.mirroring"}) == set()
 
 
 @pytest.mark.parametrize("side", ["layout", "registry"])

@@ -224,7 +224,7 @@ async def test_dry_run_of_a_compress_mirror_predicts_skips(registry: RegistrySer
 
 def test_mirror_options_refuse_bad_values_as_input_errors() -> None:
     from ocicopy.errors import InputError
-    from ocicopy.mirror import MirrorOptions
+    from ocicopy.mirroring import MirrorOptions
 
     with pytest.raises(InputError, match="not a valid regular expression"):
         MirrorOptions(immutable_tags="v(1")

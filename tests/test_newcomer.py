@@ -3,6 +3,7 @@ held by a test against the real registry that failed before the fix."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -227,4 +228,58 @@ async def test_a_bad_mount_from_is_refused_even_when_nothing_needs_a_mount(
             await c.copy(
                 f"{registry.host}/{unique_repo}:v1", f"{registry.host}/{unique_repo}:v2", mount_from=["bad repo"]
             )
+    assert registry.requests(mark) == []
+
+
+# --- 12. the library: real signatures, a closed client refuses ------------------------------------------------
+
+
+def test_the_sync_copy_has_the_real_signature() -> None:
+    import inspect
+
+    params = inspect.signature(ocicopy.copy).parameters
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())  # a typo is an error
+    wanted = set(inspect.signature(Client.copy).parameters) - {"self"}
+    wanted |= set(inspect.signature(Client.__init__).parameters) - {"self", "http_client"}
+    assert wanted <= set(params)
+    with pytest.raises(TypeError, match="platfroms"):
+        ocicopy.copy("a.example.com/x:1", "b.example.com/x:1", platfroms=["linux/amd64"])  # type: ignore[call-arg]
+
+
+def test_the_sync_mirror_runs_a_plan(registry: RegistryServer, make_repo: MakeRepo, tmp_path: Path) -> None:
+    src = make_repo("src")
+    image = im.make_image([im.layer(11_050, 500)])
+    im.push(registry, src, "v1", image)
+    prefix = make_repo("m")
+    plan = tmp_path / "plan.json"
+    plan.write_text(
+        json.dumps(
+            {
+                "mirror": {"registry": registry.host, "prefix": prefix},
+                "registries": {registry.host: {"plain_http": True}},
+                "deployments": [{"service": "api", "environment": "prod", "image": f"{registry.host}/{src}:v1"}],
+            }
+        )
+    )
+    report = ocicopy.mirror(plan, options=ClientOptions(use_docker_config=False))
+    assert report.ok and report.deployments[0].pinned == f"{registry.host}/{prefix}/api@{image.digest}"
+
+
+async def test_a_closed_client_refuses_to_work(registry: RegistryServer, unique_repo: str) -> None:
+    im.push(registry, unique_repo, "v1", im.make_image([im.layer(11_051, 500)]))
+    ref = f"{registry.host}/{unique_repo}:v1"
+    async with client(registry) as c:
+        await c.resolve(ref)
+    mark = registry.mark()
+    for call in (c.resolve, c.inspect, c.digest, lambda r: c.copy(r, f"{registry.host}/{unique_repo}:v2")):
+        with pytest.raises(ocicopy.ClosedClientError, match="closed"):
+            await call(ref)
+    plan = ocicopy.parse_plan(
+        {
+            "mirror": {"registry": registry.host, "prefix": "m"},
+            "deployments": [{"service": "api", "environment": "prod", "image": ref}],
+        }
+    )
+    with pytest.raises(ocicopy.ClosedClientError):
+        await c.mirror(plan)
     assert registry.requests(mark) == []
