@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ocicopy.credentials import Credentials
     from ocicopy.errors import InputError
     from ocicopy.models import Manifest
-    from ocicopy.options import ClientOptions, Recompression
+    from ocicopy.options import ClientOptions, Recompression, RegistryConfig
     from ocicopy.plan import Plan
     from ocicopy.report import MirrorReport
 
@@ -76,6 +76,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _creds_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--creds", metavar="USER:PASSWORD", help="credentials for the registry")
+    parser.add_argument(
+        "--cert-dir", metavar="DIR", help="trust for the registry: *.crt CAs, NAME.cert + NAME.key client certificate"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +136,10 @@ def _copy_parser(sub: Any) -> None:
     p.add_argument("--no-mount", action="store_true", help="never mount blobs across repositories (upload instead)")
     p.add_argument("--src-creds", metavar="USER:PASSWORD", help="credentials for the source registry")
     p.add_argument("--dest-creds", metavar="USER:PASSWORD", help="credentials for the destination registry")
+    p.add_argument("--src-cert-dir", metavar="DIR", help="trust for the source registry (*.crt, NAME.cert + NAME.key)")
+    p.add_argument(
+        "--dest-cert-dir", metavar="DIR", help="trust for the destination registry (*.crt, NAME.cert + NAME.key)"
+    )
     p.add_argument("--concurrency", type=int, default=8, metavar="N", help="blobs in flight (default 8)")
     p.add_argument(
         "--dest-compress",
@@ -263,6 +270,33 @@ def _client_options(args: argparse.Namespace, flags: Mapping[str, str], **values
     return _validated(ClientOptions, flags, use_docker_config=not args.no_docker_config, **values)
 
 
+def _cert_dirs(args: argparse.Namespace, *given: tuple[str, str | None, str]) -> dict[str, RegistryConfig]:
+    """``--cert-dir DIR`` style flags as per-host settings: ``(flag, DIR, REF)``, each for REF's registry.
+
+    A certs.d-style directory replaces the certs.d roots for that host (skopeo's ``--src-cert-dir``); its files
+    are read when the client opens (a bad file: one line naming it).
+    """
+    from ocicopy.errors import InputError
+    from ocicopy.location import is_layout_reference
+    from ocicopy.options import RegistryConfig
+    from ocicopy.reference import api_host, parse_reference
+
+    plain = {_plain_http_host(host) for host in args.plain_http}
+    chosen: dict[str, tuple[str, str]] = {}
+    for flag, directory, ref in given:
+        if not directory:
+            continue
+        if is_layout_reference(ref):
+            raise InputError(f"{flag} given for an OCI layout ({ref}): layouts are local directories")
+        host = api_host(parse_reference(ref.removeprefix("docker://")).registry)
+        if host in plain:
+            raise InputError(f"{flag} is TLS trust, and {host} is marked --plain-http: drop one of them")
+        if host in chosen and chosen[host][1] != directory:
+            raise InputError(f"{chosen[host][0]} and {flag} name two directories for one registry, {host}")
+        chosen.setdefault(host, (flag, directory))
+    return {host: RegistryConfig(cert_dir=directory) for host, (_, directory) in chosen.items()}
+
+
 def _creds(value: str | None, ref: str) -> dict[str, Credentials]:
     if not value:
         return {}
@@ -307,8 +341,13 @@ def _copy(args: argparse.Namespace) -> int:
 
     platforms = [parse_platform(p) for p in args.platform]
     creds = _creds(args.src_creds, args.src) | _creds(args.dest_creds, args.dst)
+    registries = _cert_dirs(
+        args, ("--src-cert-dir", args.src_cert_dir, args.src), ("--dest-cert-dir", args.dest_cert_dir, args.dst)
+    )
     flags = {"blob_concurrency": "--concurrency"}
-    options = _client_options(args, flags, blob_concurrency=args.concurrency, mounts=not args.no_mount)
+    options = _client_options(
+        args, flags, blob_concurrency=args.concurrency, mounts=not args.no_mount, registries=registries
+    )
     compress = _compression(args)
     if args.artifact_type and not args.referrers:
         raise InputError("--artifact-type filters referrers: add --referrers")
@@ -358,7 +397,7 @@ def _reader(read: Reader) -> Callable[[argparse.Namespace], int]:
     """A command that reads ``REF``: its flags checked first, then ``read`` with a client open."""
 
     def command(args: argparse.Namespace) -> int:
-        options = _client_options(args, {})
+        options = _client_options(args, {}, registries=_cert_dirs(args, ("--cert-dir", args.cert_dir, args.ref)))
         creds = _creds(args.creds, args.ref)
         return _run(_read_session, read, args, options, creds)
 

@@ -166,6 +166,14 @@ class RegistrySettings(_Strict):
     plain_http: StrictBool = False
     username: str | None = None
     password_env: str | None = Field(default=None, description="environment variable holding the password")
+    ca_file: str | None = Field(
+        default=None, min_length=1, description="PEM bundle of CAs trusted for this host (relative: to the plan file)"
+    )
+    cert_dir: str | None = Field(
+        default=None,
+        min_length=1,
+        description="certs.d-style directory for this host, replacing the certs.d roots (relative: to the plan file)",
+    )
 
     @field_validator("password_env")
     @classmethod
@@ -178,7 +186,18 @@ class RegistrySettings(_Strict):
     def _pair(self) -> RegistrySettings:
         if (self.username is None) != (self.password_env is None):
             raise ValueError("username and password_env go together")
+        if self.plain_http and (self.ca_file or self.cert_dir):
+            raise ValueError("ca_file/cert_dir are TLS settings: they cannot apply with plain_http")
         return self
+
+    def relative_to(self, base: Path) -> RegistrySettings:
+        """These settings with relative ``ca_file``/``cert_dir`` taken from ``base`` (the plan file's directory)."""
+        changes = {
+            name: str(base / value)
+            for name in ("ca_file", "cert_dir")
+            if (value := getattr(self, name)) is not None and not Path(value).expanduser().is_absolute()
+        }
+        return self.model_copy(update=changes) if changes else self
 
 
 class BuildSpec(_Strict):
@@ -336,7 +355,7 @@ class Plan(_Strict):
 
     def client_options(self, base: ClientOptions | None = None, env: Mapping[str, str] | None = None) -> ClientOptions:
         """Client settings for this plan's registries; passwords are read from the environment now."""
-        from ocicopy.options import ClientOptions, RegistryConfig, revalidated  # not needed to read a plan
+        from ocicopy.options import ClientOptions, revalidated  # not needed to read a plan
 
         env = os.environ if env is None else env
         base = base or ClientOptions()
@@ -347,8 +366,16 @@ class Plan(_Strict):
                 if settings.password_env not in env:
                     raise PlanError(f"registries[{host!r}]: environment variable {settings.password_env} is not set")
                 password = env[settings.password_env]
-            registries[api_host(host)] = RegistryConfig(
-                plain_http=settings.plain_http, username=settings.username, password=password
+            key = api_host(host)
+            # What the caller said (the CLI's --cert-dir) stays unless the plan says otherwise for this host.
+            given = base.registry(key)
+            registries[key] = revalidated(
+                given,
+                plain_http=settings.plain_http or given.plain_http,
+                username=settings.username if settings.username is not None else given.username,
+                password=password if password is not None else given.password,
+                ca_file=settings.ca_file or given.ca_file,
+                cert_dir=settings.cert_dir or given.cert_dir,
             )
         return revalidated(base, registries=registries)
 
@@ -371,7 +398,11 @@ def load_plan(path: str | Path) -> Plan:
         raise PlanError(f"cannot read plan {p}: {exc.strerror}") from None
     if len(raw) > MAX_PLAN_BYTES:
         raise PlanError(f"plan {p} is larger than {MAX_PLAN_BYTES} bytes")
-    return parse_plan(_decode(raw, p))
+    plan = parse_plan(_decode(raw, p))
+    base = p.parent.absolute()
+    if not any(s.ca_file or s.cert_dir for s in plan.registries.values()):
+        return plan
+    return plan.model_copy(update={"registries": {h: s.relative_to(base) for h, s in plan.registries.items()}})
 
 
 def _decode(raw: bytes, path: Path) -> object:

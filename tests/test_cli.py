@@ -306,6 +306,26 @@ BAD_VALUES = {  # refused by ocicopy before any request (one would fail with exi
     "copy-plain-http-port": (["copy", "--plain-http", "127.0.0.1:99999", *REFS], "between 1 and 65535"),
     "copy-platform": (["copy", "--platform", "linux", *REFS], "invalid platform 'linux'"),
     "copy-creds": (["copy", "--dest-creds", "nocolon", *REFS], "USER:PASSWORD"),
+    "copy-cert-dir-plain": (
+        ["copy", "--src-cert-dir", "{tmp}", *REFS],
+        "--src-cert-dir is TLS trust, and 127.0.0.1:1 is marked --plain-http: drop one of them",
+    ),
+    "copy-cert-dir-layout": (
+        ["copy", "--dest-cert-dir", "{tmp}", "127.0.0.1:1/a:v1", "oci:{tmp}/out:v1"],
+        "--dest-cert-dir given for an OCI layout",
+    ),
+    "copy-cert-dir-missing": (
+        ["copy", "--dest-cert-dir", "{tmp}/nowhere", "oci:{tmp}/in:v1", "127.0.0.1:1/b:v1"],
+        "certificate directory {tmp}/nowhere does not exist",
+    ),
+    "copy-cert-dir-twice": (
+        ["copy", "--src-cert-dir", "{tmp}", "--dest-cert-dir", "{tmp}/b", "127.0.0.1:1/a:v1", "127.0.0.1:1/b:v1"],
+        "--src-cert-dir and --dest-cert-dir name two directories for one registry, 127.0.0.1:1",
+    ),
+    "digest-cert-dir-file": (
+        ["digest", "--cert-dir", "{plan}", "127.0.0.1:1/a:v1"],
+        "cannot read certificate directory {plan}: Not a directory",
+    ),
     "inspect-reference": (["inspect", "127.0.0.1:1/UPPER/case:v1"], "UPPER/case"),
     "inspect-creds": (["inspect", "--creds", ":pw", *REFS[:3]], "USER:PASSWORD"),
     "digest-tag": (["digest", "127.0.0.1:1/repo:" + "t" * 129], "invalid image reference"),
@@ -335,7 +355,7 @@ def _bad_value_args(args: list[str], tmp_path: Path) -> list[str]:
 def test_bad_value_exits_2_with_one_line(args: list[str], needle: str, ocicopy_run: Run, tmp_path: Path) -> None:
     proc = ocicopy_run(*_bad_value_args(args, tmp_path))
     assert proc.returncode == 2, proc.stderr.decode()
-    assert needle in _one_error_line(proc.stderr)
+    assert needle.format(plan=tmp_path / "plan.json", tmp=tmp_path) in _one_error_line(proc.stderr)
     assert "validation error" not in proc.stderr.decode().lower()  # pydantic's wording stays inside
     assert proc.stdout == b""
 
@@ -354,7 +374,7 @@ def test_bad_value_with_debug_shows_the_traceback(
     err = proc.stderr.decode()
     assert err.startswith("Traceback (most recent call last)"), err
     last = err.rstrip().splitlines()[-1]
-    assert last.startswith("ocicopy: error: ") and needle in last
+    assert last.startswith("ocicopy: error: ") and needle.format(plan=tmp_path / "plan.json", tmp=tmp_path) in last
 
 
 def test_an_unexpected_pydantic_error_is_one_line_without_pydantic_dump(

@@ -556,6 +556,36 @@ def test_client_options_keeps_the_base() -> None:
     assert base.registries.keys() == {"other.io"}  # the base is not modified
 
 
+def test_tls_settings_are_taken_from_the_plans_directory(tmp_path: Path) -> None:
+    data = mutated(lambda d: d["registries"]["ghcr.io"].update(cert_dir="certs/ghcr", ca_file="/abs/ca.pem"))
+    data["registries"]["quay.io"] = {"ca_file": "~/ca.pem"}
+    (tmp_path / "plans").mkdir()
+    (tmp_path / "plans" / "plan.json").write_text(json.dumps(data))
+    plan = load_plan(tmp_path / "plans" / "plan.json")
+    assert plan.registries["ghcr.io"].cert_dir == str(tmp_path / "plans" / "certs" / "ghcr")
+    assert plan.registries["ghcr.io"].ca_file == "/abs/ca.pem"  # absolute: as written
+    assert plan.registries["quay.io"].ca_file == "~/ca.pem"  # the user's home, expanded when read
+    options = plan.client_options(env={"GHCR_TOKEN": SECRET})
+    assert options.registries["ghcr.io"].cert_dir == str(tmp_path / "plans" / "certs" / "ghcr")
+    assert options.registries["ghcr.io"].username == "ci-bot"
+    assert parse_plan(data).registries["ghcr.io"].cert_dir == "certs/ghcr"  # a dict has no directory
+
+
+def test_the_plan_adds_to_what_the_caller_set_for_a_host() -> None:
+    base = ClientOptions(registries={"ghcr.io": RegistryConfig(cert_dir="/etc/ghcr-certs", username="x", password="y")})
+    options = parse_plan(example()).client_options(base, env={"GHCR_TOKEN": SECRET})
+    ghcr_config = options.registries["ghcr.io"]
+    assert ghcr_config.cert_dir == "/etc/ghcr-certs"  # the plan says nothing of it
+    assert ghcr_config.username == "ci-bot" and ghcr_config.password is not None  # the plan's credentials win
+    assert ghcr_config.password.get_secret_value() == SECRET
+
+
+@pytest.mark.parametrize("setting", [{"ca_file": "ca.pem"}, {"cert_dir": "certs"}])
+def test_tls_settings_with_plain_http_are_refused(setting: dict[str, str]) -> None:
+    message = plan_error(mutated(lambda d: d["registries"]["mirror.example.com"].update(setting)))
+    assert "mirror.example.com" in message and "cannot apply with plain_http" in message
+
+
 def test_client_options_without_registries() -> None:
     plan = parse_plan(mutated(lambda d: d.pop("registries")))
     assert plan.client_options(env={}) == ClientOptions()

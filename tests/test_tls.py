@@ -224,6 +224,99 @@ def test_ssl_cert_file_trusts_the_private_ca(
     assert digest_run.stdout.strip() == digest, digest_run.stderr
 
 
+# --------------------------------------------------------------------------- the command line and plans
+
+
+def cli(tmp_path: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m ocicopy ARGS`` with an empty HOME (no certs.d or docker config of the machine's user)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SSL_CERT_", "DOCKER_", "XDG_"))}
+    env["HOME"] = str(tmp_path)
+    argv = [sys.executable, "-m", "ocicopy", *args]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=120, check=False)
+
+
+def test_cert_dir_flags_trust_each_registry_with_its_own_directory(
+    registry: RegistryServer,
+    tls_registry: RegistryServer,
+    mtls_registry: RegistryServer,
+    ca: CertAuthority,
+    client_ca: CertAuthority,
+    unique_repo: str,
+    tmp_path: Path,
+) -> None:
+    """skopeo's flags: --dest-cert-dir for the push, --src-cert-dir and --dest-cert-dir for two https hosts
+    (the mutual-TLS one gets the client certificate of its own directory), --cert-dir for the readers."""
+    src, digest = seed(registry, unique_repo)
+    tls_dir = cert_dir(tmp_path, as_ca(tmp_path, ca), name="tls")
+    mtls_dir = cert_dir(tmp_path, as_ca(tmp_path, ca), *client_pair(tmp_path, client_ca), name="mtls")
+    on_tls, on_mtls = f"{tls_registry.host}/{unique_repo}:v1", f"{mtls_registry.host}/{unique_repo}:v1"
+    plain = ["--plain-http", registry.host, "--no-docker-config"]
+
+    refused = cli(tmp_path, "copy", *plain, "-q", src, on_tls)
+    assert refused.returncode == 1 and f"the TLS certificate of {tls_registry.host} is not trusted" in refused.stderr
+    pushed = cli(tmp_path, "copy", *plain, "-q", "--dest-cert-dir", str(tls_dir), src, on_tls)
+    assert pushed.returncode == 0, pushed.stderr
+    across = cli(tmp_path, "copy", *plain, "-q", "--src-cert-dir", str(tls_dir), "--dest-cert-dir", str(mtls_dir),
+                 on_tls, on_mtls)  # fmt: skip
+    assert across.returncode == 0, across.stderr
+    wrong = cli(tmp_path, "copy", *plain, "-q", "--src-cert-dir", str(mtls_dir), "--dest-cert-dir", str(tls_dir),
+                on_tls, on_mtls)  # fmt: skip
+    assert wrong.returncode == 1 and f"{mtls_registry.host} refused the TLS connection" in wrong.stderr
+
+    for verb in ("digest", "lookup"):
+        found = cli(tmp_path, verb, "--no-docker-config", "--cert-dir", str(mtls_dir), on_mtls)
+        assert (found.returncode, found.stdout.strip()) == (0, digest), found.stderr
+    shown = cli(tmp_path, "inspect", "--no-docker-config", "--raw", "--cert-dir", str(tls_dir), on_tls)
+    assert shown.returncode == 0 and im.sha256(shown.stdout.encode()) == digest, shown.stderr
+    untrusted = cli(tmp_path, "digest", "--no-docker-config", on_mtls)
+    assert untrusted.returncode == 1 and "--src-cert-dir/--dest-cert-dir DIR (or --cert-dir DIR)" in untrusted.stderr
+
+
+def test_a_plans_cert_dir_and_ca_file_are_read_beside_the_plan(
+    registry: RegistryServer,
+    tls_registry: RegistryServer,
+    mtls_registry: RegistryServer,
+    ca: CertAuthority,
+    client_ca: CertAuthority,
+    unique_repo: str,
+    tmp_path: Path,
+) -> None:
+    """Relative paths in a plan's registries are the plan's directory's, whatever the working directory."""
+    import json
+
+    src, digest = seed(registry, unique_repo)
+    plans = tmp_path / "plans"
+    cert_dir(plans, as_ca(tmp_path, ca), *client_pair(tmp_path, client_ca), name="mtls-certs")
+    shutil.copy(ca.cert_path, plans / "private-ca.pem")
+    deployments = [{"service": "api", "environment": "prod", "image": src}]
+    plan = {
+        "mirror": {"registry": mtls_registry.host, "prefix": unique_repo, "mode": "service"},
+        "registries": {
+            registry.host: {"plain_http": True},
+            mtls_registry.host: {"cert_dir": "mtls-certs"},
+            tls_registry.host: {"ca_file": "private-ca.pem"},
+        },
+        "deployments": deployments,
+    }
+    (plans / "plan.json").write_text(json.dumps(plan))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    mirrored = cli(tmp_path, "mirror", "--no-docker-config", "--json", "-", str(plans / "plan.json"), cwd=elsewhere)
+    assert mirrored.returncode == 0, mirrored.stderr
+    report = json.loads(mirrored.stdout)
+    assert [d["source_digest"] for d in report["deployments"]] == [digest]
+
+    assert [d["pinned"] for d in report["deployments"]] == [f"{mtls_registry.host}/{unique_repo}/api@{digest}"]
+
+    plan["mirror"] = {**plan["mirror"], "registry": tls_registry.host}  # type: ignore[dict-item]
+    (plans / "plan.json").write_text(json.dumps(plan))
+    again = cli(tmp_path, "mirror", "--no-docker-config", "--json", "-", str(plans / "plan.json"), cwd=elsewhere)
+    assert again.returncode == 0, again.stderr
+    assert [d["pinned"] for d in json.loads(again.stdout)["deployments"]] == [
+        f"{tls_registry.host}/{unique_repo}/api@{digest}"
+    ]
+
+
 # --------------------------------------------------------------------------- client certificates
 
 
