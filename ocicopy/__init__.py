@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name is imported o
         OcicopyError,
         PlanError,
         RegistryError,
+        TLSError,
         TransportError,
         UnknownReferenceError,
     )
@@ -69,6 +70,7 @@ _LAZY: dict[str, str] = {
     "OcicopyError": "ocicopy.errors",
     "PlanError": "ocicopy.errors",
     "RegistryError": "ocicopy.errors",
+    "TLSError": "ocicopy.errors",
     "TransportError": "ocicopy.errors",
     "UnknownReferenceError": "ocicopy.errors",
     "Layout": "ocicopy.layout",
@@ -146,6 +148,7 @@ __all__ = [
     "RegistryError",
     "RetryPolicy",
     "Store",
+    "TLSError",
     "Timeouts",
     "TransportError",
     "UnknownReferenceError",

@@ -21,7 +21,7 @@ import anyio
 import httpx2
 
 from ocicopy.digest import Digest
-from ocicopy.errors import ReadGaveUp, RegistryError, TransportError
+from ocicopy.errors import ReadGaveUp, RegistryError, TLSError, TransportError
 from ocicopy.flight import SingleFlight
 from ocicopy.models import Descriptor
 from ocicopy.options import Timeouts
@@ -242,7 +242,7 @@ def _as_data(
 
 
 def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, ReadGaveUp):
+    if isinstance(exc, ReadGaveUp | TLSError):
         return False
     if isinstance(exc, RegistryError):
         # 416 on a PATCH (the registry lost track of the offset) or a source range: start over, new session.

@@ -23,7 +23,8 @@ defined here (other modules re-export the ones they raise, for their callers' co
     ├── InsecureRequestError            a request we refuse to make (TLS downgrade, foreign realm...)
     ├── TransportError                  connection / TLS / timeout after retries
     │   ├── BrokenBody                  the connection broke while a body was read (retryable)
-    │   └── ReadGaveUp                  a blob read that failed on every resume (not retried again)
+    │   ├── ReadGaveUp                  a blob read that failed on every resume (not retried again)
+    │   └── TLSError                    a TLS handshake that failed: untrusted, refused, not TLS (not retried)
     └── RegistryError                   an HTTP answer we cannot use: status + spec error codes + request
         ├── AuthenticationError         401 / 403 after the auth dance
         └── NotFoundError               404, MANIFEST_UNKNOWN, BLOB_UNKNOWN, NAME_UNKNOWN
@@ -175,6 +176,11 @@ class BrokenBody(TransportError):
 
 class ReadGaveUp(TransportError):
     """A blob read that failed on every resume: not retried again one level up (the bound stays the policy's)."""
+
+
+class TLSError(TransportError):
+    """A TLS handshake that failed in a way asking again cannot fix (an untrusted certificate, a refused client
+    certificate, a server that does not speak TLS); the reason says which host and what would fix it."""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from ocicopy.errors import (
     NotFoundError,
     RegistryError,
     SpecError,
+    TLSError,
     TransportError,
 )
 from ocicopy.options import ClientOptions
@@ -348,7 +349,7 @@ class Transport:
         return response
 
     async def _pool_send(self, request: httpx2.Request, via: str = "") -> httpx2.Response:
-        """Send ``request`` on its own URL's pool. A failed TLS handshake is a :class:`TransportError` (not
+        """Send ``request`` on its own URL's pool. A failed TLS handshake is a :class:`TLSError` (not
         retried) saying what it means for that host (``via``: how it was reached, when it is not the registry)."""
         try:
             return await self._client(request.url).send(request, stream=True)
@@ -357,7 +358,7 @@ class Transport:
             error = tls.find_ssl_error(exc)
             if error is not None:
                 reason = tls.explain(error, host, self._trust(host), self.options.cert_dir_roots, via=via)
-                raise TransportError(request.method, redact(request.url), reason) from None
+                raise TLSError(request.method, redact(request.url), reason) from None
             if isinstance(exc, ssl.SSLError):  # an EOF that escaped httpcore2: a broken connection (retried)
                 raise httpx2.ReadError(str(exc) or type(exc).__name__, request=request) from exc
             if isinstance(exc, httpx2.ReadError) and (cert := self._client_cert(request.url)):

@@ -27,7 +27,7 @@ import pytest
 from harness import images as im
 from harness.registry import CertAuthority, RegistryServer, RegistryTLS, make_ca, start_registry
 from harness.tokenserver import TokenServer, start_token_server
-from ocicopy import Client, ClientOptions, CopyAction, InputError, RegistryError, TransportError, tls
+from ocicopy import Client, ClientOptions, CopyAction, InputError, RegistryError, TLSError, TransportError, tls
 from ocicopy.options import DEFAULT_CERT_DIR_ROOTS, RegistryConfig
 from ocicopy.retry import RetryPolicy
 
@@ -122,9 +122,9 @@ async def test_an_untrusted_private_ca_fails_naming_the_host_and_the_ca_options(
     src, _ = seed(registry, unique_repo)
     root = tmp_path / "certs.d"
     since = tls_registry.mark()
-    with pytest.raises(TransportError) as push:
+    with pytest.raises(TLSError) as push:
         await copy(options(registry, roots=(str(root),)), src, f"{tls_registry.host}/{unique_repo}:v1")
-    with pytest.raises(TransportError) as pull:
+    with pytest.raises(TLSError) as pull:
         await copy(options(registry), f"{tls_registry.host}/{unique_repo}:v1", f"{registry.host}/{unique_repo}:w")
     for message in (str(push.value), str(pull.value)):
         assert f"the TLS certificate of {tls_registry.host} is not trusted" in message
@@ -472,6 +472,34 @@ async def test_a_redirect_to_another_host_gets_none_of_the_registrys_trust(
     assert len(storage.gets) >= 3  # config and two layers came from the storage host
     assert all(path.endswith("/data") for path, _ in storage.gets)
     assert not any(presented for _, presented in storage.gets), "the registry's client certificate went elsewhere"
+
+
+async def test_a_failed_handshake_is_not_asked_again(
+    registry: RegistryServer,
+    redirecting: tuple[RegistryServer, RegistryServer, StorageServer],
+    ca: CertAuthority,
+    client_ca: CertAuthority,
+    unique_repo: str,
+    tmp_path: Path,
+) -> None:
+    """Asking again cannot make a certificate trusted: each blob's redirect is followed once, whatever the
+    retry policy (a TLSError is not a transient transport failure)."""
+    seeder, server, storage = redirecting
+    seed(seeder, unique_repo)
+    directory = cert_dir(tmp_path, as_ca(tmp_path, ca), *client_pair(tmp_path, client_ca))
+    opts = ClientOptions(
+        use_docker_config=False,
+        plain_http=frozenset({registry.host}),
+        cert_dir_roots=(),
+        registries={server.host: RegistryConfig(cert_dir=str(directory))},
+        retry=RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.02),
+    )
+    since = server.mark()
+    with pytest.raises(TLSError, match=f"the TLS certificate of {storage.host}"):
+        await copy(opts, f"{server.host}/{unique_repo}:v1", f"{registry.host}/{unique_repo}:v1")
+    blob_gets = [e.path for e in server.requests(since) if e.method == "GET" and "/blobs/" in e.path]
+    assert blob_gets, "no blob was asked for"
+    assert len(blob_gets) == len(set(blob_gets)), f"a blob was asked for again: {blob_gets}"
 
 
 # --------------------------------------------------------------------------- a token service on another host
