@@ -29,7 +29,7 @@ from ocicopy.progress import NoProgress, Progress
 from ocicopy.registry import UploadSession
 from ocicopy.result import BlobAction, BlobResult
 from ocicopy.retry import Retrying, RetryPolicy, is_retryable_status
-from ocicopy.store import Mounting, Store
+from ocicopy.store import Mounting, Store, present
 
 __all__ = ["MAX_MOUNT_TRIES", "BlobCopier", "MountFrom", "MountHints", "present"]
 
@@ -38,12 +38,6 @@ MountHints = Callable[[str, Digest], Awaitable[Sequence[str]]]
 #: Where to try mounting from: fixed repository names, or hints looked up per blob (e.g. the mirror's ledger).
 MountFrom = Sequence[str] | MountHints
 MAX_MOUNT_TRIES = 3
-
-
-def present(size: int | None, desc: Descriptor) -> bool:
-    """Whether a store's answer to ``blob_exists`` means ``desc`` is there: its size, or "present, size not said"
-    (-1). A file of another size is a torn write, to be replaced."""
-    return size is not None and (size == desc.size or size == -1)
 
 
 class BlobCopier:

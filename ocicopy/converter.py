@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ocicopy.blobs import BlobCopier, MountFrom, present
+from ocicopy.blobs import BlobCopier, MountFrom
 from ocicopy.compression import Recompressed, gzip_to_zstd, zstd_media_type
 from ocicopy.digest import Digest, Verifier
 from ocicopy.errors import BodyTooLargeError, InputError, ManifestError, NotFoundError
@@ -38,7 +38,7 @@ from ocicopy.models import Descriptor, Manifest, ManifestInfo
 from ocicopy.options import Recompression
 from ocicopy.registry import verified
 from ocicopy.result import BlobAction, BlobResult
-from ocicopy.store import Mounting, Store
+from ocicopy.store import Mounting, Store, present
 from ocicopy.transform import Conversion, Conversions, derive_mapping, predict, rewrite_index
 
 if TYPE_CHECKING:

@@ -84,6 +84,9 @@ def _ref_path(reference: str) -> str:
     return validate_tag(reference)
 
 
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
 class Registry:
     """One registry host spoken to through a shared :class:`Transport`."""
 
@@ -262,14 +265,19 @@ class Registry:
     # -- blobs ------------------------------------------------------------------------------------------------
 
     async def blob_exists(self, repository: str, digest: Digest) -> int | None:
-        """HEAD a blob: its size when present, None when absent."""
+        """HEAD a blob: its size when present (-1: present, size not said), None when absent."""
         url = self._url(repository, f"blobs/{Digest(digest)}")
         try:
             response, _ = await self.transport.request(
-                "HEAD", self.host, url, scopes=Scopes.pull(repository), expect={200}
+                "HEAD", self.host, url, scopes=Scopes.pull(repository), expect={200, *_REDIRECTS}
             )
         except NotFoundError:
             return None
+        if response.status_code in _REDIRECTS:
+            # distribution with redirects to its storage (S3, GCS, Azure backends; its redirect middleware)
+            # answers a HEAD of a present blob with a 307 to a signed URL, as for a GET: the blob is there. The
+            # URL is signed for a GET on another host: it is not followed (docs/REGISTRY-QUIRKS.md).
+            return -1
         length = response.headers.get("content-length", "")
         return int(length) if length.isdigit() else -1
 

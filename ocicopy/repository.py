@@ -24,6 +24,7 @@ from ocicopy.errors import DigestMismatchError, ReadGaveUp, RegistryError, Trans
 from ocicopy.models import Descriptor, Manifest, ManifestInfo
 from ocicopy.registry import Registry, UploadSession
 from ocicopy.retry import Retrying
+from ocicopy.store import present
 
 __all__ = ["Endpoint", "UploadSink"]
 
@@ -176,7 +177,7 @@ class UploadSink:
     async def _committed(self) -> bool:
         """After a lost answer to the committing request: is the blob there, of the right size?"""
         try:
-            return await self.endpoint.blob_exists(self.desc.digest) == self.desc.size
+            return present(await self.endpoint.blob_exists(self.desc.digest), self.desc)
         except (TransportError, RegistryError):
             return False
 

@@ -23,7 +23,7 @@ from ocicopy.models import Descriptor, Manifest, ManifestInfo
 if TYPE_CHECKING:
     from ocicopy.registry import UploadSession
 
-__all__ = ["BlobSink", "Mounting", "Store"]
+__all__ = ["BlobSink", "Mounting", "Store", "present"]
 
 
 class BlobSink(Protocol):
@@ -100,3 +100,9 @@ class Mounting(Protocol):
     async def cancel(self, session: UploadSession) -> None:
         """Give up an upload session (best effort)."""
         ...
+
+
+def present(size: int | None, desc: Descriptor) -> bool:
+    """Whether a store's answer to ``blob_exists`` means ``desc`` is there: its size, or "present, size not said"
+    (-1). A file of another size is a torn write, to be replaced."""
+    return size is not None and (size == desc.size or size == -1)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
-from ocicopy.blobs import BlobCopier, MountFrom, present
+from ocicopy.blobs import BlobCopier, MountFrom
 from ocicopy.digest import Digest, Verifier
 from ocicopy.errors import DigestMismatchError, ManifestError, OcicopyError, RegistryError
 from ocicopy.models import Descriptor, Manifest
@@ -38,7 +38,7 @@ from ocicopy.platforms import PlatformSpec, apply_selection, check_image_platfor
 from ocicopy.progress import NoProgress, Progress
 from ocicopy.result import BlobAction, BlobResult, ManifestResult
 from ocicopy.retry import Retrying, RetryPolicy
-from ocicopy.store import Store
+from ocicopy.store import Store, present
 from ocicopy.subjects import FallbackIndexes, referrer_descriptor
 from ocicopy.transform import Conversion, Conversions, convertible, rewrite_image, rewrite_index
 

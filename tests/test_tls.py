@@ -474,6 +474,31 @@ async def test_a_redirect_to_another_host_gets_none_of_the_registrys_trust(
     assert not any(presented for _, presented in storage.gets), "the registry's client certificate went elsewhere"
 
 
+async def test_a_blob_whose_head_redirects_to_storage_is_present(
+    registry: RegistryServer,
+    redirecting: tuple[RegistryServer, RegistryServer, StorageServer],
+    ca: CertAuthority,
+    client_ca: CertAuthority,
+    unique_repo: str,
+    tmp_path: Path,
+) -> None:
+    """distribution's redirect middleware answers a HEAD of a present blob with a 307 to its storage (as S3
+    and GCS backends, Docker Hub and ECR do): present, not an error, and the storage host is not asked."""
+    seeder, server, storage = redirecting
+    _, digest = seed(seeder, unique_repo)  # in the shared storage, linked into unique_repo
+    directory = cert_dir(tmp_path, as_ca(tmp_path, ca), *client_pair(tmp_path, client_ca))
+    opts = options(seeder, registries={server.host: RegistryConfig(cert_dir=str(directory))})
+    since, asked = server.mark(), len(storage.gets)
+    result = await copy(opts, f"{seeder.host}/{unique_repo}:v1", f"{server.host}/{unique_repo}:v2")
+    log = server.requests(since)
+    assert str(result.digest) == digest
+    assert {b.action.value for b in result.blobs} == {"skipped"}, result.blobs
+    heads = [e for e in log if e.method == "HEAD" and "/blobs/" in e.path]
+    assert heads and {e.status for e in heads} == {307}
+    assert not [e for e in log if e.method in ("POST", "PUT", "PATCH") and "/blobs/" in e.path]
+    assert len(storage.gets) == asked  # nothing was read from the storage host
+
+
 async def test_a_failed_handshake_is_not_asked_again(
     registry: RegistryServer,
     redirecting: tuple[RegistryServer, RegistryServer, StorageServer],
