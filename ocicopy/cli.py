@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from ocicopy import __version__
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel, ValidationError
+    from pydantic import BaseModel
 
     from ocicopy.client import Client
     from ocicopy.credentials import Credentials
@@ -214,20 +214,23 @@ def _mirror_parsers(sub: Any) -> None:
 
 
 def _validated(model: type[M], flags: Mapping[str, str], **values: Any) -> M:
-    """``model`` built from ``values``; a pydantic error becomes one :class:`InputError` naming the flag."""
+    """``model`` built from ``values``; a validation error becomes one :class:`InputError` naming the flag."""
     from pydantic import ValidationError
+
+    from ocicopy.errors import SettingsError
 
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        raise _in_flag_terms(exc, model, flags) from None
+        raise _in_flag_terms(exc.errors()[0], model, flags) from None
+    except SettingsError as exc:  # a settings model's own (ocicopy.options)
+        raise _in_flag_terms(exc.errors[0], model, flags) from None
 
 
-def _in_flag_terms(exc: ValidationError, model: type[BaseModel], flags: Mapping[str, str]) -> InputError:
-    """The first error of ``exc`` said with the option's name: ``--concurrency must be between 1 and 128``."""
+def _in_flag_terms(err: Mapping[str, Any], model: type[BaseModel], flags: Mapping[str, str]) -> InputError:
+    """A validation error said with the option's name: ``--concurrency must be between 1 and 128``."""
     from ocicopy.errors import InputError
 
-    err = exc.errors()[0]
     loc = [str(part) for part in err["loc"]]
     flag = flags.get(loc[0], loc[0]) if loc else model.__name__
     if len(loc) == 1 and err["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):

@@ -9,6 +9,7 @@ defined here (other modules re-export the ones they raise, for their callers' co
     │   ├── InvalidDigestError
     │   ├── InvalidPlatformError
     │   ├── PlanError                   a plan file or plan object that cannot be used; names the entry
+    │   ├── SettingsError               a ClientOptions (or other settings) value that is not allowed
     │   └── ClosedClientError           a Client used after it was closed
     ├── ManifestError                   a manifest we refuse to handle
     │   └── UnsupportedManifestError    schema 1, unknown media type
@@ -36,7 +37,7 @@ carry secrets there).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -70,6 +71,15 @@ class InvalidPlatformError(InputError):
 
 class PlanError(InputError):
     """A plan that cannot be used; the message names the entry."""
+
+
+class SettingsError(InputError):
+    """A settings model (:class:`~ocicopy.ClientOptions`, :class:`~ocicopy.Limits`...) given a value it does not
+    allow. ``errors`` are the validator's findings (field path, kind, message), without the values given."""
+
+    def __init__(self, message: str, errors: Sequence[Mapping[str, object]] = ()) -> None:
+        super().__init__(message)
+        self.errors = tuple(errors)
 
 
 class ClosedClientError(InputError):

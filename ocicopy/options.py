@@ -2,18 +2,56 @@
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from ocicopy.errors import InputError
+from ocicopy.errors import InputError, SettingsError
 from ocicopy.retry import RetryPolicy
 
 MiB = 1024 * 1024
 M = TypeVar("M", bound=BaseModel)
 
 
-class _Frozen(BaseModel):
+class _Settings(BaseModel):
+    """A settings model whose bad values are a :class:`SettingsError` (an :class:`InputError`, one line), not
+    pydantic's ``ValidationError``: ``ClientOptions(blob_concurrency=500)`` is the caller's input."""
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise settings_error(exc, type(self).__name__) from None
+
+    # Still pydantic's own validation for a nested value (as RootModel marks its __init__): a bad nested field
+    # fails the outer model, with the whole path (registries.HOST.plain_http), not this __init__ on its own.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as exc:
+            raise settings_error(exc, cls.__name__) from None
+
+
+def settings_error(exc: ValidationError, model: str) -> SettingsError:
+    """``ClientOptions: blob_concurrency: Input should be less than or equal to 128 (got 500)``; what was given
+    for a password is never shown (nor kept in ``errors``)."""
+    errors = []
+    for err in exc.errors(include_url=False, include_context=False):
+        if any("password" in str(part) for part in err["loc"]):
+            err = {k: v for k, v in err.items() if k != "input"}  # type: ignore[assignment]
+        errors.append(err)
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"])
+    got = f" (got {first['input']!r:.80})" if "input" in first and first["type"] != "missing" else ""
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    text = " ".join(str(first["msg"]).removeprefix("Value error, ").split())
+    return SettingsError(f"{model}: {where + ': ' if where else ''}{text}{got}{more}", errors)
+
+
+class _Frozen(_Settings):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
@@ -95,7 +133,7 @@ class ClientOptions(_Frozen):
         return host in self.plain_http or self.registry(host).plain_http
 
 
-class Recompression(BaseModel):
+class Recompression(_Settings):
     """What ``--dest-compress`` asks for: the target format, its level, and bounds on untrusted input."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
@@ -124,6 +162,7 @@ def recompression(value: Recompression | str | None, level: int | None = None) -
 def revalidated(model: M, **changes: object) -> M:
     """``model`` with ``changes``, validated as a new one would be (``model_copy(update=...)`` checks nothing).
 
-    Nested models are kept as they are (already valid); a bad change raises pydantic's ``ValidationError``.
+    Nested models are kept as they are (already valid); a bad change raises :class:`SettingsError` for a settings
+    model, pydantic's ``ValidationError`` for another.
     """
     return type(model).model_validate({**dict(model), **changes})

@@ -19,6 +19,8 @@ from typing import Final
 
 import anyio
 
+from ocicopy.errors import SettingsError
+
 #: HTTP statuses worth another try (distribution spec: 429 TOOMANYREQUESTS; 5xx transient server faults).
 RETRYABLE_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: Spec error codes that are transient even when the status alone would not say so.
@@ -34,6 +36,16 @@ class RetryPolicy:
     max_delay: float = 8.0
     max_retry_after: float = 60.0
     deadline: float = 300.0
+
+    def __post_init__(self) -> None:
+        # a policy of 0 attempts would make no request at all, and say nothing
+        if not (_whole(self.attempts) and self.attempts >= 1):
+            raise SettingsError(f"RetryPolicy: attempts must be a whole number, at least 1 (got {self.attempts!r})")
+        for name in ("base_delay", "max_delay", "max_retry_after", "deadline"):
+            value = getattr(self, name)
+            if not (_number(value) and (value > 0 if name == "deadline" else value >= 0)):
+                rule = "greater than 0" if name == "deadline" else "at least 0"
+                raise SettingsError(f"RetryPolicy: {name} must be a number {rule} (got {value!r})")
 
     def counted(self) -> RetryPolicy:
         """The same policy bounded by count only: for steps that make progress and have deadlines of their own
@@ -51,6 +63,14 @@ class RetryPolicy:
             return min(max(retry_after, 0.0), self.max_retry_after)
         ceiling = min(self.max_delay, self.base_delay * 2.0 ** min(attempt - 1, 63))
         return float(ceiling / 2 + rand() * ceiling / 2)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
 
 
 NO_RETRY: Final = RetryPolicy(attempts=1)

@@ -15,8 +15,9 @@ from pydantic import ValidationError
 from harness import images as im
 from harness.registry import AccessEntry, RegistryServer, blob_uploads, manifest_puts
 from ocicopy import Client, ClientOptions, CopyAction, NotFoundError, OcicopyError, TransportError
-from ocicopy.errors import InputError, InvalidReferenceError
-from ocicopy.options import Recompression, recompression, revalidated
+from ocicopy.errors import InputError, InvalidReferenceError, SettingsError
+from ocicopy.options import Limits, Recompression, Timeouts, recompression, revalidated
+from ocicopy.retry import RetryPolicy
 
 MakeRepo = Callable[[str], str]
 _seeds = itertools.count(9000)
@@ -181,11 +182,48 @@ def test_revalidated_checks_what_model_copy_does_not() -> None:
     options = ClientOptions(use_docker_config=False)
     changed = revalidated(options, blob_concurrency=16)
     assert changed.blob_concurrency == 16 and changed.limits is options.limits
-    with pytest.raises(ValidationError):
+    with pytest.raises(SettingsError):
         revalidated(options, blob_concurrency=500)
-    with pytest.raises(ValidationError):
+    with pytest.raises(SettingsError):
         revalidated(options, no_such_setting=1)
     assert options.model_copy(update={"blob_concurrency": 500}).blob_concurrency == 500  # why: it checks nothing
+
+
+SETTINGS_ERRORS = {  # what the README promises: every error is an OcicopyError; these are InputErrors, one line
+    "bound": (
+        lambda: ClientOptions(blob_concurrency=500),
+        "ClientOptions: blob_concurrency: Input should be less than or equal to 128 (got 500)",
+    ),
+    "nested": (
+        lambda: ClientOptions(registries={"ghcr.io": {"plain_http": "maybe"}}),
+        "ClientOptions: registries.ghcr.io.plain_http: Input should be a valid boolean",
+    ),
+    "unknown": (lambda: ClientOptions(blob_concurency=4), "ClientOptions: blob_concurency: Extra inputs are not"),
+    "validate": (lambda: ClientOptions.model_validate({"mounts": "x"}), "ClientOptions: mounts: Input should be"),
+    "limits": (lambda: Limits(manifest_bytes=10), "Limits: manifest_bytes: Input should be greater than or equal"),
+    "timeouts": (lambda: Timeouts(read=0), "Timeouts: read: Input should be greater than 0 (got 0)"),
+    "retry": (lambda: RetryPolicy(attempts=0), "RetryPolicy: attempts must be a whole number, at least 1 (got 0)"),
+    "retry-nested": (lambda: ClientOptions(retry={"attempts": 0}), "RetryPolicy: attempts must be a whole number"),
+    "retry-nan": (lambda: RetryPolicy(base_delay=float("nan")), "RetryPolicy: base_delay must be a number at least"),
+    "recompression": (lambda: Recompression(level=40), "Recompression: level: Input should be less than or equal"),
+}
+
+
+@pytest.mark.parametrize(("make", "said"), SETTINGS_ERRORS.values(), ids=SETTINGS_ERRORS.keys())
+def test_a_bad_setting_is_an_input_error_of_one_line(make: Callable[[], object], said: str) -> None:
+    with pytest.raises(InputError) as info:
+        make()
+    assert isinstance(info.value, OcicopyError) and not isinstance(info.value, ValidationError)
+    assert str(info.value).startswith(said), str(info.value)
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_a_bad_password_setting_is_not_shown() -> None:
+    secret = ["hunter2-do-not-print"]
+    with pytest.raises(SettingsError) as info:
+        ClientOptions(registries={"ghcr.io": {"username": "u", "password": secret}})
+    assert "registries.ghcr.io.password" in str(info.value)
+    assert "hunter2" not in str(info.value) and "hunter2" not in repr(info.value.errors)
 
 
 @pytest.mark.parametrize("level", [0, 20])

@@ -381,16 +381,16 @@ def test_an_unexpected_pydantic_error_is_one_line_without_pydantic_dump(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from ocicopy import cli
-    from ocicopy.options import ClientOptions
+    from ocicopy.models import Descriptor
 
     def broken(args: object) -> int:  # a command with a bug: a model built from an unchecked value
-        ClientOptions(blob_concurrency=500)
+        Descriptor.model_validate({"mediaType": "x", "digest": "sha256:" + "0" * 64, "size": "big"})
         return 0
 
     monkeypatch.setitem(cli.COMMANDS, "build-key", broken)  # type: ignore[index]
     assert cli.main(["build-key", "--repository", "r", "--commit", COMMIT]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("ocicopy: error: unexpected ValidationError: invalid ClientOptions blob_concurrency: ")
+    assert err.startswith("ocicopy: error: unexpected ValidationError: invalid Descriptor size: "), err
     assert err.count("\n") == 1 and "errors.pydantic.dev" not in err and "validation error" not in err
 
 
