@@ -12,7 +12,7 @@ import hashlib
 import json
 import shutil
 import subprocess
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from harness.registry import RegistryServer
@@ -79,6 +79,12 @@ def _redact(args: list[str]) -> list[str]:
 def skopeo_inspect_raw(ref: str, *, tls_verify: bool = False, creds: Creds = None) -> bytes:
     """Exact manifest bytes as skopeo fetches them (``skopeo inspect --raw``)."""
     return _run(["inspect", "--raw", f"--tls-verify={str(tls_verify).lower()}", *_cred_args(creds), _transport(ref)])
+
+
+def skopeo_inspect(ref: str, *, tls_verify: bool = False, creds: Creds = None) -> dict[str, Any]:
+    """What ``skopeo inspect`` says of an image (read from its config): Architecture, Os, Created, Labels..."""
+    out = _run(["inspect", f"--tls-verify={str(tls_verify).lower()}", *_cred_args(creds), _transport(ref)])
+    return dict(json.loads(out))
 
 
 def skopeo_digest(ref: str, *, tls_verify: bool = False, creds: Creds = None) -> str:

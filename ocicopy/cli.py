@@ -25,10 +25,10 @@ if TYPE_CHECKING:
     from ocicopy.client import Client
     from ocicopy.credentials import Credentials
     from ocicopy.errors import InputError
-    from ocicopy.models import Manifest
     from ocicopy.options import ClientOptions, Recompression, RegistryConfig
     from ocicopy.plan import Plan
     from ocicopy.report import MirrorReport
+    from ocicopy.result import ManifestDescription
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 M = TypeVar("M", bound="BaseModel")
@@ -91,9 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Command)
     _copy_parser(sub)
 
-    p = sub.add_parser("inspect", help="show a manifest", description="Show the manifest REF points at.")
+    p = sub.add_parser(
+        "inspect",
+        help="show a manifest",
+        description="Show the manifest REF points at: what it lists, and for a single image the platform, "
+        "creation time and labels of its config.",
+    )
     p.add_argument("ref", metavar="REF")
-    p.add_argument("--raw", action="store_true", help="print the exact manifest bytes")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--raw", action="store_true", help="print the exact manifest bytes")
+    shown.add_argument("--json", action="store_true", help="print the description as JSON")
     _creds_flag(p)
     _common(p)
 
@@ -417,25 +424,31 @@ async def _read_session(
 
 
 async def _inspect(client: Client, args: argparse.Namespace) -> int:
-    manifest = await client.inspect(args.ref)
     if args.raw:
+        manifest = await client.inspect(args.ref)
         sys.stdout.buffer.write(manifest.raw)
         sys.stdout.flush()
-    else:
-        print(_describe(manifest))
+        return EXIT_OK
+    described = await client.describe(args.ref)
+    print(described.model_dump_json(indent=2) if args.json else _describe(described))
     return EXIT_OK
 
 
-def _describe(manifest: Manifest) -> str:
+def _describe(d: ManifestDescription) -> str:
     from ocicopy.display import human_bytes
 
-    lines = [f"media type  {manifest.media_type}", f"digest      {manifest.digest}", f"size        {manifest.size}"]
-    if manifest.view.artifact_type:
-        lines.append(f"artifact    {manifest.view.artifact_type}")
-    for child in manifest.children():
+    lines = [f"media type  {d.media_type}", f"digest      {d.digest}", f"size        {d.size}"]
+    lines += [f"artifact    {d.artifact_type}"] if d.artifact_type else []
+    lines += [f"platform    {d.platform}"] if d.platform else []
+    lines += [f"created     {d.created}"] if d.created else []
+    lines += [f"label       {k}={v}" for k, v in sorted(d.labels.items())]
+    lines += [f"subject     {d.subject.digest}  {d.subject.media_type}"] if d.subject else []
+    for child in d.manifests:
         lines.append(f"manifest    {child.digest}  {child.platform or '-'}  {child.media_type}")
-    for blob in manifest.blobs():
-        lines.append(f"blob        {blob.digest}  {human_bytes(blob.size):>10}  {blob.media_type}")
+    for blob in [d.config] if d.config else []:
+        lines.append(f"config      {blob.digest}  {human_bytes(blob.size):>10}  {blob.media_type}")
+    for blob in d.layers:
+        lines.append(f"layer       {blob.digest}  {human_bytes(blob.size):>10}  {blob.media_type}")
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ from ocicopy.digest import Digest
 from ocicopy.errors import ClosedClientError, InputError, NotFoundError, UnknownReferenceError, unwrap_group
 from ocicopy.layout import Layout
 from ocicopy.location import LayoutReference, Location, LocationLike, as_location, with_source_tag
-from ocicopy.models import Descriptor, Manifest, ManifestInfo
+from ocicopy.models import IMAGE_CONFIG_TYPES, Descriptor, ImageManifest, Manifest, ManifestInfo
 from ocicopy.options import ClientOptions, Recompression, recompression, revalidated
 from ocicopy.platforms import PlatformSpec, apply_selection, parse_platform
 from ocicopy.progress import NoProgress, Progress
@@ -25,11 +25,11 @@ from ocicopy.reference import Reference, validate_repository
 from ocicopy.referrers import ReferrerCopier, ReferrersOutcome, list_referrers
 from ocicopy.registry import Registry
 from ocicopy.repository import Endpoint
-from ocicopy.result import CopyAction, CopyResult
+from ocicopy.result import CopyAction, CopyResult, ManifestDescription, describe_manifest
 from ocicopy.store import Store
 from ocicopy.subjects import is_referrer_tag
 from ocicopy.transport import Transport
-from ocicopy.tree import TreeCopier, TreeResult, check_platforms, destination_digest, fetch_child
+from ocicopy.tree import TreeCopier, TreeResult, check_platforms, destination_digest, fetch_child, read_config
 
 if TYPE_CHECKING:
     from ocicopy.mirroring import MirrorProgress
@@ -147,6 +147,17 @@ class Client:
             raise
         except NotFoundError as exc:
             raise UnknownReferenceError(str(r), method="GET", errors=exc.errors) from None
+
+    async def describe(self, ref: RefLike) -> ManifestDescription:
+        """:meth:`inspect`, and for a single image the platform, creation time and labels its config declares
+        (the config read, capped and verified): what ``ocicopy inspect --json`` prints."""
+        r = as_location(ref)
+        manifest = await self.inspect(r)
+        view = manifest.view
+        config = None
+        if isinstance(view, ImageManifest) and view.config.media_type in IMAGE_CONFIG_TYPES:
+            config = await read_config(self.endpoint(r), view.config)
+        return describe_manifest(str(ref), manifest, config)
 
     async def referrers(self, ref: RefLike, artifact_type: str | None = None) -> list[Descriptor]:
         """Manifests that refer to ``ref`` (signatures, SBOMs...): the referrers API, else the fallback tag."""

@@ -37,6 +37,7 @@ OCI_EMPTY: Final = "application/vnd.oci.empty.v1+json"
 OCI_CONFIG: Final = "application/vnd.oci.image.config.v1+json"
 DOCKER_CONFIG: Final = "application/vnd.docker.container.image.v1+json"
 
+IMAGE_CONFIG_TYPES: Final = frozenset({OCI_CONFIG, DOCKER_CONFIG})
 IMAGE_TYPES: Final = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 INDEX_TYPES: Final = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 MANIFEST_TYPES: Final = IMAGE_TYPES | INDEX_TYPES

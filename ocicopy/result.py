@@ -1,13 +1,18 @@
-"""Result models: what a copy did, per blob, per manifest and in total. Serialisable with ``model_dump_json``."""
+"""Result models: what a copy did, per blob, per manifest and in total; what a manifest is. Serialisable with
+``model_dump_json``."""
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_serializer
 
 from ocicopy.digest import Digest
 from ocicopy.location import parse_location, pinned
+from ocicopy.models import IMAGE_CONFIG_TYPES, Descriptor, ImageManifest, Manifest, Platform
+from ocicopy.platforms import config_platform
 
 
 class BlobAction(StrEnum):
@@ -113,3 +118,74 @@ class CopyResult(BaseModel):
     def pinned(self) -> str:
         """The destination as ``registry/repository@digest`` (``oci:PATH@DIGEST``): what to deploy."""
         return pinned(parse_location(self.destination, default_tag=None), self.digest)
+
+
+class ManifestDescription(BaseModel):
+    """What a manifest is (``ocicopy inspect --json``, :meth:`ocicopy.Client.describe`): its identity, what it
+    lists, and for a single image what its config declares (platform, creation time, labels). Descriptors are
+    as in the manifest (OCI field names)."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    reference: str
+    digest: Digest
+    media_type: str
+    size: int
+    artifact_type: str | None = Field(default=None, description="an artifact's type (or its config's media type)")
+    platform: Platform | None = Field(default=None, description="the platform an image's config declares")
+    created: str | None = Field(default=None, description="the image config's creation time, as written")
+    labels: dict[str, str] = Field(default_factory=dict, description="the image config's labels")
+    config: Descriptor | None = None
+    layers: list[Descriptor] = Field(default_factory=list)
+    manifests: list[Descriptor] = Field(default_factory=list, description="an index's children")
+    subject: Descriptor | None = Field(default=None, description="the manifest this one refers to (a referrer)")
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_serializer("platform", "config", "subject")
+    def _one(self, value: Platform | Descriptor | None) -> dict[str, Any] | None:
+        return None if value is None else value.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    @field_serializer("layers", "manifests")
+    def _many(self, value: list[Descriptor]) -> list[dict[str, Any]]:
+        return [d.model_dump(mode="json", by_alias=True, exclude_none=True) for d in value]
+
+
+def describe_manifest(reference: str, manifest: Manifest, config: bytes | None = None) -> ManifestDescription:
+    """A :class:`ManifestDescription` of ``manifest``; ``config``: its image config's bytes, when read."""
+    view = manifest.view
+    image = view if isinstance(view, ImageManifest) else None
+    artifact_type = view.artifact_type
+    if artifact_type is None and image is not None and image.config.media_type not in IMAGE_CONFIG_TYPES:
+        artifact_type = image.config.media_type
+    created, labels = _config_details(config)
+    return ManifestDescription(
+        reference=reference,
+        digest=manifest.digest,
+        media_type=manifest.media_type,
+        size=manifest.size,
+        artifact_type=artifact_type,
+        platform=config_platform(config) if config is not None else None,
+        created=created,
+        labels=labels,
+        config=image.config if image is not None else None,
+        layers=list(image.layers) if image is not None else [],
+        manifests=manifest.children(),
+        subject=view.subject,
+        annotations=dict(view.annotations or {}),
+    )
+
+
+def _config_details(config: bytes | None) -> tuple[str | None, dict[str, str]]:
+    """``created`` and ``config.Labels`` of an image config (either missing, or not of the right type: none)."""
+    try:
+        doc = json.loads(config) if config is not None else None
+    except (ValueError, RecursionError):
+        return None, {}
+    if not isinstance(doc, dict):
+        return None, {}
+    created = doc.get("created") if isinstance(doc.get("created"), str) else None
+    inner = doc.get("config")
+    labels = inner.get("Labels") if isinstance(inner, dict) else None
+    if not isinstance(labels, dict):
+        return created, {}
+    return created, {k: v for k, v in labels.items() if isinstance(k, str) and isinstance(v, str)}

@@ -348,11 +348,12 @@ async def check_platforms(src: Store, top: Manifest, specs: Sequence[PlatformSpe
     if not specs or top.is_index:
         return
     blobs = top.blobs()
-    config = await _read_config(src, blobs[0]) if blobs else None
+    config = await read_config(src, blobs[0]) if blobs else None
     check_image_platform(config_platform(config) if config is not None else None, specs)
 
 
-async def _read_config(src: Store, desc: Descriptor) -> bytes | None:
+async def read_config(src: Store, desc: Descriptor) -> bytes | None:
+    """An image config's bytes, verified; None when it is too large to be one (read into memory: capped)."""
     if desc.size > CONFIG_LIMIT:
         return None  # not an image config
     data = bytearray()

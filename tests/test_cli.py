@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from harness import images as im
-from harness.oracle import docker_ref, skopeo_inspect_raw
+from harness.oracle import docker_ref, skopeo_inspect, skopeo_inspect_raw
 from harness.registry import RegistryServer, blob_uploads, manifest_puts
 
 MakeRepo = Callable[[str], str]
@@ -200,6 +200,7 @@ def test_inspect_human(ocicopy_run: Run, registry: RegistryServer, unique_repo: 
     assert im.DOCKER_MANIFEST in out
     assert img.digest in out
     assert str(len(img.manifest)) in out
+    assert "platform    linux/arm64/v8" in out and "created     1970-01-01T00:00:00Z" in out
     for digest in img.blobs():
         assert digest in out
 
@@ -213,6 +214,64 @@ def test_inspect_human_index_lists_platforms(ocicopy_run: Run, registry: Registr
     out = proc.stdout.decode()
     assert im.OCI_INDEX in out
     assert arm.digest in out and "linux/arm/v7" in out
+
+
+def test_inspect_json_says_what_skopeo_inspect_says_of_an_image(
+    ocicopy_run: Run, registry: RegistryServer, unique_repo: str
+) -> None:
+    labels = {"org.opencontainers.image.source": "https://example.com/acme/api", "team": "platform"}
+    img = im.make_image(
+        [im.layer(next(_seeds), 900), im.layer(next(_seeds), 700)],
+        platform=("linux", "arm64", "v8"),
+        config_extra={"created": "2026-11-30T12:00:00Z", "config": {"Labels": labels}},
+    )
+    im.push(registry, unique_repo, "v1", img)
+    proc = ocicopy_run(
+        "inspect", "--json", f"{registry.host}/{unique_repo}:v1", *_plain(registry), "--no-docker-config"
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    got = json.loads(proc.stdout)
+    skopeo = skopeo_inspect(docker_ref(registry, unique_repo, "v1"))
+    assert got["digest"] == skopeo["Digest"] == img.digest
+    assert got["platform"] == {"os": skopeo["Os"], "architecture": skopeo["Architecture"], "variant": "v8"}
+    assert got["created"] == "2026-11-30T12:00:00Z" and skopeo["Created"].startswith("2026-11-30T12:00:00")
+    assert got["labels"] == skopeo["Labels"] == labels
+    assert [layer["digest"] for layer in got["layers"]] == skopeo["Layers"]
+    assert got["config"]["digest"] == im.sha256(img.config) and got["config"]["mediaType"] == im.OCI_CONFIG
+    assert (got["media_type"], got["size"], got["subject"], got["manifests"]) == (
+        im.OCI_MANIFEST,
+        len(img.manifest),
+        None,
+        [],
+    )
+    assert got["artifact_type"] is None
+
+
+def test_inspect_json_of_an_artifact_and_an_index(ocicopy_run: Run, registry: RegistryServer, unique_repo: str) -> None:
+    arm = im.make_image([im.layer(next(_seeds), 700)], platform=("linux", "arm", "v7"))
+    index = im.make_index([_image(1), arm])
+    im.push(registry, unique_repo, "v1", index)
+    sbom = im.make_artifact(b"{}", artifact_type="application/spdx+json", subject=index, annotations={"a": "b"})
+    im.push(registry, unique_repo, sbom.digest, sbom)
+    ref = f"{registry.host}/{unique_repo}"
+    shown = ocicopy_run("inspect", "--json", f"{ref}@{sbom.digest}", *_plain(registry), "--no-docker-config")
+    assert shown.returncode == 0, shown.stderr.decode()
+    got = json.loads(shown.stdout)
+    assert got["artifact_type"] == "application/spdx+json" and got["platform"] is None
+    assert got["subject"] == {"mediaType": im.OCI_INDEX, "digest": index.digest, "size": len(index.manifest)}
+    assert got["annotations"] == {"a": "b"} and got["config"]["mediaType"] == im.OCI_EMPTY
+
+    listed = ocicopy_run("inspect", "--json", f"{ref}:v1", *_plain(registry), "--no-docker-config")
+    assert listed.returncode == 0, listed.stderr.decode()
+    got = json.loads(listed.stdout)
+    assert [m["digest"] for m in got["manifests"]] == [c.digest for c in index.children]
+    assert got["manifests"][1]["platform"] == {"architecture": "arm", "os": "linux", "variant": "v7"}
+    assert (got["config"], got["layers"], got["platform"]) == (None, [], None)
+
+    human = ocicopy_run("inspect", f"{ref}@{sbom.digest}", *_plain(registry), "--no-docker-config")
+    assert f"subject     {index.digest}" in human.stdout.decode()
+    both = ocicopy_run("inspect", "--json", "--raw", f"{ref}:v1", *_plain(registry), "--no-docker-config")
+    assert both.returncode == 2 and "not allowed with argument" in _one_error_line(both.stderr)
 
 
 @pytest.mark.parametrize("script", [False, True], ids=["python-m", "console-script"])

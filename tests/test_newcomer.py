@@ -283,3 +283,22 @@ async def test_a_closed_client_refuses_to_work(registry: RegistryServer, unique_
     with pytest.raises(ocicopy.ClosedClientError):
         await c.mirror(plan)
     assert registry.requests(mark) == []
+
+
+# --- 13. inspect --json: describe ------------------------------------------------------------------------------
+
+
+async def test_describe_reads_a_layouts_image_config_too(
+    registry: RegistryServer, unique_repo: str, tmp_path: Path
+) -> None:
+    image = im.make_image([im.layer(11_301, 1500)], platform=("linux", "riscv64", None), media="docker")
+    im.push(registry, unique_repo, "v1", image)
+    layout = f"oci:{tmp_path / 'out'}:v1"
+    async with client(registry) as c:
+        await c.copy(f"{registry.host}/{unique_repo}:v1", layout)
+        from_registry = await c.describe(f"{registry.host}/{unique_repo}:v1")
+        from_layout = await c.describe(layout)
+    assert str(from_layout.platform) == str(from_registry.platform) == "linux/riscv64"
+    assert from_layout.created == "1970-01-01T00:00:00Z" and from_layout.labels == {}
+    assert from_layout.model_dump(exclude={"reference"}) == from_registry.model_dump(exclude={"reference"})
+    assert from_layout.reference == layout
