@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name is imported o
     from ocicopy.reference import Reference, parse_reference
     from ocicopy.report import DeploymentResult, MirrorAction, MirrorReport
     from ocicopy.repository import Endpoint
-    from ocicopy.result import BlobAction, BlobResult, CopyAction, CopyResult
+    from ocicopy.result import BlobAction, BlobResult, CopyAction, CopyResult, ManifestDescription
     from ocicopy.retry import RetryPolicy
     from ocicopy.store import Store
     from ocicopy.subjects import fallback_tag
@@ -107,6 +107,7 @@ _LAZY: dict[str, str] = {
     "BlobResult": "ocicopy.result",
     "CopyAction": "ocicopy.result",
     "CopyResult": "ocicopy.result",
+    "ManifestDescription": "ocicopy.result",
     "RetryPolicy": "ocicopy.retry",
     "Store": "ocicopy.store",
     "fallback_tag": "ocicopy.subjects",
@@ -135,6 +136,7 @@ __all__ = [
     "Limits",
     "Location",
     "Manifest",
+    "ManifestDescription",
     "ManifestError",
     "MirrorAction",
     "MirrorReport",
