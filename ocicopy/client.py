@@ -14,7 +14,7 @@ import httpx2
 from ocicopy.blobs import BlobCopier, MountFrom
 from ocicopy.credentials import ChainCredentials, Credentials, CredentialSource, default_credentials
 from ocicopy.digest import Digest
-from ocicopy.errors import ClosedClientError, InputError, NotFoundError, UnknownReferenceError, unwrap_group
+from ocicopy.errors import ClosedClientError, InputError, UnknownReferenceError, unwrap_group
 from ocicopy.layout import Layout
 from ocicopy.location import LayoutReference, Location, LocationLike, as_location, with_source_tag
 from ocicopy.models import IMAGE_CONFIG_TYPES, Descriptor, ImageManifest, Manifest, ManifestInfo
@@ -29,7 +29,15 @@ from ocicopy.result import CopyAction, CopyResult, ManifestDescription, describe
 from ocicopy.store import Store
 from ocicopy.subjects import is_referrer_tag
 from ocicopy.transport import Transport
-from ocicopy.tree import TreeCopier, TreeResult, check_platforms, destination_digest, fetch_child, read_config
+from ocicopy.tree import (
+    TreeCopier,
+    TreeResult,
+    check_platforms,
+    destination_digest,
+    fetch_child,
+    get_manifest,
+    read_config,
+)
 
 if TYPE_CHECKING:
     from ocicopy.mirroring import MirrorProgress
@@ -140,13 +148,7 @@ class Client:
         """GET the manifest: raw bytes, media type, digest and a parsed view."""
         r = as_location(ref)
         store = self.endpoint(r)
-        identifier = r.identifier or str((await self._source(store, r))[1])
-        try:
-            return await store.manifest_get(identifier)
-        except UnknownReferenceError:
-            raise
-        except NotFoundError as exc:
-            raise UnknownReferenceError(str(r), method="GET", errors=exc.errors) from None
+        return await get_manifest(store, r.identifier or str((await self._source(store, r))[1]), r)
 
     async def describe(self, ref: RefLike) -> ManifestDescription:
         """:meth:`inspect`, and for a single image the platform, creation time and labels its config declares

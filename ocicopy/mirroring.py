@@ -24,7 +24,7 @@ import anyio
 
 from ocicopy.blobs import MountFrom
 from ocicopy.digest import Digest
-from ocicopy.errors import InputError, NotFoundError, OcicopyError, UnknownReferenceError, unwrap_group
+from ocicopy.errors import InputError, OcicopyError, UnknownReferenceError, unwrap_group
 from ocicopy.flight import SingleFlight
 from ocicopy.ledger import SHARD_PREFIX, Ledger, new_run_id
 from ocicopy.location import Location, parse_layout_reference, pinned
@@ -37,7 +37,7 @@ from ocicopy.reference import Reference, api_host, validate_tag
 from ocicopy.referrers import ReferrersOutcome
 from ocicopy.report import DEFAULT_CLUSTER, DeploymentResult, MirrorAction, MirrorReport, totals_of
 from ocicopy.result import BlobAction, CopyAction, CopyResult
-from ocicopy.tree import check_platforms, destination_digest, fetch_child
+from ocicopy.tree import check_platforms, destination_digest, fetch_child, get_manifest
 
 if TYPE_CHECKING:  # avoids an import cycle: client.py imports this module
     from ocicopy.client import Client
@@ -270,12 +270,7 @@ class Mirror:
         endpoint, tag = self.client.endpoint(source), source.tag
 
         async def get() -> Manifest:
-            try:
-                return await endpoint.manifest_get(tag)
-            except UnknownReferenceError:
-                raise
-            except NotFoundError as exc:
-                raise UnknownReferenceError(str(source), method="GET", errors=exc.errors) from None
+            return await get_manifest(endpoint, tag, source)
 
         manifest, _ = await self.manifests.run(str(source), get)
         return manifest

@@ -31,7 +31,14 @@ import anyio
 
 from ocicopy.blobs import BlobCopier, MountFrom
 from ocicopy.digest import Digest, Verifier
-from ocicopy.errors import DigestMismatchError, ManifestError, OcicopyError, RegistryError
+from ocicopy.errors import (
+    DigestMismatchError,
+    ManifestError,
+    NotFoundError,
+    OcicopyError,
+    RegistryError,
+    UnknownReferenceError,
+)
 from ocicopy.models import Descriptor, Manifest
 from ocicopy.options import Recompression
 from ocicopy.platforms import PlatformSpec, apply_selection, check_image_platform, config_platform
@@ -363,6 +370,17 @@ async def read_config(src: Store, desc: Descriptor) -> bytes | None:
         data += chunk
     verifier.check()
     return bytes(data)
+
+
+async def get_manifest(src: Store, identifier: str, ref: object) -> Manifest:
+    """GET a manifest by tag or digest; absent, it is ``ref``'s :class:`UnknownReferenceError` (one wording for
+    every verb, with the registry's codes)."""
+    try:
+        return await src.manifest_get(identifier)
+    except UnknownReferenceError:
+        raise
+    except NotFoundError as exc:
+        raise UnknownReferenceError(str(ref), method="GET", errors=exc.errors) from None
 
 
 async def fetch_child(src: Store, desc: Descriptor) -> Manifest:
