@@ -13,7 +13,11 @@
 6. concurrent pipelines: four ``ocicopy mirror`` processes started together (two in cluster mode, two in
    service mode, the same new release in shuffled orders) into one fresh mirror prefix; every deployment is then
    checked with skopeo, and the mirror's ledger lists every repository the four runs wrote;
-7. runs the quick benchmark (benchmarks.mirror: loopback and emulated WAN) and prints its table and targets.
+7. a newcomer's day at the terminal: an https registry with a private CA is refused (naming the host and the CA
+   options) until ``--dest-cert-dir`` trusts it; ``inspect --json`` shows the config's platform; ``--platform``
+   of another architecture copies nothing; a plan with two services on one source, its trust relative to the
+   plan file, writes a lock file with one entry per deployment, read back with one ``jq`` line;
+8. runs the quick benchmark (benchmarks.mirror: loopback and emulated WAN) and prints its table and targets.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -36,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 import ocicopy  # noqa: E402
 from harness import images  # noqa: E402
 from harness.oracle import docker_ref, skopeo_digest  # noqa: E402
-from harness.registry import RegistryServer, start_registry  # noqa: E402
+from harness.registry import RegistryServer, RegistryTLS, make_ca, start_registry  # noqa: E402
 from ocicopy.display import human_bytes  # noqa: E402
 
 MiB = 1024 * 1024
@@ -177,6 +182,61 @@ async def _ledger_repositories(mirror: RegistryServer, repository: str) -> set[s
         return await Ledger(Registry(transport, mirror.host), repository).repositories()
 
 
+def newcomer(source: RegistryServer, tmp: Path) -> bool:
+    """The command line as a docker/skopeo user meets it, against an https registry with a private CA."""
+    work = tmp / "newcomer"
+    ca = make_ca(work / "ca", "demo private CA")
+    certs = work / "plans" / "certs"
+    certs.mkdir(parents=True)
+    (certs / "ca.crt").write_bytes(ca.cert_path.read_bytes())
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(work)}  # no certs.d or docker config of this user
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "ocicopy", *args, "--no-docker-config", "--plain-http", source.host]
+        return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=work, timeout=300, check=False)
+
+    ok = True
+    with start_registry(work / "registry", tls=RegistryTLS(ca)) as secure:
+        src, dst = f"{source.host}/shop/api:1.0", f"{secure.host}/shop/api:1.0"
+        say(f"  an https registry at {secure.host}, its certificate from a CA the system does not know")
+        refused = cli("copy", "-q", src, dst)
+        ok &= refused.returncode == 1 and "is not trusted" in refused.stderr
+        say(f"  $ ocicopy copy {src} {dst}\n    exit {refused.returncode}:")
+        say(
+            textwrap.fill(
+                refused.stderr.strip(), 112, initial_indent="    ", subsequent_indent="      ", break_on_hyphens=False
+            )
+        )
+        trusted = cli("copy", "--dest-cert-dir", str(certs), src, dst)
+        ok &= trusted.returncode == 0
+        say(f"  $ ocicopy copy --dest-cert-dir {certs.relative_to(work)} ...\n    exit {trusted.returncode}: "
+            + trusted.stdout.strip().splitlines()[0])  # fmt: skip
+        shown = cli("inspect", "--json", "--cert-dir", str(certs), dst)
+        described = json.loads(shown.stdout) if shown.returncode == 0 else {}
+        platform = described.get("platform") or {}
+        ok &= platform.get("architecture") == "amd64"
+        say(f"  $ ocicopy inspect --json ... | jq .platform\n    {json.dumps(platform)}, "
+            f"{len(described.get('layers', []))} layers")  # fmt: skip
+        wrong = cli("copy", "--platform", "linux/arm64", "--dest-cert-dir", str(certs), src, f"{dst}-arm64")
+        ok &= wrong.returncode == 1
+        say(f"  $ ocicopy copy --platform linux/arm64 ...\n    exit {wrong.returncode}: {wrong.stderr.strip()}")
+        plan = {
+            "mirror": {"registry": secure.host, "prefix": "newcomer", "mode": "service"},
+            "registries": {source.host: {"plain_http": True}, secure.host: {"cert_dir": "certs"}},
+            "deployments": [{"service": svc, "environment": "prod", "image": src} for svc in ("checkout", "payments")],
+        }
+        (work / "plans" / "plan.json").write_text(json.dumps(plan))
+        mirrored = cli("mirror", "-q", "plans/plan.json", "--lock", "deploy.lock")
+        ok &= mirrored.returncode == 0
+        lock = json.loads((work / "deploy.lock").read_text()) if mirrored.returncode == 0 else {"deployments": []}
+        pins = {d["service"]: d["pinned"] for d in lock["deployments"]}
+        ok &= len(pins) == 2 and all(pins.values())
+        say("  two services on one source, cert_dir relative to the plan: mirror --lock deploy.lock, then")
+        say("  $ jq -r '.deployments[] | select(.service == \"payments\") | .pinned' deploy.lock")
+        say(f"    {pins.get('payments')}   (checkout: its own repository, {str(pins.get('checkout')).split('@')[0]})")
+    return ok
+
+
 def mirror_row(step: str, report: ocicopy.MirrorReport) -> str:
     t = report.totals
     acts = ", ".join(f"{n} {a}" for a, n in t.deployments.items() if n)
@@ -285,6 +345,9 @@ def main() -> int:
             say("")
             say("concurrent pipelines: 4 ocicopy mirror processes at once into one mirror (2 cluster, 2 service mode)")
             ok &= concurrent_pipelines(source, mirror, Path(tmp))
+            say("")
+            say("a newcomer's day: TLS trust, inspect --json, a wrong platform, a lock file per deployment")
+            ok &= newcomer(source, Path(tmp))
     say("")
     say("all destinations byte-identical to what ocicopy reported" if ok else "MISMATCH: see above")
     ok &= quick_benchmark()
