@@ -137,18 +137,27 @@ class BlobCopier:
         session: UploadSession | None = None
         if not isinstance(dst, Mounting):
             return None, None
-        for origin in candidates:
-            if session is not None:
-                await dst.cancel(session)
-            try:
-                session = await dst.mount(digest, origin)
-            except RegistryError:
-                # Harbor answers 401, Docker Hub/others 403/404 for a mount they decline: upload instead.
-                session = None
-                continue
-            if session is None:
-                return origin, None
+        try:
+            for origin in candidates:
+                await self._end(dst, session)
+                try:
+                    session = await dst.mount(digest, origin)
+                except RegistryError:
+                    # Harbor answers 401, Docker Hub/others 403/404 for a mount they decline: upload instead.
+                    session = None
+                    continue
+                if session is None:
+                    return origin, None
+        except BaseException:
+            await self._end(dst, session)
+            raise
         return None, session
+
+    @staticmethod
+    async def _end(dst: Store, session: UploadSession | None) -> None:
+        """End a declined mount's session this copy will not use, even when cancelled (see UploadSession)."""
+        if session is not None and not session.ended and isinstance(dst, Mounting):
+            await dst.cancel(session)
 
     async def _place(
         self, src: Store, dst: Store, desc: Descriptor, mount_from: MountFrom
@@ -161,32 +170,34 @@ class BlobCopier:
         streaming; with no candidate the blob is uploaded at once. Elsewhere the HEAD stays first: a mount also
         rewrites a link that exists, which races a concurrent writer's manifest PUT (:mod:`ocicopy.tree`)."""
         fresh = self.is_fresh(dst, desc.digest)
-        async with self.limiter:
-            if not fresh and present(await dst.blob_exists(desc.digest), desc):
-                return BlobAction.SKIPPED, 0, None
-            candidates = await self._candidates(src, dst, desc.digest, mount_from)
-            origin, session = await self._try_mounts(dst, desc.digest, candidates)
-            if fresh and candidates and origin is None and present(await dst.blob_exists(desc.digest), desc):
-                if session is not None and isinstance(dst, Mounting):
-                    await dst.cancel(session)
-                return BlobAction.SKIPPED, 0, None
-        if origin is not None:
-            return BlobAction.MOUNTED, 0, origin
-        # A concurrent or earlier copy of the same blob into another repository of this registry: wait for it,
-        # then mount from where it landed (kept for the client's life; a failed mount streams after all).
-        shared = self.mounts and isinstance(dst, Mounting)
-        key = (dst.host, desc.digest) if shared else (dst.host, dst.repository, desc.digest)
-        landed, leader = await self.transfers.run(key, lambda: self._stream_into(src, dst, desc, session))
-        if leader:
-            return BlobAction.COPIED, desc.size, None
-        async with self.limiter:
-            if session is not None and isinstance(dst, Mounting):  # not needed if the mount below works
-                await dst.cancel(session)
-            origin, session = await self._try_mounts(dst, desc.digest, [landed])
+        session: UploadSession | None = None  # a declined mount's, until a sink takes it (then it ends it)
+        try:
+            async with self.limiter:
+                if not fresh and present(await dst.blob_exists(desc.digest), desc):
+                    return BlobAction.SKIPPED, 0, None
+                candidates = await self._candidates(src, dst, desc.digest, mount_from)
+                origin, session = await self._try_mounts(dst, desc.digest, candidates)
+                if fresh and candidates and origin is None and present(await dst.blob_exists(desc.digest), desc):
+                    return BlobAction.SKIPPED, 0, None
             if origin is not None:
                 return BlobAction.MOUNTED, 0, origin
-            await self.stream(src, dst, desc, session)
-        return BlobAction.COPIED, desc.size, None
+            # A concurrent or earlier copy of the same blob into another repository of this registry: wait for
+            # it, then mount from where it landed (kept for the client's life; a failed mount streams after all).
+            shared = self.mounts and isinstance(dst, Mounting)
+            key = (dst.host, desc.digest) if shared else (dst.host, dst.repository, desc.digest)
+            held = session
+            landed, leader = await self.transfers.run(key, lambda: self._stream_into(src, dst, desc, held))
+            if leader:
+                return BlobAction.COPIED, desc.size, None
+            async with self.limiter:
+                await self._end(dst, session)  # not needed if the mount below works
+                origin, session = await self._try_mounts(dst, desc.digest, [landed])
+                if origin is not None:
+                    return BlobAction.MOUNTED, 0, origin
+                await self.stream(src, dst, desc, session)
+            return BlobAction.COPIED, desc.size, None
+        finally:
+            await self._end(dst, session)  # a session no sink took (a skip, a failure, a cancellation)
 
     async def _stream_into(self, src: Store, dst: Store, desc: Descriptor, session: UploadSession | None) -> str:
         async with self.limiter:

@@ -13,8 +13,10 @@ import json
 import re
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Final
 
+import anyio
 import httpx2
 
 from ocicopy.auth import Scopes
@@ -33,13 +35,22 @@ class Pushed:
     subject_indexed: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass
 class UploadSession:
-    """An open upload: where to send bytes, and the chunk minimum the registry asked for (0 = none)."""
+    """An open upload: where to send bytes, and the chunk minimum the registry asked for (0 = none).
+
+    ``ended``: committed, or given up (DELETE sent, or a body that may have committed). Whoever holds a session
+    ends it, also when cancelled: one left open stays at the registry until it purges it (days)."""
 
     repository: str
     location: httpx2.URL
     chunk_min: int = 0
+    ended: bool = field(default=False, compare=False)
+
+
+#: Seconds a POST that opens an upload (or the DELETE that ends one) may still take once its caller is
+#: cancelled: the answer is needed to end the session. Also the bound on such a request when nobody cancels.
+SESSION_GRACE: Final = 30.0
 
 
 MAX_REFERRER_PAGES = 100
@@ -316,9 +327,13 @@ class Registry:
             params = {"mount": str(Digest(mount)), "from": validate_repository(mount_from)}
             scopes = scopes.merge(Scopes.pull(mount_from))
         url = self._url(repository, "blobs/uploads/", params)
-        response, _ = await self.transport.request(
-            "POST", self.host, url, scopes=scopes, expect={201, 202}, headers={"Content-Length": "0"}
-        )
+        response = None
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + SESSION_GRACE):
+            response, _ = await self.transport.request(
+                "POST", self.host, url, scopes=scopes, expect={201, 202}, headers={"Content-Length": "0"}
+            )
+        if response is None:
+            raise TransportError("POST", redact(url), f"no answer within {SESSION_GRACE:.0f} s")
         if response.status_code == 201 and params:
             return None
         return self._session(repository, url, response)
@@ -401,8 +416,12 @@ class Registry:
         return location.join(response.headers.get("location") or str(location))
 
     async def cancel_upload(self, session: UploadSession) -> None:
-        """DELETE an upload session we will not finish (best effort)."""
-        with contextlib.suppress(RegistryError, TransportError):
+        """DELETE an upload session we will not finish (best effort; finished even if the caller is cancelled)."""
+        session.ended = True
+        with (
+            anyio.CancelScope(shield=True, deadline=anyio.current_time() + SESSION_GRACE),
+            contextlib.suppress(RegistryError, TransportError),
+        ):
             await self.transport.request(
                 "DELETE",
                 self.host,

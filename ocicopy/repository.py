@@ -172,7 +172,7 @@ class UploadSink:
         await self._done.wait()
         if self._error is not None and not (self._body_sent and await self._committed()):
             raise self._error
-        self._finished = True
+        self._finished = self.session.ended = True
 
     async def _committed(self) -> bool:
         """After a lost answer to the committing request: is the blob there, of the right size?"""
@@ -190,6 +190,7 @@ class UploadSink:
         await self._done.wait()
         if not self._body_sent:
             await self.endpoint.cancel(self.session)
+        self.session.ended = True  # cancelled, or a whole body sent (it may have committed: never DELETE it)
 
 
 def _check_read(response: httpx2.Response, offset: int, desc: Descriptor, where: str) -> None:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 
@@ -409,3 +410,35 @@ async def test_assert_order_on_real_copy_and_wrong_order(fake: FakeRegistry, fak
     assert_order(reqs, is_blob_upload, is_manifest_put)
     with pytest.raises(AssertionError):
         assert_order(reqs, is_manifest_put, is_blob_upload)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mount", [False, True], ids=["upload", "declined-mount"])
+async def test_a_copy_cancelled_while_a_session_opens_still_ends_it(
+    fake: FakeRegistry, fake2: FakeRegistry, mount: bool
+) -> None:
+    """The POST that opens an upload (or a mount the registry declines) is answered after the copy was
+    cancelled: the session is still DELETEd, not left open at the registry until it purges it."""
+    img = image(15, layers=1)
+    fake.seed("src/app", "v1", img)
+    if mount:
+        fake2.seed("other/app", "v1", image(16, layers=1))  # the mount is asked from a repository without the blob
+    opening = threading.Event()
+
+    def slow_post(req: Request) -> None:
+        if req.method == "POST" and "/blobs/uploads/" in req.path:
+            opening.set()
+            time.sleep(0.5)
+
+    fake2.before(slow_post)
+    opts = options(fake, fake2, blob_concurrency=1)
+    async with ocicopy.Client(opts) as client, anyio.create_task_group() as tg:
+        mount_from = ["other/app"] if mount else []
+        tg.start_soon(lambda: client.copy(f"{fake.host}/src/app:v1", f"{fake2.host}/dst/app:v1", mount_from=mount_from))
+        await anyio.to_thread.run_sync(opening.wait, 30)
+        tg.cancel_scope.cancel()
+    posts = [r for r in fake2.requests if r.method == "POST" and r.status == 202]
+    ended = {r.path for r in fake2.requests if r.method in ("DELETE", "PUT")}
+    assert posts, "no upload session was opened"
+    sessions = {httpx2.Headers(r.response_headers)["location"].partition("?")[0] for r in posts}
+    assert sessions <= ended, f"left open: {sessions - ended}"

@@ -422,7 +422,10 @@ def _assert_nothing_committed(
     assert _tag_digest(dst, repo, "v1") == tag_before
     assert not _has_blob(dst, repo, digest)
     opened, committed, deleted, failed = _upload_accounting(entries, repo)
-    assert opened == len(committed | deleted), "an upload session was left open (neither committed nor DELETEd)"
+    shown = "\n".join(f"{e.method} {e.status} {e.uri[:140]}" for e in entries if e.repo == repo)
+    assert opened == len(committed | deleted), (
+        f"an upload session was left open (neither committed nor DELETEd):\n{shown}"
+    )
     assert failed <= deleted, "a session whose PUT failed was not DELETEd"
 
 
