@@ -1,6 +1,7 @@
 """``ocicopy`` command line: copy, inspect, digest, referrers, mirror, build-key, lookup.
 
-Exit 0 ok, 1 failure, 2 usage error (bad arguments, values, references, plans), 3 not found (``lookup``).
+Exit 0 ok, 1 failure, 2 usage error (bad arguments, values, references, plans), 3 not found (``lookup``),
+130 interrupted (Ctrl-C), 143 stopped by SIGTERM (cleaned up as after Ctrl-C).
 
 Every error is one line on stderr, ``ocicopy: error: ...`` (argparse's usage errors too); ``--debug`` (before
 or after the command) adds the traceback. Every value is checked before anything is sent.
@@ -13,8 +14,9 @@ plan models or zstandard unless it recompresses). ``tests/test_imports.py`` hold
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from ocicopy import __version__
@@ -236,13 +238,13 @@ def _validated(model: type[M], flags: Mapping[str, str], **values: Any) -> M:
 
 def _in_flag_terms(err: Mapping[str, Any], model: type[BaseModel], flags: Mapping[str, str]) -> InputError:
     """A validation error said with the option's name: ``--concurrency must be between 1 and 128``."""
-    from ocicopy.errors import InputError
+    from ocicopy.errors import InputError, validation_words
 
     loc = [str(part) for part in err["loc"]]
     flag = flags.get(loc[0], loc[0]) if loc else model.__name__
     if len(loc) == 1 and err["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         return InputError(f"{flag} {_bounds(model, loc[0])} (got {err['input']!r})")
-    return InputError(f"{' '.join([flag, *loc[1:]])}: {_one_line(str(err['msg'])).removeprefix('Value error, ')}")
+    return InputError(f"{' '.join([flag, *loc[1:]])}: {validation_words(err)}")
 
 
 def _bounds(model: type[BaseModel], field: str) -> str:
@@ -350,7 +352,11 @@ def _copy(args: argparse.Namespace) -> int:
     from ocicopy.platforms import parse_platform
 
     platforms = [parse_platform(p) for p in args.platform]
-    creds = _creds(args.src_creds, args.src) | _creds(args.dest_creds, args.dst)
+    src_creds, dest_creds = _creds(args.src_creds, args.src), _creds(args.dest_creds, args.dst)
+    for host in src_creds.keys() & dest_creds.keys():
+        if src_creds[host] != dest_creds[host]:  # credentials are per registry: one would be dropped
+            raise InputError(f"--src-creds and --dest-creds give two different users for one registry, {host}")
+    creds = src_creds | dest_creds
     registries = _cert_dirs(
         args, ("--src-cert-dir", args.src_cert_dir, args.src), ("--dest-cert-dir", args.dest_cert_dir, args.dst)
     )
@@ -499,7 +505,9 @@ def _mirror(args: argparse.Namespace) -> int:
     if args.json == "-" and args.lock == "-":
         raise InputError("--json - and --lock - would both write to stdout: give one of them a file")
     for flag, path in (("--json", args.json), ("--lock", args.lock)):
-        _check_output(flag, path)
+        _check_output(flag, path, args.plan)
+    if args.json not in (None, "-") and args.lock not in (None, "-") and _same_file(args.json, args.lock):
+        raise InputError(f"--json {args.json} and --lock {args.lock} name one file: give each its own")
     flags = {"blob_concurrency": "--blob-concurrency"}
     base = _client_options(args, flags, blob_concurrency=args.blob_concurrency, mounts=not args.no_mount)
     plan = load_plan(args.plan).with_mode(args.mode)
@@ -530,9 +538,16 @@ async def _mirror_session(args: argparse.Namespace, plan: Plan, options: ClientO
     return EXIT_OK if report.ok else EXIT_FAILURE
 
 
-def _check_output(flag: str, path: str | None) -> None:
+def _same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file (links and ``..`` resolved; either may not exist yet)."""
+    import os
+
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_output(flag: str, path: str | None, plan: str) -> None:
     """An output file must be writable where it is named, checked before anything is sent: its directory exists
-    (and is one), it is not a directory itself."""
+    (and is one), it is not a directory itself, nor the plan it would overwrite."""
     import os
     from pathlib import Path
 
@@ -544,6 +559,8 @@ def _check_output(flag: str, path: str | None) -> None:
         raise InputError(f"{flag} needs a file name ('-' for stdout)")
     target = Path(path)
     parent = target.parent
+    if plan != "-" and _same_file(path, plan):
+        raise InputError(f"{flag} {path} is the plan file: the run would overwrite its own plan")
     if target.is_dir():
         raise InputError(f"{flag} {path}: is a directory")
     if not parent.is_dir():
@@ -571,7 +588,7 @@ def _mirror_output(args: argparse.Namespace, report: MirrorReport, out: Any, liv
     for d in report.deployments:
         if live and not args.quiet:
             print(deployment_line(d), file=out)
-        if d.error and args.quiet:  # quiet hides progress, never the reason for exit 1
+        if d.error:  # on stderr too: progress may be hidden (-q) or on stdout, never the reason for exit 1
             print(f"ocicopy: error: {d.service}/{d.environment}: {d.error}", file=sys.stderr)
         for warning in d.warnings:
             print(f"ocicopy: warning: {d.service}/{d.environment}: {warning}", file=sys.stderr)
@@ -642,17 +659,47 @@ COMMANDS: Mapping[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit status. Errors: one stderr line, after the traceback with ``--debug``."""
     args = build_parser().parse_args(argv)
-    from ocicopy.errors import InputError, OcicopyError
+    from ocicopy.errors import InputError, OcicopyError, unwrap_group
 
     try:
-        return COMMANDS[args.command](args)
+        with _sigterm_stops() as terminated:
+            return COMMANDS[args.command](args)
     except KeyboardInterrupt:
+        if terminated:
+            print("ocicopy: interrupted by SIGTERM", file=sys.stderr)
+            return 128 + 15
         print("ocicopy: interrupted", file=sys.stderr)
         return 130
-    except OcicopyError as exc:
-        return _failed(args, str(exc), EXIT_USAGE if isinstance(exc, InputError) else EXIT_FAILURE)
-    except Exception as exc:  # an unexpected failure still gets one line (and the traceback with --debug)
+    except Exception as caught:  # one line each (and the traceback with --debug), a task group's error unwrapped
+        exc = unwrap_group(caught)
+        if isinstance(exc, OcicopyError):
+            return _failed(args, str(exc), EXIT_USAGE if isinstance(exc, InputError) else EXIT_FAILURE)
         return _failed(args, f"unexpected {type(exc).__name__}: {_unexpected(exc)}", EXIT_FAILURE)
+
+
+@contextlib.contextmanager
+def _sigterm_stops() -> Iterator[list[int]]:
+    """While the command runs, SIGTERM (``kill``, a cancelled CI job, Kubernetes stopping a pod) stops it as
+    Ctrl-C does: the copy is cancelled, upload sessions are ended, temporary files are removed, nothing is
+    tagged. The list yielded gets the signal's number once it arrived; a second SIGTERM kills at once."""
+    import signal
+    import threading
+
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield got
+        return
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        got.append(signum)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGINT)  # asyncio's runner cancels the main task on SIGINT; else KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _failed(args: argparse.Namespace, message: str, status: int) -> int:
@@ -665,7 +712,7 @@ def _failed(args: argparse.Namespace, message: str, status: int) -> int:
     return status
 
 
-def _unexpected(exc: Exception) -> str:
+def _unexpected(exc: BaseException) -> str:
     """An unexpected exception in one line; a pydantic error as its first entry, not pydantic's dump."""
     pydantic_core = sys.modules.get("pydantic_core")
     if pydantic_core is not None and isinstance(exc, pydantic_core.ValidationError):

@@ -121,11 +121,16 @@ class Client:
         """Where ``ref`` lives: a registry repository, or an OCI layout (one object per directory)."""
         self._check_open()
         if isinstance(ref, LayoutReference):
-            key = str(ref.path)
-            if key not in self._layouts:
-                self._layouts[key] = Layout(ref.path, limits=self.options.limits)
-            return self._layouts[key]
+            return self.layout(ref)
         return Endpoint(self.registry(ref.api_host), ref.repository)
+
+    def layout(self, ref: LayoutReference) -> Layout:
+        """The one :class:`~ocicopy.layout.Layout` of this client for ``ref``'s directory."""
+        self._check_open()
+        key = str(ref.path)
+        if key not in self._layouts:
+            self._layouts[key] = Layout(ref.path, limits=self.options.limits)
+        return self._layouts[key]
 
     # -- reading ---------------------------------------------------------------------------------------------
 
@@ -140,9 +145,14 @@ class Client:
             return None
 
     async def digest(self, ref: RefLike) -> Digest:
-        """The digest the reference resolves to, with a HEAD (a GET counts against Docker Hub's pull limit)."""
+        """The digest the reference resolves to, with a HEAD (a GET counts against Docker Hub's pull limit). A
+        reference by digest is asked too: a digest the store does not hold is an :class:`UnknownReferenceError`."""
         r = as_location(ref)
-        return (await self._source(self.endpoint(r), r))[1]
+        store = self.endpoint(r)
+        digest = (await self._source(store, r))[1]
+        if r.digest is not None and await store.manifest_head(str(r.digest)) is None:
+            raise UnknownReferenceError(str(r), f"manifest unknown: no manifest {r.digest}", status=_status(store))
+        return digest
 
     async def inspect(self, ref: RefLike) -> Manifest:
         """GET the manifest: raw bytes, media type, digest and a parsed view."""
@@ -197,6 +207,8 @@ class Client:
         settings = recompression(compress)
         if settings is not None and (referrers or artifact_types):
             raise InputError("--referrers with recompression: signatures and attestations name the source digests")
+        if isinstance(d, LayoutReference):
+            await self.layout(d).check_writable()  # before the source is asked anything
         requests_before = self.transport.stats.total_requests
         tag, source_digest = await self._source(self.endpoint(s), s)
         d = with_source_tag(d, s.with_tag(tag) if s.tag is None and tag is not None else s)
@@ -363,8 +375,7 @@ class Client:
         assert ref.identifier is not None
         info = await src.manifest_head(ref.identifier)
         if info is None:
-            local = isinstance(src, Layout)
-            raise UnknownReferenceError(str(ref), await _why_unknown(src, ref), status=0 if local else 404)
+            raise UnknownReferenceError(str(ref), await _why_unknown(src, ref), status=_status(src))
         return ref.tag, info.digest
 
     async def _existing(self, dst: Store, ref: Location, digest: Digest) -> ManifestInfo | None:
@@ -387,6 +398,11 @@ async def _existing_layout(layout: Layout, ref: Location) -> None:
         raise UnknownReferenceError(str(ref), f"no OCI image layout at {layout.root} (missing or empty)", status=0)
     if state == "foreign":
         raise InputError(f"{layout.root} is not an OCI image layout (no oci-layout file)")
+
+
+def _status(store: Store) -> int:
+    """The status an unknown reference is reported with: 404, or 0 for a layout (a directory: no HTTP)."""
+    return 0 if isinstance(store, Layout) else 404
 
 
 async def _why_unknown(src: Store, ref: Location) -> str:

@@ -21,6 +21,7 @@ defined here (other modules re-export the ones they raise, for their callers' co
     │   ├── WindowTooLargeError         zstd frame window over the cap
     │   └── NotConvertibleError         not a gzip layer
     ├── CredentialError                 docker config / credential helper failure
+    ├── LayoutError                     a file-system error in an OCI layout: the path and the OS's reason
     ├── InsecureRequestError            a request we refuse to make (TLS downgrade, foreign realm...)
     ├── TransportError                  connection / TLS / timeout after retries
     │   ├── BrokenBody                  the connection broke while a body was read (retryable)
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Final
 
 
 class OcicopyError(Exception):
@@ -168,6 +170,16 @@ class CredentialError(OcicopyError):
     pass
 
 
+class LayoutError(OcicopyError):
+    """An OCI layout (or spool) the file system refused: permissions, a full disk, a file where a directory
+    belongs. One line: the path and the OS's reason (``OSError`` is its ``__cause__``)."""
+
+    def __init__(self, exc: OSError) -> None:
+        self.path = exc.filename
+        reason = (exc.strerror or type(exc).__name__).lower()
+        super().__init__(f"{exc.filename}: {reason}" if exc.filename else f"OCI layout: {reason}")
+
+
 class InsecureRequestError(OcicopyError):
     pass
 
@@ -286,3 +298,67 @@ def unwrap_group(exc: BaseException) -> BaseException:
         return exc
     leaves = [unwrap_group(e) for e in exc.exceptions]
     return next((e for e in leaves if isinstance(e, OcicopyError)), leaves[0])
+
+
+def validation_words(err: Mapping[str, Any]) -> str:
+    """A validator's finding (a pydantic error entry) in the words of whoever wrote the value, without the
+    validator's class names: ``must be a whole number, not 3.5``, ``must not be empty``, ``must be 'zstd'``."""
+    kind, ctx, given = err.get("type"), err.get("ctx") or {}, err.get("input")
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "required field missing"
+    if kind in _TYPE_WORDS:
+        return f"must be {_TYPE_WORDS[kind]}, not {json_type(given)}"
+    if kind in ("literal_error", "enum") and "expected" in ctx:
+        return f"must be {ctx['expected']}"
+    if kind == "string_too_short" and "min_length" in ctx:
+        n = ctx["min_length"]
+        return "must not be empty" if n == 1 else f"must be at least {n} characters long"
+    if kind == "string_too_long" and "max_length" in ctx:
+        return f"must be at most {ctx['max_length']} characters long"
+    if kind == "too_short" and "min_length" in ctx:
+        n = ctx["min_length"]
+        return f"must have at least {n} {'entry' if n == 1 else 'entries'}"
+    if kind == "too_long" and "max_length" in ctx:
+        return f"must have at most {ctx['max_length']} entries"
+    if kind == "int_from_float":
+        return "must be a whole number (no fractional part)"
+    if kind == "finite_number":
+        return "must be a finite number"
+    for bound, words in _BOUNDS.items():
+        if kind == bound and words[0] in ctx:
+            return f"must be {words[1]} {ctx[words[0]]}"
+    return " ".join(str(err.get("msg", "")).removeprefix("Value error, ").split())
+
+
+_TYPE_WORDS: Final = {
+    "model_type": "an object (a dictionary of fields)",
+    "model_attributes_type": "an object (a dictionary of fields)",
+    "dict_type": "an object (a dictionary)",
+    "list_type": "a list",
+    "string_type": "a string",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false (a boolean)",
+    "bool_parsing": "true or false (a boolean)",
+}
+
+_BOUNDS: Final = {
+    "greater_than_equal": ("ge", "at least"),
+    "greater_than": ("gt", "greater than"),
+    "less_than_equal": ("le", "at most"),
+    "less_than": ("lt", "less than"),
+}
+
+
+def json_type(value: object) -> str:
+    """How the author of a JSON or YAML document would name the type of ``value``."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "true/false", int: "a number", float: "a number"}
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        return f"{value!r:.40}"
+    return next((name for kind, name in names.items() if isinstance(value, kind)), type(value).__name__)

@@ -60,6 +60,7 @@ from ocicopy.errors import (
     BodyTooLargeError,
     DigestMismatchError,
     InputError,
+    LayoutError,
     ManifestError,
     NotFoundError,
     UnknownReferenceError,
@@ -109,6 +110,14 @@ State = Literal["absent", "foreign", "layout"]
 
 
 # --- synchronous file-system helpers (run in worker threads) ---------------------------------------------
+
+
+async def _io(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a worker thread; an ``OSError`` it lets through becomes a one-line :class:`LayoutError`."""
+    try:
+        return await to_thread.run_sync(fn, *args)
+    except OSError as exc:
+        raise LayoutError(exc) from exc
 
 
 def _one_line(exc: BaseException) -> str:
@@ -210,6 +219,22 @@ def _require_layout(root: Path) -> None:
         raise InputError(f"no OCI image layout at {root} (missing or empty directory)")
     if state == "foreign":
         raise InputError(f"{root} is not an OCI image layout (no oci-layout file)")
+
+
+def _check_writable(root: Path) -> None:
+    """Refuse, before anything is read or sent, a destination the first write would fail on: a file or a
+    foreign directory at ``root``, a file on the way to it, a directory this process cannot write."""
+    state = _layout_state(root)
+    if state == "foreign":
+        what = "a file" if not root.is_dir() else "a non-empty directory without an oci-layout file"
+        raise InputError(f"{root} is {what}, not an OCI image layout: refusing to write there")
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"cannot write an OCI layout at {root}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write an OCI layout at {root}: {existing} is not writable")
 
 
 def _init_layout(root: Path) -> None:
@@ -346,8 +371,8 @@ class FileSink:
         self._done = False
 
     async def open(self) -> None:
-        await to_thread.run_sync(partial(self.final.parent.mkdir, parents=True, exist_ok=True))
-        self._handle = await to_thread.run_sync(_create, self._tmp)
+        await _io(partial(self.final.parent.mkdir, parents=True, exist_ok=True))
+        self._handle = await _io(_create, self._tmp)
 
     async def write(self, chunk: bytes) -> None:
         self.verifier.update(chunk)  # raises as soon as the bytes run past the expected size
@@ -357,20 +382,20 @@ class FileSink:
 
     async def _flush(self) -> None:
         if self._pending and self._handle is not None:
-            await to_thread.run_sync(self._handle.write, bytes(self._pending))
+            await _io(self._handle.write, bytes(self._pending))
             self._pending.clear()
 
     async def commit(self) -> None:
         await self._flush()
         self.verifier.check()
         assert self._handle is not None
-        await to_thread.run_sync(_commit, self._handle, self._tmp, self.final)
+        await _io(_commit, self._handle, self._tmp, self.final)
         self._done = True
 
     async def abort(self) -> None:
         if not self._done:
             self._done = True
-            await to_thread.run_sync(_discard, self._handle, self._tmp)
+            await _io(_discard, self._handle, self._tmp)
 
 
 class BlobFiles:
@@ -389,7 +414,7 @@ class BlobFiles:
         return self.root / checked.algorithm / checked.hex
 
     async def size(self, digest: Digest) -> int | None:
-        return await to_thread.run_sync(_file_size, self.path(digest))
+        return await _io(_file_size, self.path(digest))
 
     async def read(
         self, digest: Digest, offset: int = 0, before: Callable[[], None] | None = None
@@ -399,9 +424,9 @@ class BlobFiles:
         path = self.path(digest)  # validated first
         if offset < 0:
             raise InputError(f"negative blob offset {offset}")
-        handle = await to_thread.run_sync(self._open, path, digest, offset, before)
+        handle = await _io(self._open, path, digest, offset, before)
         try:
-            while chunk := await to_thread.run_sync(handle.read, CHUNK_SIZE):
+            while chunk := await _io(handle.read, CHUNK_SIZE):
                 yield chunk
         finally:
             handle.close()
@@ -465,7 +490,7 @@ class Layout:
 
     async def state(self) -> str:
         """``layout``, ``absent`` (no directory, or an empty one) or ``foreign`` (a directory that is not one)."""
-        return await to_thread.run_sync(_layout_state, self.root)
+        return await _io(_layout_state, self.root)
 
     # manifests
 
@@ -476,7 +501,7 @@ class Layout:
         manifest, or that does not match its digest, raises rather than passing as absent.
         """
         ref = _manifest_ref(reference)
-        return await to_thread.run_sync(self._head, ref)
+        return await _io(self._head, ref)
 
     def _head(self, ref: str) -> ManifestInfo | None:
         if _layout_state(self.root) != "layout":
@@ -494,7 +519,7 @@ class Layout:
     async def manifest_get(self, reference: str) -> Manifest:
         """The manifest's exact bytes, verified against its digest (and its index.json size)."""
         ref = _manifest_ref(reference)
-        return await to_thread.run_sync(self._get, ref)
+        return await _io(self._get, ref)
 
     def _get(self, ref: str) -> Manifest:
         _require_layout(self.root)
@@ -544,7 +569,7 @@ class Layout:
 
     async def tags(self) -> list[str]:
         """The ref.name values of index.json, once each, in index order ([] without a layout)."""
-        return await to_thread.run_sync(self._tags)
+        return await _io(self._tags)
 
     def _tags(self) -> list[str]:
         if _layout_state(self.root) != "layout":
@@ -554,7 +579,7 @@ class Layout:
 
     async def entries(self) -> list[Descriptor]:
         """The descriptors index.json lists (tagged or not), in index order ([] without a layout)."""
-        return await to_thread.run_sync(self._entries)
+        return await _io(self._entries)
 
     def _entries(self) -> list[Descriptor]:
         if _layout_state(self.root) != "layout":
@@ -605,6 +630,12 @@ class Layout:
 
     # creation and locking
 
+    async def check_writable(self) -> None:
+        """Raise :class:`~ocicopy.errors.InputError` when the first write here would fail on the path itself (a
+        file, a foreign directory, a file on the way, no write permission): checked before a copy reads its
+        source."""
+        await _io(_check_writable, self.root)
+
     async def _ensure_layout(self) -> None:
         if not self._ready:
             await self._exclusive(partial(_init_layout, self.root))
@@ -613,9 +644,9 @@ class Layout:
     async def _exclusive(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` in a worker thread under the layout's in-process lock and its directory flock."""
         if self._lock_key is None:
-            self._lock_key = await to_thread.run_sync(_make_root, self.root)
+            self._lock_key = await _io(_make_root, self.root)
         async with _lock_for(self._lock_key):
-            return await to_thread.run_sync(_with_flock, self.root, fn)
+            return await _io(_with_flock, self.root, fn)
 
 
 def _create(path: Path) -> BinaryIO:

@@ -27,7 +27,7 @@ from ocicopy.digest import Digest
 from ocicopy.errors import InputError, OcicopyError, UnknownReferenceError, unwrap_group
 from ocicopy.flight import SingleFlight
 from ocicopy.ledger import SHARD_PREFIX, Ledger, new_run_id
-from ocicopy.location import Location, parse_layout_reference, pinned
+from ocicopy.location import LayoutReference, Location, parse_layout_reference, pinned
 from ocicopy.models import Manifest, ManifestInfo
 from ocicopy.options import recompression
 from ocicopy.plan import Plan
@@ -107,6 +107,9 @@ class Mirror:
         targets = plan_targets(self.plan)
         results: list[DeploymentResult | None] = [None] * len(targets)
         limiter = anyio.CapacityLimiter(self.options.concurrency)
+        layouts = {t.destination.path: t.destination for t in targets if isinstance(t.destination, LayoutReference)}
+        for layout in layouts.values():  # a mirror.layout no deployment could write: refused before any request
+            await self.client.layout(layout).check_writable()
 
         async def one(target: Target) -> None:
             async with limiter:

@@ -166,8 +166,14 @@ def compact_manifest(doc: dict[str, Any], media_type: str) -> Manifest:
 def _load_json(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # RecursionError: hostile nesting depth
-        raise ManifestError(f"manifest is not valid JSON: {type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise ManifestError("manifest is not JSON: its bytes are not UTF-8 text (a layer or other blob?)") from None
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"manifest is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:  # hostile nesting depth
+        raise ManifestError("manifest is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of over 4300 digits
+        raise ManifestError(f"manifest is not valid JSON: {' '.join(str(exc).split())[:200]}") from None
     if not isinstance(body, dict):
         raise ManifestError("manifest is not a JSON object")
     return body

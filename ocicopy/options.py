@@ -6,7 +6,7 @@ from typing import Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from ocicopy.errors import InputError, SettingsError
+from ocicopy.errors import InputError, SettingsError, validation_words
 from ocicopy.retry import RetryPolicy
 
 MiB = 1024 * 1024
@@ -39,15 +39,16 @@ def settings_error(exc: ValidationError, model: str) -> SettingsError:
     """``ClientOptions: blob_concurrency: Input should be less than or equal to 128 (got 500)``; what was given
     for a password is never shown (nor kept in ``errors``)."""
     errors = []
-    for err in exc.errors(include_url=False, include_context=False):
+    for err in exc.errors(include_url=False):
         if any("password" in str(part) for part in err["loc"]):
             err = {k: v for k, v in err.items() if k != "input"}  # type: ignore[assignment]
         errors.append(err)
     first = errors[0]
     where = ".".join(str(part) for part in first["loc"])
-    got = f" (got {first['input']!r:.80})" if "input" in first and first["type"] != "missing" else ""
+    text = validation_words(first)
+    shown = "input" in first and first["type"] not in ("missing", "extra_forbidden") and ", not " not in text
+    got = f" (got {first['input']!r:.80})" if shown else ""
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    text = " ".join(str(first["msg"]).removeprefix("Value error, ").split())
     return SettingsError(f"{model}: {where + ': ' if where else ''}{text}{got}{more}", errors)
 
 

@@ -13,11 +13,20 @@ import re
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from ocicopy.errors import InputError, PlanError
+from ocicopy.errors import InputError, PlanError, validation_words
 from ocicopy.location import Location, parse_layout_reference, parse_location
 from ocicopy.platforms import parse_platform
 from ocicopy.reference import api_host, parse_reference, validate_repository
@@ -111,9 +120,13 @@ class MirrorSettings(_Strict):
     )
 
     compress: Literal["zstd"] | None = Field(default=None, description="recompress gzip layers (zstd)")
-    compress_level: int | None = Field(default=None, ge=1, le=19, description="zstd level (default 3; with compress)")
+    compress_level: StrictInt | None = Field(
+        default=None, ge=1, le=19, description="zstd level (default 3; with compress)"
+    )
     referrers: StrictBool = Field(default=False, description="also copy signatures, SBOMs and attestations")
-    artifact_types: list[str] = Field(default_factory=list, description="only referrers of these artifactTypes")
+    artifact_types: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="only referrers of these artifactTypes"
+    )
 
     @field_validator("registry")
     @classmethod
@@ -438,6 +451,8 @@ def _unique_keys_loader(yaml: Any) -> Any:
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             seen: set[object] = set()
             for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # "<<: *anchor": keys merged in are overridden by the mapping's own (YAML's merge)
                 key = self.construct_object(key_node, deep=deep)
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
@@ -460,37 +475,10 @@ def _describe(exc: ValidationError, data: object) -> str:
     elif loc:
         where = str(loc.pop(0))
     field = ".".join(p if isinstance(p, int) else _shown(p).strip("'\"") for p in map(_loc, loc))
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown field"
-    elif err["type"] == "missing":
-        msg = "required field missing"
-    elif err["type"] in _TYPE_WORDS:  # pydantic's wording names its classes ("a valid dictionary or instance of Plan")
-        msg = f"must be {_TYPE_WORDS[err['type']]}, not {_json_type(err.get('input'))}"
+    msg = validation_words(err)  # pydantic's wording names its classes ("a valid dictionary or instance of Plan")
     parts = [p for p in (where, field) if p]
     text = f"plan: {': '.join(parts)}: {msg}" if parts else f"plan: {msg}"
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)[:1000]
-
-
-_TYPE_WORDS: Final = {
-    "model_type": "an object (a dictionary of fields)",
-    "model_attributes_type": "an object (a dictionary of fields)",
-    "dict_type": "an object (a dictionary)",
-    "list_type": "a list",
-    "string_type": "a string",
-    "int_type": "a whole number",
-    "int_parsing": "a whole number",
-    "bool_type": "true or false (a boolean)",
-    "bool_parsing": "true or false (a boolean)",
-}
-
-
-def _json_type(value: object) -> str:
-    """How a plan's author would name the type of ``value``."""
-    names = {dict: "an object", list: "a list", str: "a string", bool: "true/false", int: "a number", float: "a number"}
-    if value is None:
-        return "null"
-    return next((name for kind, name in names.items() if isinstance(value, kind)), type(value).__name__)
 
 
 def _loc(part: object) -> str:

@@ -168,8 +168,9 @@ def read_lock(path: str | Path) -> LockFile:
 
 def write_atomic(path: str | Path, text: str) -> None:
     """Write a file whole or not at all (temp file in the same directory, then rename), with the permissions a
-    plain ``open()`` would give it (the umask's; an existing file keeps its own)."""
-    target = Path(path)
+    plain ``open()`` would give it (the umask's; an existing file keeps its own). A symbolic link is followed:
+    the file it names is replaced, the link stays."""
+    target = Path(os.path.realpath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

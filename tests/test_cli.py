@@ -397,6 +397,21 @@ BAD_VALUES = {  # refused by ocicopy before any request (one would fail with exi
     "mirror-immutable-tags": (["mirror", "{plan}", "--immutable-tags", "v(1"], "--immutable-tags is not a regular"),
     "mirror-plain-http": (["mirror", "{plan}", "--plain-http", "a/b"], "--plain-http takes HOST[:PORT]"),
     "mirror-no-plan": (["mirror", "{tmp}/missing.json"], "cannot read plan"),
+    "mirror-json-is-plan": (["mirror", "{plan}", "--json", "{plan}"], "--json {plan} is the plan file"),
+    "mirror-lock-is-plan": (["mirror", "{plan}", "--lock", "{tmp}/../{tmp.name}/plan.json"], "is the plan file"),
+    "mirror-lock-is-json": (
+        ["mirror", "{plan}", "--json", "{tmp}/out.json", "--lock", "{tmp}/./out.json"],
+        "--json {tmp}/out.json and --lock {tmp}/./out.json name one file",
+    ),
+    "copy-two-users": (
+        ["copy", "--src-creds", "a:1", "--dest-creds", "b:2", *REFS],
+        "--src-creds and --dest-creds give two different users for one registry, 127.0.0.1:1",
+    ),
+    "copy-layout-under-a-file": (
+        ["copy", *REFS[:3], "oci:{plan}/out:v1"],
+        "cannot write an OCI layout at {plan}/out: {plan} is a file, not a directory",
+    ),
+    "copy-layout-foreign": (["copy", *REFS[:3], "oci:{tmp}:v1"], "not an OCI image layout: refusing to write there"),
     "build-key-short-commit": (["build-key", "--repository", "R", "--commit", "3f9c2ab"], "--commit: commit must be"),
     "build-key-env": (["build-key", "--repository", "R", "--commit", COMMIT, "--env", "X"], "--env must be NAME=VALUE"),
     "build-key-env-name": (["build-key", "--repository", "R", "--commit", COMMIT, "--env", "1X=2"], "--env: '1X'"),

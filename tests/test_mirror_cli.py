@@ -30,6 +30,7 @@ from harness.registry import (
     start_registry,
 )
 from ocicopy import BuildSpec, MirrorReport, build_key
+from ocicopy.report import read_lock
 from tests.test_mirror_registry import (
     CLUSTER,
     Fleet,
@@ -312,6 +313,7 @@ def test_one_failing_deployment_exit_1(ocicopy_run: Run, pair: Pair, make_repo: 
     assert skopeo_digest(pinned_ref(api.pinned)) == fleet.digest("api", "v1")
     assert skopeo_digest(pinned_ref(web.pinned)) == fleet.digest("web", "v1")
     assert report.totals.deployments["failed"] == 1
+    assert f"ocicopy: error: ghost/prod: {missing}" in proc.stderr.decode()  # the reason for exit 1, on stderr too
 
 
 def test_invalid_plan_exit_2_without_a_request(
@@ -423,8 +425,6 @@ def test_two_services_on_one_source_get_a_lock_entry_each(
 
 
 def test_a_lock_file_of_either_format_is_read(tmp_path: Path) -> None:
-    from ocicopy.report import read_lock
-
     old = tmp_path / "v1.json"
     old.write_text(json.dumps({"version": 1, "images": {"a/b:1": "m/x@sha256:" + "1" * 64}, "builds": {"k": None}}))
     lock = read_lock(old)
@@ -494,3 +494,21 @@ def test_a_failing_quiet_mirror_still_says_why(
     assert proc.stdout == b""
     err = proc.stderr.decode()
     assert f"api/prod: {missing}: manifest unknown" in err, err
+
+
+def test_a_lock_named_by_a_symbolic_link_is_written_through_it(
+    ocicopy_run: Run, pair: Pair, make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    fleet = seed_fleet(pair.source, make_repo, services=("api",), tags=("v1",))
+    plan = write_plan(
+        tmp_path / "plan.json",
+        plan_data(pair, new_prefix("symlink"), fleet_deployments(fleet, ("api",), {"prod": "v1"})),
+    )
+    (tmp_path / "locks").mkdir()
+    (tmp_path / "locks" / "prod.json").write_text("{}")
+    (tmp_path / "lock.json").symlink_to(Path("locks") / "prod.json")
+    proc = ocicopy_run("mirror", plan, "--lock", "lock.json", "--dry-run", "-q")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert (tmp_path / "lock.json").is_symlink()  # was: replaced by a file, the link's target left as it was
+    lock = read_lock(tmp_path / "locks" / "prod.json")
+    assert [e.source for e in lock.deployments] == [fleet.ref("api", "v1")]

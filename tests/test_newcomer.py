@@ -302,3 +302,124 @@ async def test_describe_reads_a_layouts_image_config_too(
     assert from_layout.created == "1970-01-01T00:00:00Z" and from_layout.labels == {}
     assert from_layout.model_dump(exclude={"reference"}) == from_registry.model_dump(exclude={"reference"})
     assert from_layout.reference == layout
+
+
+# --- every command's bad input, read (issue 11): what the review found -----------------------------------------
+
+
+async def test_digest_of_a_digest_the_registry_lacks_is_unknown(registry: RegistryServer, unique_repo: str) -> None:
+    image = im.make_image([im.layer(11_030, 2000)])
+    im.push(registry, unique_repo, "v1", image)
+    absent = "sha256:" + "0" * 64
+    async with client(registry) as c:
+        assert await c.digest(f"{registry.host}/{unique_repo}@{image.digest}") == image.digest
+        with pytest.raises(ocicopy.UnknownReferenceError, match=f"no manifest {absent}") as info:
+            await c.digest(f"{registry.host}/{unique_repo}@{absent}")  # was: printed back without asking
+    assert info.value.status == 404
+
+
+async def _layout_with_image(root: Path, seed: int, tag: str = "v1") -> im.Manifest:
+    layout, image = ocicopy.Layout(root), im.make_image([im.layer(seed, 500)])
+    for data in image.blobs().values():
+        await layout.write_blob(ocicopy.Digest.of(data), len(data), _once(data))
+    await layout.manifest_put(tag, ocicopy.models.parse_manifest(image.manifest, image.media_type))
+    return image
+
+
+async def test_a_destination_layout_that_cannot_be_written_is_refused_before_the_source_is_read(
+    tmp_path: Path,
+) -> None:
+    await _layout_with_image(tmp_path / "src", 11_031)
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("x")
+    src = f"oci:{tmp_path / 'src'}:v1"
+    async with client() as c:
+        for dst, said in (
+            (tmp_path / "a-file" / "out", f"{tmp_path / 'a-file'} is a file, not a directory"),
+            (tmp_path / "a-file", "is a file, not an OCI image layout"),
+            (tmp_path / "foreign", "a non-empty directory without an oci-layout file"),
+        ):
+            with pytest.raises(ocicopy.InputError, match=said):
+                await c.copy(f"oci:{tmp_path / 'missing-source'}:v1", f"oci:{dst}:v1")  # the source is not read
+            with pytest.raises(ocicopy.InputError, match=said):
+                await c.copy(src, f"oci:{dst}:v1")
+    assert sorted(p.name for p in (tmp_path / "foreign").iterdir()) == ["notes.txt"]
+
+
+async def test_a_file_system_error_fails_its_deployment_and_the_others_go_on(tmp_path: Path) -> None:
+    await _layout_with_image(tmp_path / "good", 11_032)
+    await _layout_with_image(tmp_path / "broken", 11_033)
+    (tmp_path / "broken" / "index.json").unlink()
+    (tmp_path / "broken" / "index.json").mkdir()  # a file system error, not a malformed document
+    plan = ocicopy.parse_plan(
+        {
+            "mirror": {"layout": f"oci:{tmp_path / 'mirror'}"},
+            "deployments": [
+                {"service": "bad", "environment": "prod", "image": f"oci:{tmp_path / 'broken'}:v1"},
+                {"service": "good", "environment": "prod", "image": f"oci:{tmp_path / 'good'}:v1"},
+            ],
+        }
+    )
+    async with client() as c:
+        report = await c.mirror(plan)  # was: the whole run ended with "unexpected ExceptionGroup", no report
+    bad, good = report.deployments
+    assert bad.action is ocicopy.MirrorAction.FAILED
+    assert bad.error == f"{tmp_path / 'broken' / 'index.json'}: is a directory"
+    assert good.action is ocicopy.MirrorAction.COPIED
+
+
+async def test_a_mirror_layout_no_deployment_could_write_is_refused_before_anything_is_read(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    plan = ocicopy.parse_plan(
+        {
+            "mirror": {"layout": f"oci:{tmp_path / 'a-file'}"},
+            "deployments": [{"service": "api", "environment": "prod", "image": f"oci:{tmp_path / 'nowhere'}:v1"}],
+        }
+    )
+    async with client() as c:
+        with pytest.raises(ocicopy.InputError, match="is a file, not a directory"):
+            await c.mirror(plan, dry_run=True)
+
+
+async def test_a_blob_that_is_not_a_manifest_is_said_to_be_so(tmp_path: Path) -> None:
+    image = await _layout_with_image(tmp_path / "src", 11_034)
+    layer = json.loads(image.manifest)["layers"][0]["digest"]  # gzip bytes: not UTF-8
+    async with client() as c:
+        with pytest.raises(ocicopy.ManifestError, match="not UTF-8 text") as info:
+            await c.inspect(f"oci:{tmp_path / 'src'}@{layer}")
+    assert "UnicodeDecodeError" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("mirror", "said"),
+    [
+        ({"compress": "zstd", "compress_level": True}, "compress_level: must be a whole number, not true/false"),
+        ({"compress": "zstd", "compress_level": "3"}, "compress_level: must be a whole number, not a string"),
+        ({"compress": "zstd", "compress_level": 3.0}, "compress_level: must be a whole number, not 3.0"),
+        ({"compress": "zstd", "compress_level": 30}, "compress_level: must be at most 19"),
+        ({"compress": "gzip"}, "compress: must be 'zstd'"),
+        ({"mode": "fleet"}, "mode: must be 'service' or 'cluster'"),
+        ({"referrers": True, "artifact_types": [""]}, "artifact_types.0: must not be empty"),
+    ],
+)
+def test_plan_values_are_checked_strictly_and_said_in_the_plans_words(mirror: dict[str, object], said: str) -> None:
+    with pytest.raises(ocicopy.PlanError) as info:  # compress_level true, "3", 3.0 were taken as 1, 3, 3
+        ocicopy.parse_plan(_plan(**mirror))
+    assert said in str(info.value), str(info.value)
+    assert "Input should" not in str(info.value) and "String should" not in str(info.value)
+
+
+def test_a_yaml_plan_may_merge_keys_from_an_anchor(tmp_path: Path) -> None:
+    path = tmp_path / "plan.yaml"
+    path.write_text(
+        "mirror:\n  registry: mirror.example.com\n"
+        "deployments:\n"
+        "  - &api\n    service: api\n    environment: dev\n    image: registry.example.com/api:v1\n"
+        "  - <<: *api\n    environment: prod\n"
+    )
+    plan = ocicopy.load_plan(path)  # was refused: the duplicate-key check took the merge key for a key
+    assert [(d.service, d.environment, d.image) for d in plan.deployments] == [
+        ("api", "dev", "registry.example.com/api:v1"),
+        ("api", "prod", "registry.example.com/api:v1"),
+    ]
