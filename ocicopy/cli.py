@@ -46,6 +46,18 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"ocicopy: error: {_one_line(message)} (see '{self.prog} --help')\n")
 
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        """An argument that takes text refuses an empty one (``--dest-cert-dir ''`` was taken as not given)."""
+        if kwargs.get("action", "store") in ("store", "append") and "type" not in kwargs and "choices" not in kwargs:
+            kwargs["type"] = _text
+        return super().add_argument(*args, **kwargs)
+
+
+def _text(value: str) -> str:
+    if not value:
+        raise argparse.ArgumentTypeError("needs a value, not ''")
+    return value
+
 
 class _Command(_Parser):
     """A subcommand's parser: an unknown argument is reported against it, not against ``ocicopy``."""
@@ -72,7 +84,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
         metavar="HOST",
         help="speak plain HTTP (no TLS) to HOST[:PORT]; repeatable. Never a silent fallback",
     )
-    parser.add_argument("--no-docker-config", action="store_true", help="ignore ~/.docker/config.json")
+    parser.add_argument(
+        "--no-docker-config",
+        action="store_true",
+        help="ignore the docker config ($DOCKER_CONFIG/config.json, else ~/.docker/config.json)",
+    )
     _debug(parser)
 
 
@@ -106,7 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     _creds_flag(p)
     _common(p)
 
-    p = sub.add_parser("digest", help="print the digest REF resolves to", description="Print REF's digest.")
+    p = sub.add_parser(
+        "digest",
+        help="print the digest REF resolves to",
+        description="Print REF's digest, asked with one HEAD (REF@DIGEST too: a digest the registry lacks fails).",
+    )
     p.add_argument("ref", metavar="REF")
     _creds_flag(p)
     _common(p)
@@ -141,7 +161,13 @@ def _copy_parser(sub: Any) -> None:
         metavar="OS/ARCH[/VARIANT]",
         help="copy only this platform of an index; repeatable (one: that image; several: a new index)",
     )
-    p.add_argument("--mount-from", action="append", default=[], metavar="REPO", help="also try mounting from REPO")
+    p.add_argument(
+        "--mount-from",
+        action="append",
+        default=[],
+        metavar="REPO",
+        help="also try mounting blobs from REPO, a repository of the destination registry; repeatable",
+    )
     p.add_argument("--no-mount", action="store_true", help="never mount blobs across repositories (upload instead)")
     p.add_argument("--src-creds", metavar="USER:PASSWORD", help="credentials for the source registry")
     p.add_argument("--dest-creds", metavar="USER:PASSWORD", help="credentials for the destination registry")
@@ -177,7 +203,7 @@ def _mirror_parsers(sub: Any) -> None:
         description="Mirror the images of a plan into the mirror registry; exit 0 when every deployment "
         "succeeded (build-needed included), 1 otherwise.",
     )
-    p.add_argument("plan", metavar="PLAN", help="plan file (JSON; YAML with PyYAML installed)")
+    p.add_argument("plan", metavar="PLAN", help="plan file: JSON, or YAML when named .yaml/.yml (needs PyYAML)")
     p.add_argument("--mode", choices=["service", "cluster"], help="override the plan's mode")
     p.add_argument("--json", metavar="REPORT", help="write the report as JSON to REPORT ('-' for stdout)")
     p.add_argument(
@@ -201,10 +227,10 @@ def _mirror_parsers(sub: Any) -> None:
     )
     p.add_argument("--repository", required=True, metavar="URL", help="git repository URL")
     p.add_argument("--commit", required=True, metavar="SHA", help="full commit id")
-    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="environment variable")
-    p.add_argument("--build-arg", action="append", default=[], metavar="NAME=VALUE", help="build argument")
-    p.add_argument("--dockerfile", default="Dockerfile", metavar="PATH")
-    p.add_argument("--target", metavar="STAGE")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="environment variable; repeatable")
+    p.add_argument("--build-arg", action="append", default=[], metavar="NAME=VALUE", help="build argument; repeatable")
+    p.add_argument("--dockerfile", default="Dockerfile", metavar="PATH", help="the Dockerfile (default Dockerfile)")
+    p.add_argument("--target", metavar="STAGE", help="the build stage")
     p.add_argument("--json", action="store_true", help="print the key with its canonical inputs")
     _debug(p)
 
@@ -309,7 +335,7 @@ def _cert_dirs(args: argparse.Namespace, *given: tuple[str, str | None, str]) ->
     return {host: RegistryConfig(cert_dir=directory) for host, (_, directory) in chosen.items()}
 
 
-def _creds(value: str | None, ref: str) -> dict[str, Credentials]:
+def _creds(flag: str, value: str | None, ref: str) -> dict[str, Credentials]:
     if not value:
         return {}
     from ocicopy.credentials import Credentials
@@ -318,10 +344,10 @@ def _creds(value: str | None, ref: str) -> dict[str, Credentials]:
     from ocicopy.reference import parse_reference
 
     if is_layout_reference(ref):
-        raise InputError(f"credentials given for an OCI layout ({ref}): layouts are local directories")
+        raise InputError(f"{flag} given for an OCI layout ({ref}): layouts are local directories")
     user, sep, password = value.partition(":")
     if not sep or not user:
-        raise InputError("credentials must be given as USER:PASSWORD")
+        raise InputError(f"{flag} must be USER:PASSWORD")
     return {parse_reference(ref.removeprefix("docker://")).registry: Credentials(user, password)}
 
 
@@ -349,10 +375,14 @@ def _run(command: Callable[..., Awaitable[int]], *args: Any) -> int:
 
 def _copy(args: argparse.Namespace) -> int:
     from ocicopy.errors import InputError
+    from ocicopy.location import is_layout_reference
     from ocicopy.platforms import parse_platform
 
     platforms = [parse_platform(p) for p in args.platform]
-    src_creds, dest_creds = _creds(args.src_creds, args.src), _creds(args.dest_creds, args.dst)
+    src_creds, dest_creds = (
+        _creds("--src-creds", args.src_creds, args.src),
+        _creds("--dest-creds", args.dest_creds, args.dst),
+    )
     for host in src_creds.keys() & dest_creds.keys():
         if src_creds[host] != dest_creds[host]:  # credentials are per registry: one would be dropped
             raise InputError(f"--src-creds and --dest-creds give two different users for one registry, {host}")
@@ -367,6 +397,10 @@ def _copy(args: argparse.Namespace) -> int:
     compress = _compression(args)
     if args.artifact_type and not args.referrers:
         raise InputError("--artifact-type filters referrers: add --referrers")
+    if args.mount_from and args.no_mount:
+        raise InputError("--mount-from asks for mounts and --no-mount turns them off: drop one")
+    if args.mount_from and is_layout_reference(args.dst):
+        raise InputError(f"--mount-from names repositories of the destination registry, and {args.dst} is a layout")
     return _run(_copy_session, args, options, creds, platforms, compress)
 
 
@@ -414,7 +448,7 @@ def _reader(read: Reader) -> Callable[[argparse.Namespace], int]:
 
     def command(args: argparse.Namespace) -> int:
         options = _client_options(args, {}, registries=_cert_dirs(args, ("--cert-dir", args.cert_dir, args.ref)))
-        creds = _creds(args.creds, args.ref)
+        creds = _creds("--creds", args.creds, args.ref)
         return _run(_read_session, read, args, options, creds)
 
     return command
@@ -480,7 +514,7 @@ async def _referrers(client: Client, args: argparse.Namespace) -> int:
 async def _lookup(client: Client, args: argparse.Namespace) -> int:
     info = await client.resolve(args.ref)
     if info is None:
-        print(f"not found: {args.ref}", file=sys.stderr)
+        print(f"ocicopy: not found: {args.ref}", file=sys.stderr)
         return EXIT_NOT_FOUND
     print(info.digest)
     return EXIT_OK

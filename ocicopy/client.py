@@ -201,7 +201,7 @@ class Client:
         attestations (only those of the ``artifact_types`` given, when given).
         """
         s, d = as_location(src), as_location(dst, default_tag=None)
-        specs = [p if isinstance(p, PlatformSpec) else parse_platform(p) for p in platforms]
+        specs = list(dict.fromkeys(p if isinstance(p, PlatformSpec) else parse_platform(p) for p in platforms))
         if not callable(mount_from):
             mount_from = [validate_repository(r) for r in mount_from]  # checked even when nothing needs a mount
         settings = recompression(compress)

@@ -379,6 +379,8 @@ class Plan(_Strict):
                 if settings.password_env not in env:
                     raise PlanError(f"registries[{host!r}]: environment variable {settings.password_env} is not set")
                 password = env[settings.password_env]
+                if not password:
+                    raise PlanError(f"registries[{host!r}]: environment variable {settings.password_env} is empty")
             key = api_host(host)
             # What the caller said (the CLI's --cert-dir) stays unless the plan says otherwise for this host.
             given = base.registry(key)

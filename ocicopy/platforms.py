@@ -92,13 +92,14 @@ def check_image_platform(platform: Platform | None, specs: Sequence[PlatformSpec
 
 def apply_selection(top: Manifest, specs: Sequence[PlatformSpec]) -> Manifest | Descriptor:
     """What a platform selection of ``top`` yields, without I/O: ``top`` itself (no selection, not an index,
-    or every platform), a subset index (several platforms), or the descriptor of one child (one platform).
+    or every platform), a subset index (several platforms), or the descriptor of one child (the specs, one or
+    several such as ``linux/arm64`` and ``linux/arm64/v8``, select one child).
 
     For a single image the caller checks its config first (:func:`check_image_platform`)."""
     if not specs or not top.is_index:
         return top
     chosen = select_platforms(top, specs)
-    if len(specs) == 1:
+    if len(chosen) == 1:
         return chosen[0]
     if len(chosen) == len(top.children()):
         return top

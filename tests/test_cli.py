@@ -411,11 +411,19 @@ BAD_VALUES = {  # refused by ocicopy before any request (one would fail with exi
         ["copy", *REFS[:3], "oci:{plan}/out:v1"],
         "cannot write an OCI layout at {plan}/out: {plan} is a file, not a directory",
     ),
+    "copy-empty-value": (["copy", "--dest-cert-dir", "", *REFS], "argument --dest-cert-dir: needs a value, not ''"),
+    "copy-no-mount-and-mount-from": (["copy", "--no-mount", "--mount-from", "x/y", *REFS], "--no-mount turns them off"),
+    "copy-mount-from-into-a-layout": (
+        ["copy", "--mount-from", "x/y", *REFS[:3], "oci:{tmp}/out:v1"],
+        "--mount-from names repositories of the destination registry, and oci:{tmp}/out:v1 is a layout",
+    ),
+    "mirror-empty-plan": (["mirror", ""], "argument PLAN: needs a value, not ''"),
     "copy-layout-foreign": (["copy", *REFS[:3], "oci:{tmp}:v1"], "not an OCI image layout: refusing to write there"),
     "build-key-short-commit": (["build-key", "--repository", "R", "--commit", "3f9c2ab"], "--commit: commit must be"),
     "build-key-env": (["build-key", "--repository", "R", "--commit", COMMIT, "--env", "X"], "--env must be NAME=VALUE"),
     "build-key-env-name": (["build-key", "--repository", "R", "--commit", COMMIT, "--env", "1X=2"], "--env: '1X'"),
     "lookup-reference": (["lookup", "127.0.0.1:1/a//b:v1"], "invalid image reference"),
+    "build-key-empty-target": (["build-key", "--repository", "R", "--commit", COMMIT, "--target", ""], "--target"),
 }
 
 

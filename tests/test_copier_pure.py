@@ -16,7 +16,7 @@ from ocicopy.digest import Digest
 from ocicopy.errors import ManifestError
 from ocicopy.flight import SingleFlight
 from ocicopy.models import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, Manifest, parse_manifest
-from ocicopy.platforms import PlatformSpec, parse_platform, select_platforms, subset_index
+from ocicopy.platforms import PlatformSpec, apply_selection, parse_platform, select_platforms, subset_index
 
 
 def dg(n: int) -> str:
@@ -130,6 +130,18 @@ def test_select_platforms_properties(asked: list[str]) -> None:
         assert first in chosen
     for d in chosen:  # nothing unasked
         assert any(s.matches(d.platform) for s in wanted)
+
+
+@given(st.lists(st.sampled_from(_available), min_size=1, max_size=8))
+def test_a_selection_of_one_entry_is_that_entry_however_it_is_asked(asked: list[str]) -> None:
+    chosen = select_platforms(INDEX, specs(*asked))
+    result = apply_selection(INDEX, specs(*asked))
+    if len(chosen) == 1:  # linux/arm64 twice, or linux/arm64 and linux/arm64/v8: that image (was a 1-entry index)
+        assert result == chosen[0]
+    else:
+        assert result.media_type == INDEX.media_type and [d.digest for d in result.children()] == [  # type: ignore[union-attr]
+            d.digest for d in chosen
+        ]
 
 
 # --- subset_index ----------------------------------------------------------------------------------------------

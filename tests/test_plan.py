@@ -532,6 +532,11 @@ def test_client_options_missing_variable() -> None:
     assert message.splitlines() == [message]
 
 
+def test_client_options_empty_variable() -> None:
+    with pytest.raises(PlanError, match="environment variable GHCR_TOKEN is empty"):  # was: an empty password sent
+        parse_plan(example()).client_options(env={"GHCR_TOKEN": ""})
+
+
 def test_client_options_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GHCR_TOKEN", SECRET)
     options = parse_plan(example()).client_options()
