@@ -71,7 +71,8 @@ class BlobCopier:
 
     async def copy(self, src: Store, dst: Store, desc: Descriptor, mount_from: MountFrom = ()) -> BlobResult:
         """Make ``desc`` present in ``dst``; ``mount_from`` lists repositories of ``dst``'s registry to try."""
-        key = (dst.host, dst.repository, desc.digest)
+        # The size is part of the key: a descriptor with a wrong size fails its own deployment, not one sharing the blob
+        key = (dst.host, dst.repository, desc.digest, desc.size)
         result, leader = await self.flight.run(key, lambda: self._copy(src, dst, desc, mount_from))
         if leader:
             return result
@@ -184,7 +185,7 @@ class BlobCopier:
             # A concurrent or earlier copy of the same blob into another repository of this registry: wait for
             # it, then mount from where it landed (kept for the client's life; a failed mount streams after all).
             shared = self.mounts and isinstance(dst, Mounting)
-            key = (dst.host, desc.digest) if shared else (dst.host, dst.repository, desc.digest)
+            key = (dst.host, desc.digest, desc.size) if shared else (dst.host, dst.repository, desc.digest, desc.size)
             held = session
             landed, leader = await self.transfers.run(key, lambda: self._stream_into(src, dst, desc, held))
             if leader:

@@ -137,7 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="List REF's referrers: the referrers API, else the fallback tag (<alg>-<hex>).",
     )
     p.add_argument("ref", metavar="REF")
-    p.add_argument("--artifact-type", metavar="TYPE", help="only referrers of this artifactType")
+    p.add_argument(
+        "--artifact-type",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="only referrers of this artifactType; repeatable",
+    )
     p.add_argument("--json", action="store_true", help="print the descriptors as JSON")
     _creds_flag(p)
     _common(p)
@@ -502,7 +508,9 @@ async def _referrers(client: Client, args: argparse.Namespace) -> int:
 
     from ocicopy.display import human_bytes
 
-    found = await client.referrers(args.ref, args.artifact_type)
+    types = args.artifact_type
+    found = await client.referrers(args.ref, types[0] if len(types) == 1 else None)
+    found = [d for d in found if not types or d.artifact_type in types]
     if args.json:
         print(json.dumps([d.model_dump(mode="json", by_alias=True, exclude_none=True) for d in found], indent=2))
     else:
@@ -527,10 +535,11 @@ def _mirror(args: argparse.Namespace) -> int:
     import re
 
     from ocicopy.errors import InputError
+    from ocicopy.mirroring import MAX_MIRROR_CONCURRENCY
     from ocicopy.plan import load_plan
 
-    if args.concurrency < 1:
-        raise InputError(f"--concurrency must be at least 1 (got {args.concurrency})")
+    if not 1 <= args.concurrency <= MAX_MIRROR_CONCURRENCY:
+        raise InputError(f"--concurrency must be between 1 and {MAX_MIRROR_CONCURRENCY} (got {args.concurrency})")
     if args.immutable_tags is not None:
         try:
             re.compile(args.immutable_tags)

@@ -224,6 +224,14 @@ class Client:
             result.referrers = outcome.manifests
             result.blobs += outcome.blobs
             result.warnings += outcome.warnings
+            if specs and result.digest != source_digest:  # a platform selection: what signs the index stays behind
+                left = await list_referrers(self.endpoint(s), source_digest)
+                left = [r for r in left if not artifact_types or r.artifact_type in artifact_types]
+                if left:
+                    result.warnings.append(
+                        f"{len(left)} referrer(s) of the source index {source_digest} not copied: they refer to "
+                        "the whole index, and the destination holds a platform selection of it"
+                    )
         result.requests = self.transport.stats.total_requests - requests_before
         return result
 

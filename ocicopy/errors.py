@@ -115,9 +115,10 @@ class DigestMismatchError(OcicopyError):
         if expected_size is not None:
             detail += f" ({expected_size} bytes)"
         if actual is not None:
-            detail += f", got {actual}"
-        if size is not None:
-            detail += f" ({size} bytes)"
+            detail += f", got {actual}" + (f" ({size} bytes)" if size is not None else "")
+        elif size is not None:  # the size was wrong; over it, the reader stopped there: at least that many came
+            more = expected_size is not None and size > expected_size
+            detail += f", got {'at least ' if more else ''}{size} bytes"
         super().__init__(f"{where}: {detail}" if where else detail)
 
 

@@ -47,6 +47,10 @@ class MirrorProgress(Protocol):
     def deployment_finished(self, result: DeploymentResult, done: int, total: int) -> None: ...
 
 
+#: Deployments in flight at most: each holds a task, its HEADs and a manifest in memory (blobs are bounded apart).
+MAX_MIRROR_CONCURRENCY = 1024
+
+
 @dataclass(frozen=True)
 class MirrorOptions:
     dry_run: bool = False
@@ -56,8 +60,9 @@ class MirrorOptions:
     run_id: str | None = None  # None: a new one (ledger.new_run_id)
 
     def __post_init__(self) -> None:
-        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
-            raise InputError(f"mirror concurrency must be a whole number of at least 1, not {self.concurrency!r}")
+        c = self.concurrency
+        if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= MAX_MIRROR_CONCURRENCY:
+            raise InputError(f"mirror concurrency must be a whole number from 1 to {MAX_MIRROR_CONCURRENCY}, not {c!r}")
         if self.immutable_tags is not None:
             immutable_pattern(self.immutable_tags)
         if self.run_id is not None:

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from ocicopy.errors import InputError, PlanError, validation_words
+from ocicopy.errors import InputError, InvalidReferenceError, PlanError, validation_words
 from ocicopy.location import Location, parse_layout_reference, parse_location
 from ocicopy.platforms import parse_platform
 from ocicopy.reference import api_host, parse_reference, validate_repository
@@ -83,10 +83,12 @@ def registry_host(value: str) -> str:
     It must name a registry by itself: a dot, a port, ``localhost`` or an IPv6 literal (``mirror`` alone
     would be a Docker Hub namespace).
     """
+    if not value:
+        raise ValueError("must not be empty: a registry host[:port]")
     try:
         ref = parse_reference(f"{value}/x/y", default_tag=None)
-    except InputError as exc:
-        raise ValueError(f"{_shown(value)} is not a registry host[:port]: {exc}") from None
+    except InvalidReferenceError as exc:  # its reason, not the made-up reference it was read in
+        raise ValueError(f"{_shown(value)} is not a registry host[:port]: {exc.reason}") from None
     if ref.repository != "x/y":
         raise ValueError(f"{_shown(value)} is not a registry host[:port] (needs a dot, a port or localhost)")
     return ref.registry
@@ -375,12 +377,12 @@ class Plan(_Strict):
         registries = dict(base.registries)
         for host, settings in self.registries.items():
             password = None
-            if settings.password_env is not None:
-                if settings.password_env not in env:
-                    raise PlanError(f"registries[{host!r}]: environment variable {settings.password_env} is not set")
-                password = env[settings.password_env]
+            if (variable := settings.password_env) is not None:
+                if variable not in env:
+                    raise PlanError(f"plan: registries: {host}: environment variable {variable} is not set")
+                password = env[variable]
                 if not password:
-                    raise PlanError(f"registries[{host!r}]: environment variable {settings.password_env} is empty")
+                    raise PlanError(f"plan: registries: {host}: environment variable {variable} is empty")
             key = api_host(host)
             # What the caller said (the CLI's --cert-dir) stays unless the plan says otherwise for this host.
             given = base.registry(key)
@@ -432,8 +434,15 @@ def _decode(raw: bytes, path: Path) -> object:
             raise PlanError(f"plan {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     try:
         return json.loads(raw, object_pairs_hook=_unique_keys)
-    except (ValueError, RecursionError) as exc:
-        raise PlanError(f"plan {path} is not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise PlanError(f"plan {path} is not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})") from None
+    except RecursionError:
+        raise PlanError(f"plan {path} is not valid JSON: nested too deeply") from None
+    except ValueError as exc:
+        said = str(exc)
+        if "int_max_str_digits" in said:  # Python's advice on its own limit is not the plan author's
+            said = "a number of over 4300 digits"
+        raise PlanError(f"plan {path} is not valid JSON: {said}") from None
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

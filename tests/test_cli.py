@@ -393,7 +393,11 @@ BAD_VALUES = {  # refused by ocicopy before any request (one would fail with exi
         ["mirror", "{plan}", "--blob-concurrency", "500"],
         "--blob-concurrency must be between 1 and 128 (got 500)",
     ),
-    "mirror-concurrency": (["mirror", "{plan}", "--concurrency", "0"], "--concurrency must be at least 1 (got 0)"),
+    "mirror-concurrency": (
+        ["mirror", "{plan}", "--concurrency", "0"],
+        "--concurrency must be between 1 and 1024 (got 0)",
+    ),
+    "mirror-concurrency-high": (["mirror", "{plan}", "--concurrency", "5000"], "between 1 and 1024 (got 5000)"),
     "mirror-immutable-tags": (["mirror", "{plan}", "--immutable-tags", "v(1"], "--immutable-tags is not a regular"),
     "mirror-plain-http": (["mirror", "{plan}", "--plain-http", "a/b"], "--plain-http takes HOST[:PORT]"),
     "mirror-no-plan": (["mirror", "{tmp}/missing.json"], "cannot read plan"),
@@ -668,3 +672,11 @@ def test_referrers_command(ocicopy_run: Run, registry: RegistryServer, make_repo
     assert [d["digest"] for d in json.loads(listed.stdout)] == [sig.digest]
     text = ocicopy_run("referrers", *_plain(registry), f"{registry.host}/{repo}:v1")
     assert text.stdout.decode().split()[:2] == [sig.digest, "application/vnd.example.sig"]
+    ref = f"{registry.host}/{repo}:v1"
+    for types, expected in ((["application/vnd.example.sbom"], []), (["a/b", "application/vnd.example.sig"], [sig])):
+        filtered = ocicopy_run("referrers", "--json", *_plain(registry), *_each("--artifact-type", types), ref)
+        assert [d["digest"] for d in json.loads(filtered.stdout)] == [a.digest for a in expected], filtered.stderr
+
+
+def _each(flag: str, values: list[str]) -> list[str]:
+    return [arg for value in values for arg in (flag, value)]

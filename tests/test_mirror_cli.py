@@ -342,7 +342,7 @@ def test_invalid_plan_exit_2_without_a_request(
     [
         (["--blob-concurrency", "500"], "--blob-concurrency must be between 1 and 128 (got 500)"),
         (["--blob-concurrency", "0"], "--blob-concurrency must be between 1 and 128 (got 0)"),
-        (["--concurrency", "0"], "--concurrency must be at least 1"),
+        (["--concurrency", "0"], "--concurrency must be between 1 and 1024"),
         (["--immutable-tags", "v[0-"], "--immutable-tags is not a regular expression"),
     ],
     ids=["blob-concurrency-high", "blob-concurrency-zero", "concurrency-zero", "immutable-tags"],

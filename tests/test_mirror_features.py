@@ -228,7 +228,7 @@ def test_mirror_options_refuse_bad_values_as_input_errors() -> None:
 
     with pytest.raises(InputError, match="not a valid regular expression"):
         MirrorOptions(immutable_tags="v(1")
-    for bad in (0, -3, True):
+    for bad in (0, -3, True, 1025):
         with pytest.raises(InputError, match="concurrency"):
             MirrorOptions(concurrency=bad)
     with pytest.raises(InputError):

@@ -4,7 +4,7 @@ held by a test against the real registry that failed before the fix."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -423,3 +423,58 @@ def test_a_yaml_plan_may_merge_keys_from_an_anchor(tmp_path: Path) -> None:
         ("api", "dev", "registry.example.com/api:v1"),
         ("api", "prod", "registry.example.com/api:v1"),
     ]
+
+
+async def test_a_wrong_size_in_one_manifest_fails_that_deployment_only(tmp_path: Path) -> None:
+    shared = im.layer(11_035, 4000)
+    good = im.make_image([shared, im.layer(11_036, 500)])
+    await _write_layout(tmp_path / "good", good.manifest, good.media_type, good.blobs().values())
+    doc = json.loads(good.manifest)
+    doc["layers"][0]["size"] -= 1  # the shared layer, one byte short in this manifest only
+    bad = json.dumps(doc).encode()
+    await _write_layout(tmp_path / "bad", bad, good.media_type, good.blobs().values())
+    plan = ocicopy.parse_plan(
+        {
+            "mirror": {"layout": f"oci:{tmp_path / 'mirror'}", "mode": "cluster", "cluster": "c1"},
+            "deployments": [
+                {"service": "bad", "environment": "prod", "image": f"oci:{tmp_path / 'bad'}:v1"},
+                {"service": "good", "environment": "prod", "image": f"oci:{tmp_path / 'good'}:v1"},
+            ],
+        }
+    )
+    async with client() as c:
+        report = await c.mirror(plan)
+    by_service = {d.service: d for d in report.deployments}
+    assert by_service["good"].action is ocicopy.MirrorAction.COPIED, by_service["good"].error
+    assert by_service["bad"].action is ocicopy.MirrorAction.FAILED  # was: the blob's one flight failed both, or neither
+    assert f"body longer than descriptor: expected {shared.digest} ({len(shared) - 1} bytes), got at least" in (
+        by_service["bad"].error or ""
+    ), by_service["bad"].error
+
+
+async def _write_layout(root: Path, manifest: bytes, media_type: str, blobs: Iterable[bytes]) -> None:
+    layout = ocicopy.Layout(root)
+    for data in blobs:
+        await layout.write_blob(ocicopy.Digest.of(data), len(data), _once(data))
+    await layout.manifest_put("v1", ocicopy.models.parse_manifest(manifest, media_type))
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b'{"mirror": {"registry": "m.example.com", "compress_level": 1' + b"0" * 5000 + b"}}", "over 4300 digits"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"mirror": {"registry": "m.example.com\xff"}}', "is not UTF-8 text (byte 0xff at offset 38)"),
+        (b'{"mirror": {"registry": ""}, "deployments": []}', "mirror: registry: must not be empty"),
+        (b'{"mirror": {"registry": "a host"}, "deployments": []}', "not a registry host[:port]: reference contains"),
+    ],
+)
+def test_a_plan_file_that_cannot_be_read_says_why_in_its_authors_terms(
+    tmp_path: Path, content: bytes, said: str
+) -> None:
+    path = tmp_path / "plan.json"
+    path.write_bytes(content)
+    with pytest.raises(ocicopy.PlanError) as info:
+        ocicopy.load_plan(path)
+    assert said in str(info.value), str(info.value)
+    assert "sys.set_int_max_str_digits" not in str(info.value) and "/x/y" not in str(info.value)

@@ -142,6 +142,29 @@ async def test_artifact_type_filter(registry: RegistryServer, make_repo: MakeRep
     assert [d.digest for d in sboms] == [sbom.digest]
 
 
+async def test_a_platform_selection_says_the_index_signatures_stay_behind(
+    registry: RegistryServer, make_repo: MakeRepo
+) -> None:
+    src, dst = make_repo("src"), make_repo("dst")
+    amd = im.make_image([im.layer(next(_seeds), 1200)], platform=("linux", "amd64", None))
+    arm = im.make_image([im.layer(next(_seeds), 1200)], platform=("linux", "arm64", "v8"))
+    index = im.make_index([amd, arm])
+    index_sig, amd_sig = _artifact(index, SIG, "index-sig"), _artifact(amd, SIG, "amd-sig")
+    im.push(registry, src, "v1", index)
+    for art in (index_sig, amd_sig):
+        im.push(registry, src, art.digest, art)
+    im.push(registry, src, fallback_tag(Digest(index.digest)), _fallback_index(index_sig))
+    im.push(registry, src, fallback_tag(Digest(amd.digest)), _fallback_index(amd_sig))
+    async with _client(registry.host) as client:
+        result = await client.copy(
+            f"{registry.host}/{src}:v1", f"{registry.host}/{dst}:v1", platforms=["linux/amd64"], referrers=True
+        )
+    assert result.digest == amd.digest
+    assert {r.digest for r in result.referrers} == {amd_sig.digest}  # the child's own signature comes along
+    said = [w for w in result.warnings if index.digest in w]  # was: the index's signature dropped silently
+    assert len(said) == 1 and "1 referrer(s) of the source index" in said[0], result.warnings
+
+
 async def test_rerun_is_idempotent_and_adds_new_signatures(registry: RegistryServer, make_repo: MakeRepo) -> None:
     src, dst = make_repo("src"), make_repo("dst")
     image, sig, sbom, _ = _seed_signed(registry, src)
