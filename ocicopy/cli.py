@@ -210,7 +210,10 @@ def _mirror_parsers(sub: Any) -> None:
         "succeeded (build-needed included), 1 otherwise.",
     )
     p.add_argument("plan", metavar="PLAN", help="plan file: JSON, or YAML when named .yaml/.yml (needs PyYAML)")
-    p.add_argument("--mode", choices=["service", "cluster"], help="override the plan's mode")
+    p.add_argument("--mode", choices=["service", "cluster"], help="override the plan's mode (every cluster's)")
+    p.add_argument(
+        "--cluster", action="append", default=[], metavar="NAME", help="only this cluster of the plan; repeatable"
+    )
     p.add_argument("--json", metavar="REPORT", help="write the report as JSON to REPORT ('-' for stdout)")
     p.add_argument(
         "--lock",
@@ -553,7 +556,7 @@ def _mirror(args: argparse.Namespace) -> int:
         raise InputError(f"--json {args.json} and --lock {args.lock} name one file: give each its own")
     flags = {"blob_concurrency": "--blob-concurrency"}
     base = _client_options(args, flags, blob_concurrency=args.blob_concurrency, mounts=not args.no_mount)
-    plan = load_plan(args.plan).with_mode(args.mode)
+    plan = load_plan(args.plan).with_mode(args.mode).only_clusters(args.cluster)
     return _run(_mirror_session, args, plan, plan.client_options(base))
 
 
@@ -563,7 +566,8 @@ async def _mirror_session(args: argparse.Namespace, plan: Plan, options: ClientO
 
     lines_to = sys.stderr if "-" in (args.json, args.lock) else sys.stdout  # stdout is the JSON's
     live = sys.stderr.isatty() and not args.quiet
-    progress: Any = MirrorTerminal(len(plan.deployments)) if live else None if args.quiet else MirrorLines(lines_to)
+    total = sum(len(sub.deployments) for _, sub in plan.cluster_plans())
+    progress: Any = MirrorTerminal(total) if live else None if args.quiet else MirrorLines(lines_to)
     async with Client(options, progress=progress if live else None) as client:
         try:
             report = await client.mirror(
@@ -628,13 +632,15 @@ def _mirror_output(args: argparse.Namespace, report: MirrorReport, out: Any, liv
         print(lock_document(report).model_dump_json(indent=2))
     elif args.lock:
         write_lock(report, args.lock)
+    fleet = len(report.clusters) > 1
     for d in report.deployments:
+        label = f"{d.service}/{d.environment}" + (f" in {d.cluster}" if fleet else "")
         if live and not args.quiet:
             print(deployment_line(d), file=out)
         if d.error:  # on stderr too: progress may be hidden (-q) or on stdout, never the reason for exit 1
-            print(f"ocicopy: error: {d.service}/{d.environment}: {d.error}", file=sys.stderr)
+            print(f"ocicopy: error: {label}: {d.error}", file=sys.stderr)
         for warning in d.warnings:
-            print(f"ocicopy: warning: {d.service}/{d.environment}: {warning}", file=sys.stderr)
+            print(f"ocicopy: warning: {label}: {warning}", file=sys.stderr)
     for warning in report.warnings:
         print(f"ocicopy: warning: {warning}", file=sys.stderr)
     if not args.quiet:

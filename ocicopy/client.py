@@ -356,20 +356,22 @@ class Client:
         concurrency: int = 32,
         ledger: bool | None = None,
         progress: MirrorProgress | None = None,
+        clusters: Sequence[str] = (),
     ) -> MirrorReport:
         """Mirror every deployment of ``plan`` (see :mod:`ocicopy.mirroring`); never raises for one deployment.
 
         The plan's ``registries`` settings (plain HTTP, credentials from the environment) are adopted by this
-        client. ``mode`` overrides the plan's mode; ``dry_run`` asks manifests only and predicts.
+        client. ``mode`` overrides the plan's mode (every cluster's); ``dry_run`` asks manifests only and
+        predicts; ``clusters`` limits a fleet plan to some of its clusters (an unknown name: :class:`PlanError`).
         """
-        from ocicopy.mirroring import Mirror, MirrorOptions
+        from ocicopy.mirroring import MirrorOptions, run_plan
 
         self._check_open()
-        plan = plan.with_mode(mode)
+        plan = plan.with_mode(mode).only_clusters(clusters)
         self.options = plan.client_options(self.options)
         self.transport.reconfigure(self.options)
         options = MirrorOptions(dry_run=dry_run, immutable_tags=immutable_tags, concurrency=concurrency, ledger=ledger)
-        return await Mirror(self, plan, options, progress).run()
+        return await run_plan(self, plan, options, progress)
 
     async def _source(self, src: Store, ref: Location) -> tuple[str | None, Digest]:
         """The tag and digest ``ref`` resolves to now (one HEAD; a layout without a tag: its only image), or an
@@ -508,6 +510,7 @@ def mirror(
     plain_http: Iterable[str] = (),
     credentials: Mapping[str, Credentials] | CredentialSource | None = None,
     progress: MirrorProgress | None = None,
+    clusters: Sequence[str] = (),
 ) -> MirrorReport:
     """Synchronous :meth:`Client.mirror` for scripts: ``ocicopy.mirror("plan.json")`` (a path is read with
     :func:`~ocicopy.plan.load_plan`); never raises for one deployment (see the report)."""
@@ -525,6 +528,7 @@ def mirror(
                 concurrency=concurrency,
                 ledger=ledger,
                 progress=progress,
+                clusters=clusters,
             )
 
     return anyio.run(run)

@@ -154,13 +154,22 @@ class MirrorTerminal(TerminalProgress):
         )
 
 
+def _modes(report: MirrorReport) -> str:
+    """``service mode``; for a fleet ``3 clusters, cluster mode`` or ``3 clusters: a cluster, b service``."""
+    if len(report.clusters) <= 1 and report.mode is not None:
+        return f"{report.mode.value} mode"
+    if report.mode is not None:
+        return f"{len(report.clusters)} clusters, {report.mode.value} mode"
+    return f"{len(report.clusters)} clusters: " + ", ".join(f"{n} {c.mode.value}" for n, c in report.clusters.items())
+
+
 def mirror_summary(report: MirrorReport) -> str:
     t = report.totals
     actions = ", ".join(f"{n} {a}" for a, n in t.deployments.items() if n)
     verb = "would send" if report.dry_run else "sent"
     return (
         f"{'dry run: ' if report.dry_run else ''}{len(report.deployments)} deployments in {report.seconds:.2f} s "
-        f"({report.mode.value} mode): {actions}\n"
+        f"({_modes(report)}): {actions}\n"
         f"blobs: {t.blobs_copied} copied, "
         + (f"{t.blobs_recompressed} recompressed, " if t.blobs_recompressed else "")
         + f"{t.blobs_mounted} mounted, {t.blobs_skipped} skipped; "

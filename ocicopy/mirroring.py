@@ -15,9 +15,10 @@ the others; it is reported ``failed`` with its error.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
@@ -35,7 +36,14 @@ from ocicopy.planner import Target, ledger_repository, plan_targets
 from ocicopy.platforms import apply_selection, parse_platform
 from ocicopy.reference import Reference, api_host, validate_tag
 from ocicopy.referrers import ReferrersOutcome
-from ocicopy.report import DEFAULT_CLUSTER, DeploymentResult, MirrorAction, MirrorReport, totals_of
+from ocicopy.report import (
+    DEFAULT_CLUSTER,
+    ClusterReport,
+    DeploymentResult,
+    MirrorAction,
+    MirrorReport,
+    totals_of,
+)
 from ocicopy.result import BlobAction, CopyAction, CopyResult
 from ocicopy.tree import check_platforms, destination_digest, fetch_child, get_manifest
 
@@ -77,63 +85,149 @@ def immutable_pattern(pattern: str) -> re.Pattern[str]:
         raise InputError(f"immutable tags pattern {pattern!r} is not a valid regular expression: {exc}") from None
 
 
+@dataclass
+class RunState:
+    """What every cluster of one run shares: the run id, the limit on deployments in flight, one HEAD and one GET
+    per reference (a source is asked once, however many clusters need it), one copy per destination, and the
+    progress count."""
+
+    run_id: str
+    limiter: anyio.CapacityLimiter
+    total: int
+    fleet: bool = False  # clusters may share a ledger repository: each writes its own shard
+    done: int = 0
+    heads: SingleFlight[ManifestInfo | None] = field(default_factory=lambda: SingleFlight(keep_results=True))
+    copies: SingleFlight[CopyResult] = field(default_factory=lambda: SingleFlight(keep_results=True))
+    referrer_copies: SingleFlight[ReferrersOutcome] = field(default_factory=lambda: SingleFlight(keep_results=True))
+    manifests: SingleFlight[Manifest] = field(default_factory=lambda: SingleFlight(keep_results=True))
+    probes: SingleFlight[bool] = field(default_factory=lambda: SingleFlight(keep_results=True))
+
+
+async def run_plan(
+    client: Client, plan: Plan, options: MirrorOptions | None = None, progress: MirrorProgress | None = None
+) -> MirrorReport:
+    """Run every cluster of ``plan`` at once (one :class:`Mirror` each, sharing a :class:`RunState`): one report,
+    one result per (deployment, cluster), totals per cluster and overall. One failing cluster does not stop the
+    others; every destination layout is checked before any request."""
+    options = options or MirrorOptions()
+    clusters = plan.cluster_plans()
+    total = sum(len(sub.deployments) for _, sub in clusters)
+    state = RunState(options.run_id or new_run_id(), anyio.CapacityLimiter(options.concurrency), total, plan.is_fleet)
+    mirrors = [Mirror(client, sub, options, progress, state) for _, sub in clusters]
+    for mirror in mirrors:
+        await mirror.check()
+    started, before = time.monotonic(), dict(client.transport.stats.requests)
+    reports: list[MirrorReport | None] = [None] * len(mirrors)
+
+    async def one(i: int) -> None:
+        reports[i] = await mirrors[i].run()
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(mirrors)):
+            tg.start_soon(one, i)
+    done = [r for r in reports if r is not None]
+    if not plan.is_fleet:
+        return done[0]
+    after = client.transport.stats.requests
+    results = [d for r in done for d in r.deployments]
+    modes = {r.mode for r in done}
+    per_cluster = {}
+    for (name, sub), report in zip(clusters, done, strict=True):
+        host = api_host(sub.target.registry) if sub.target.registry is not None else None
+        sent = after.get(host, 0) - before.get(host, 0) if host is not None else 0
+        per_cluster[name] = ClusterReport(
+            mirror=sub.target.root,
+            mode=sub.target.mode,
+            totals=report.totals.model_copy(update={"requests": sent}),
+        )
+    return MirrorReport(
+        run_id=state.run_id,
+        mode=modes.pop() if len(modes) == 1 else None,
+        dry_run=options.dry_run,
+        seconds=round(time.monotonic() - started, 6),
+        totals=totals_of(results, sum(after.values()) - sum(before.values())),
+        clusters=per_cluster,
+        deployments=results,
+        warnings=[f"{name}: {w}" for (name, _), r in zip(clusters, done, strict=True) for w in r.warnings],
+    )
+
+
 class Mirror:
-    """One run of a plan against a :class:`~ocicopy.client.Client`."""
+    """One cluster's part of a run (a single-``mirror`` plan) against a :class:`~ocicopy.client.Client`."""
 
     def __init__(
-        self, client: Client, plan: Plan, options: MirrorOptions | None = None, progress: MirrorProgress | None = None
+        self,
+        client: Client,
+        plan: Plan,
+        options: MirrorOptions | None = None,
+        progress: MirrorProgress | None = None,
+        state: RunState | None = None,
     ) -> None:
         self.client = client
         self.plan = plan
         self.options = options or MirrorOptions()
         self.progress = progress
-        self.run_id = self.options.run_id or new_run_id()
+        self.state = state or RunState(
+            self.options.run_id or new_run_id(),
+            anyio.CapacityLimiter(self.options.concurrency),
+            len(plan.deployments),
+        )
+        self.run_id = self.state.run_id
         pattern = self.options.immutable_tags or plan.immutable_tags
         self.immutable = immutable_pattern(pattern) if pattern else None
-        self.heads: SingleFlight[ManifestInfo | None] = SingleFlight(keep_results=True)
-        self.copies: SingleFlight[CopyResult] = SingleFlight(keep_results=True)
-        self.referrer_copies: SingleFlight[ReferrersOutcome] = SingleFlight(keep_results=True)
-        self.manifests: SingleFlight[Manifest] = SingleFlight(keep_results=True)
-        self.probes: SingleFlight[bool] = SingleFlight(keep_results=True)
+        self.heads = self.state.heads
+        self.copies = self.state.copies
+        self.referrer_copies = self.state.referrer_copies
+        self.manifests = self.state.manifests
+        self.probes = self.state.probes
         self.planned_blobs: set[Digest] = set()
         self.predicted: set[str] = set()
-        use_ledger = plan.mirror.ledger if self.options.ledger is None else self.options.ledger
+        use_ledger = plan.target.ledger if self.options.ledger is None else self.options.ledger
         self.ledger: Ledger | None = None
-        if use_ledger and plan.mirror.registry is not None:  # layouts: no mounts; dry runs read it, never write
-            registry = client.registry(api_host(plan.mirror.registry))
-            self.ledger = Ledger(registry, ledger_repository(plan), self.run_id)
-        self.compress = recompression(plan.mirror.compress, plan.mirror.compress_level)
+        if use_ledger and plan.target.registry is not None:  # layouts: no mounts; dry runs read it, never write
+            registry = client.registry(api_host(plan.target.registry))
+            shard = self.run_id
+            if self.state.fleet:  # two clusters of one registry may share a ledger repository: a shard each
+                shard += "-" + hashlib.sha256((plan.target.cluster or "").encode()).hexdigest()[:8]
+            self.ledger = Ledger(registry, ledger_repository(plan), shard)
+        self.compress = recompression(plan.target.compress, plan.target.compress_level)
         self._seeded = False
         self._seed_lock = anyio.Lock()
-        self.done = 0
+
+    async def check(self) -> None:
+        """A mirror.layout no deployment could write: refused (:class:`InputError`) before any request."""
+        targets = plan_targets(self.plan)
+        layouts = {t.destination.path: t.destination for t in targets if isinstance(t.destination, LayoutReference)}
+        for layout in layouts.values():
+            await self.client.layout(layout).check_writable()
 
     async def run(self) -> MirrorReport:
         started, requests_before = time.monotonic(), self.client.transport.stats.total_requests
         targets = plan_targets(self.plan)
         results: list[DeploymentResult | None] = [None] * len(targets)
-        limiter = anyio.CapacityLimiter(self.options.concurrency)
-        layouts = {t.destination.path: t.destination for t in targets if isinstance(t.destination, LayoutReference)}
-        for layout in layouts.values():  # a mirror.layout no deployment could write: refused before any request
-            await self.client.layout(layout).check_writable()
+        await self.check()
 
         async def one(target: Target) -> None:
-            async with limiter:
+            async with self.state.limiter:
                 result = results[target.index] = await self._deployment(target)
-                self.done += 1
+                self.state.done += 1
                 if self.progress is not None:
-                    self.progress.deployment_finished(result, self.done, len(targets))
+                    self.progress.deployment_finished(result, self.state.done, self.state.total)
 
         async with anyio.create_task_group() as tg:
             for target in targets:
                 tg.start_soon(one, target)
         final = [r for r in results if r is not None]
         warnings = await self._save_ledger()
+        totals = totals_of(final, self.client.transport.stats.total_requests - requests_before)
+        cluster = self.plan.target.cluster or DEFAULT_CLUSTER
         return MirrorReport(
             run_id=self.run_id,
-            mode=self.plan.mirror.mode,
+            mode=self.plan.target.mode,
             dry_run=self.options.dry_run,
             seconds=round(time.monotonic() - started, 6),
-            totals=totals_of(final, self.client.transport.stats.total_requests - requests_before),
+            totals=totals,
+            clusters={cluster: ClusterReport(mirror=self.plan.target.root, mode=self.plan.target.mode, totals=totals)},
             deployments=final,
             warnings=warnings,
         )
@@ -156,7 +250,7 @@ class Mirror:
         result = DeploymentResult(
             service=target.deployment.service,
             environment=target.deployment.environment,
-            cluster=self.plan.mirror.cluster or DEFAULT_CLUSTER,
+            cluster=self.plan.target.cluster or DEFAULT_CLUSTER,
             source=str(target.source) if target.source is not None else None,
             destination=str(target.destination),
             build_key=target.build_key,
@@ -294,9 +388,9 @@ class Mirror:
 
     async def _referrers(self, target: Target, digest: Digest, result: DeploymentResult) -> None:
         """With ``referrers: true``: bring the image's referrers into the mirror (once per destination)."""
-        if not self.plan.mirror.referrers or target.source is None or self.options.dry_run:
+        if not self.plan.target.referrers or target.source is None or self.options.dry_run:
             return
-        source, dest, types = target.source, target.destination, self.plan.mirror.artifact_types
+        source, dest, types = target.source, target.destination, self.plan.target.artifact_types
         outcome, _ = await self.referrer_copies.run(
             str(dest), lambda: self.client.copy_referrers(source, dest, digest, artifact_types=types)
         )

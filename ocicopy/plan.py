@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
@@ -38,6 +38,11 @@ _NAME: Final = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _COMMIT: Final = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_PLAN_BYTES: Final = 16 * 1024 * 1024
+#: Plan format versions this ocicopy reads: 1, today's single ``mirror``; 2 adds ``mirrors`` (a fleet). A plan
+#: without ``version`` is read as the newest format its fields fit.
+PLAN_VERSIONS: Final = (1, 2)
+#: The cluster of a plan whose single ``mirror`` names none (service mode): its lock entries and results say it.
+DEFAULT_CLUSTER: Final = "default"
 
 
 def _as_value_error(check: Callable[[str], object], value: str) -> str:
@@ -272,6 +277,9 @@ class Deployment(_Strict):
     image: str | None = None
     build: BuildSpec | None = None
     platforms: list[str] = Field(default_factory=list, description="copy only these platforms of an index")
+    clusters: list[str] | None = Field(
+        default=None, min_length=1, description="the clusters (keys of mirrors) it goes to; absent: every one"
+    )
 
     @field_validator("service", "environment")
     @classmethod
@@ -283,6 +291,15 @@ class Deployment(_Strict):
     def _image(cls, v: str | None) -> str | None:
         if v is not None:
             _as_value_error(parse_location, v)
+        return v
+
+    @field_validator("clusters")
+    @classmethod
+    def _clusters(cls, v: list[str] | None) -> list[str] | None:
+        for name in v or ():
+            _check_name(name, "cluster")
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"a cluster is named twice: {', '.join(v)}")
         return v
 
     @field_validator("platforms")
@@ -308,9 +325,16 @@ class Deployment(_Strict):
 
 
 class Plan(_Strict):
-    """A mirroring plan (see README "Mirroring")."""
+    """A mirroring plan (see README "Mirroring"): one ``mirror``, or a fleet of ``mirrors`` keyed by cluster name.
 
-    mirror: MirrorSettings
+    The engine runs one cluster at a time through :meth:`for_cluster`, a single-``mirror`` plan of the
+    deployments that go there; :meth:`clusters` lists them, in plan order."""
+
+    version: StrictInt | None = Field(default=None, description="plan format (1: one mirror; 2: mirrors)")
+    mirror: MirrorSettings | None = Field(default=None, description="the one mirror (a plan for one cluster)")
+    mirrors: dict[str, MirrorSettings] | None = Field(
+        default=None, description="a fleet: the mirror of each cluster, keyed by cluster name"
+    )
     registries: dict[str, RegistrySettings] = Field(default_factory=dict)
     deployments: list[Deployment] = Field(min_length=1)
     immutable_tags: str | None = Field(default=None, description="regex of source tags trusted never to move")
@@ -336,25 +360,130 @@ class Plan(_Strict):
                 raise ValueError(f"immutable_tags is not a valid regular expression: {exc}") from None
         return v
 
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: int | None) -> int | None:
+        if v is not None and v not in PLAN_VERSIONS:
+            raise ValueError(f"plan version {v} is not one this ocicopy reads ({', '.join(map(str, PLAN_VERSIONS))})")
+        return v
+
+    @field_validator("mirrors")
+    @classmethod
+    def _mirrors(cls, v: dict[str, MirrorSettings] | None) -> dict[str, MirrorSettings] | None:
+        if v is None:
+            return None
+        if not v:
+            raise ValueError("mirrors must name at least one cluster")
+        out = {}
+        for name, settings in v.items():
+            _check_name(name, "cluster")
+            if settings.cluster not in (None, name):
+                raise ValueError(
+                    f"{name}: cluster {settings.cluster!r} differs from its key: the key names the cluster"
+                )
+            out[name] = settings.model_copy(update={"cluster": name})  # validated already; the key is the name
+        return out
+
     @model_validator(mode="after")
     def _checks(self) -> Plan:
-        if self.mirror.mode is Mode.CLUSTER and self.mirror.cluster is None:
+        if (self.mirror is None) == (self.mirrors is None):
+            raise ValueError(
+                "give mirror (one cluster) or mirrors (a fleet, keyed by cluster name), not both"
+                if self.mirror is not None
+                else "give mirror (one cluster) or mirrors (a fleet)"
+            )
+        if self.mirrors is not None and self.version == 1:
+            raise ValueError('mirrors is a version 2 field: say "version": 2 (or leave version out)')
+        if self.mirror is not None and self.mirror.mode is Mode.CLUSTER and self.mirror.cluster is None:
             raise ValueError("mirror.cluster is required in cluster mode")
+        clusters = self.clusters()
+        seen: dict[tuple[str, str, str], int] = {}
         for i, d in enumerate(self.deployments):
-            name = self.mirror.cluster if self.mirror.mode is Mode.CLUSTER else d.service
-            full = "/".join(p for p in (self.mirror.registry, self.mirror.prefix, name) if p)
-            if self.mirror.registry is not None and len(full) > 255:
+            unknown = [c for c in d.clusters or () if c not in clusters]
+            if unknown:
                 raise ValueError(
-                    f"deployments[{i}] ({d.label}): mirror repository {full[:60]}... is over 255 characters"
+                    f"deployments[{i}] ({d.label}): clusters: no mirror for {', '.join(map(repr, unknown))} "
+                    f"(the plan's clusters: {', '.join(clusters)})"
                 )
-        seen: dict[tuple[str, str], int] = {}
-        for i, d in enumerate(self.deployments):
-            key = (d.service, d.environment)
-            if key in seen:
-                first = seen[key]
-                raise ValueError(f"deployments[{i}] ({d.label}): same service and environment as deployments[{first}]")
-            seen[key] = i
+            for cluster in d.clusters or clusters:
+                mirror = clusters[cluster]
+                name = mirror.cluster if mirror.mode is Mode.CLUSTER else d.service
+                full = "/".join(p for p in (mirror.registry, mirror.prefix, name) if p)
+                if mirror.registry is not None and len(full) > 255:
+                    raise ValueError(
+                        f"deployments[{i}] ({d.label}): mirror repository {full[:60]}... is over 255 characters"
+                    )
+                key = (cluster, d.service, d.environment)
+                if key in seen:
+                    first, where = seen[key], f" in cluster {cluster}" if self.mirrors is not None else ""
+                    raise ValueError(
+                        f"deployments[{i}] ({d.label}): same service and environment as deployments[{first}]{where}"
+                    )
+                seen[key] = i
         return self
+
+    def clusters(self) -> dict[str, MirrorSettings]:
+        """Each cluster's mirror, in plan order; a single ``mirror`` is one cluster (its ``cluster``, else
+        ``default``)."""
+        if self.mirrors is not None:
+            return dict(self.mirrors)
+        assert self.mirror is not None
+        return {self.mirror.cluster or DEFAULT_CLUSTER: self.mirror}
+
+    @property
+    def is_fleet(self) -> bool:
+        """A plan of ``mirrors`` (even of one cluster): its results name each cluster."""
+        return self.mirrors is not None
+
+    @property
+    def target(self) -> MirrorSettings:
+        """The mirror of a single-``mirror`` plan (what :meth:`for_cluster` gives): the engine's view."""
+        if self.mirror is None:
+            raise PlanError("a fleet plan runs one cluster at a time: use plan.for_cluster(name)")
+        return self.mirror
+
+    def for_cluster(self, name: str) -> Plan | None:
+        """The single-``mirror`` plan of cluster ``name``'s deployments (None when none goes there)."""
+        clusters = self.clusters()
+        if name not in clusters:
+            raise PlanError(f"no cluster {name!r} in the plan (its clusters: {', '.join(clusters)})")
+        if self.mirrors is None:
+            return self
+        deployments = [
+            d.model_copy(update={"clusters": None})
+            for d in self.deployments
+            if d.clusters is None or name in d.clusters
+        ]
+        if not deployments:
+            return None
+        return self.model_copy(update={"mirror": clusters[name], "mirrors": None, "deployments": deployments})
+
+    def cluster_plans(self) -> list[tuple[str, Plan]]:
+        """``(cluster, single-mirror plan)`` for each cluster some deployment goes to, in plan order."""
+        return [(name, sub) for name in self.clusters() if (sub := self.for_cluster(name)) is not None]
+
+    def only_clusters(self, names: Sequence[str]) -> Plan:
+        """The plan limited to ``names`` (``--cluster``): an unknown name, or a selection no deployment goes to, is
+        a :class:`PlanError`."""
+        clusters = self.clusters()
+        unknown = [n for n in names if n not in clusters]
+        if unknown:
+            raise PlanError(
+                f"no cluster {', '.join(map(repr, unknown))} in the plan (its clusters: {', '.join(clusters)})"
+            )
+        if not names or set(names) == set(clusters):
+            return self
+        if self.mirrors is None:
+            return self
+        kept = {n: m for n, m in self.mirrors.items() if n in names}
+        deployments = [
+            d.model_copy(update={"clusters": [c for c in d.clusters if c in kept]}) if d.clusters is not None else d
+            for d in self.deployments
+            if d.clusters is None or any(c in kept for c in d.clusters)
+        ]
+        if not deployments:
+            raise PlanError(f"no deployment goes to {', '.join(names)}")
+        return self.model_copy(update={"mirrors": kept, "deployments": deployments})
 
     def with_mode(self, mode: Mode | str | None) -> Plan:
         """The plan with ``mirror.mode`` overridden (``--mode``), re-validated."""
@@ -364,8 +493,9 @@ class Plan(_Strict):
             chosen = Mode(mode)
         except ValueError:
             raise PlanError(f"mode {_shown(str(mode))} must be 'service' or 'cluster'") from None
-        data = self.model_dump(mode="json")
-        data["mirror"]["mode"] = chosen.value
+        data = self.model_dump(mode="json", exclude_none=True)
+        for mirror in [data["mirror"]] if "mirror" in data else data["mirrors"].values():
+            mirror["mode"] = chosen.value
         return parse_plan(data)
 
     def client_options(self, base: ClientOptions | None = None, env: Mapping[str, str] | None = None) -> ClientOptions:

@@ -79,9 +79,9 @@ def build_key(spec: BuildSpec) -> str:
 
 
 def mirror_repository(plan: Plan, deployment: Deployment) -> str:
-    name = deployment.service if plan.mirror.mode is Mode.SERVICE else plan.mirror.cluster
+    name = deployment.service if plan.target.mode is Mode.SERVICE else plan.target.cluster
     assert name is not None  # the plan validator requires a cluster in cluster mode
-    return f"{plan.mirror.prefix}/{name}" if plan.mirror.prefix else name
+    return f"{plan.target.prefix}/{name}" if plan.target.prefix else name
 
 
 @dataclass(frozen=True)
@@ -111,15 +111,15 @@ def plan_targets(plan: Plan) -> list[Target]:
 
 def destination(plan: Plan, repository: str, tag: str) -> Location:
     """``registry/repository:tag``, or for a layout mirror ``oci:DIR/repository:tag`` (a layout per repository)."""
-    if plan.mirror.layout is not None:
-        root = parse_layout_reference(plan.mirror.layout)
+    if plan.target.layout is not None:
+        root = parse_layout_reference(plan.target.layout)
         return LayoutReference(root.path / repository, tag, None)
-    assert plan.mirror.registry is not None
-    return Reference(plan.mirror.registry, repository, tag)
+    assert plan.target.registry is not None
+    return Reference(plan.target.registry, repository, tag)
 
 
 def ledger_repository(plan: Plan) -> str:
     """Where the blob-location ledger lives in the mirror registry."""
-    if plan.mirror.ledger_repository:
-        return plan.mirror.ledger_repository
-    return f"{plan.mirror.prefix}/ocicopy-ledger" if plan.mirror.prefix else "ocicopy-ledger"
+    if plan.target.ledger_repository:
+        return plan.target.ledger_repository
+    return f"{plan.target.prefix}/ocicopy-ledger" if plan.target.prefix else "ocicopy-ledger"

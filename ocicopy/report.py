@@ -24,6 +24,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from ocicopy.digest import Digest
+from ocicopy.plan import DEFAULT_CLUSTER as _DEFAULT_CLUSTER
 from ocicopy.plan import Mode
 
 
@@ -38,7 +39,7 @@ class MirrorAction(StrEnum):
 
 
 #: The cluster of a plan that names none (service mode, one mirror): what its lock entries say.
-DEFAULT_CLUSTER = "default"
+DEFAULT_CLUSTER = _DEFAULT_CLUSTER
 LOCK_VERSION = 2
 
 
@@ -76,13 +77,22 @@ class MirrorTotals(BaseModel):
     requests: int = 0
 
 
+class ClusterReport(BaseModel):
+    """One cluster of a run: its mirror, mode and totals (``requests``: those sent to its mirror registry)."""
+
+    mirror: str = Field(description="the mirror registry host, or oci:DIR")
+    mode: Mode
+    totals: MirrorTotals
+
+
 class MirrorReport(BaseModel):
     run_id: str = Field(default="", description="this run's id (UTC time + random), also in the ledger it wrote")
-    mode: Mode
+    mode: Mode | None = Field(description="the clusters' mode (None: a fleet whose clusters differ)")
     dry_run: bool = False
     seconds: float
     totals: MirrorTotals
-    deployments: list[DeploymentResult]
+    clusters: dict[str, ClusterReport] = Field(default_factory=dict, description="per cluster, in plan order")
+    deployments: list[DeploymentResult] = Field(description="one per (deployment, cluster), cluster by cluster")
     warnings: list[str] = Field(default_factory=list)
 
     @property

@@ -186,12 +186,12 @@ WORKER = "deployments[1] (worker/staging)"
 
 INVALID: list[tuple[str, Mutation, list[str]]] = [
     # unknown fields, at every level
-    ("unknown-top-level", lambda d: d.update(mirrors={}), ["mirrors", "unknown field"]),
+    ("unknown-top-level", lambda d: d.update(mirrorz={}), ["mirrorz", "unknown field"]),
     ("unknown-mirror", lambda d: d["mirror"].update(tag="x"), ["mirror", "tag", "unknown field"]),
     ("unknown-deployment", lambda d: api(d).update(tags=["1"]), [API, "tags", "unknown field"]),
     ("unknown-build", lambda d: build(d).update(branch="main"), [WORKER, "build", "branch", "unknown field"]),
     ("unknown-registry", lambda d: ghcr(d).update(password="hunter2"), ["registries", "ghcr.io", "unknown field"]),
-    ("missing-mirror", lambda d: d.pop("mirror"), ["mirror", "required field missing"]),
+    ("missing-mirror", lambda d: d.pop("mirror"), ["give mirror (one cluster) or mirrors"]),
     ("missing-service", lambda d: api(d).pop("service"), ["deployments[0]", "service", "required field missing"]),
     ("missing-commit", lambda d: build(d).pop("commit"), [WORKER, "commit", "required field missing"]),
     # image references

@@ -1,0 +1,161 @@
+"""Fleets against real registries (issue 12): one plan, three mirror registries (one per cluster) and a source,
+run by the ``ocicopy mirror`` command in a fresh process."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.oracle import skopeo_digest
+from harness.registry import RegistryServer, free_port, manifest_gets, start_registry
+from ocicopy import MirrorAction
+from ocicopy.report import read_lock
+from tests.test_mirror_cli import Run, ocicopy_run, stdout_report, write_plan
+from tests.test_mirror_registry import MakeRepo, new_prefix, pinned_ref, seed_fleet
+
+__all__ = ["ocicopy_run"]  # the fixture, shared
+
+CLUSTERS = ("eu", "us", "staging")
+MODES = {"eu": "service", "us": "cluster", "staging": "cluster"}
+
+
+@dataclass
+class Fleet:
+    source: RegistryServer
+    mirrors: dict[str, RegistryServer]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    with (
+        start_registry(tmp_path_factory.mktemp("fleet-source")) as source,
+        start_registry(tmp_path_factory.mktemp("fleet-eu")) as eu,
+        start_registry(tmp_path_factory.mktemp("fleet-us")) as us,
+        start_registry(tmp_path_factory.mktemp("fleet-staging")) as staging,
+    ):
+        yield Fleet(source, {"eu": eu, "us": us, "staging": staging})
+
+
+def fleet_plan(
+    fleet: Fleet, prefix: str, deployments: list[dict[str, Any]], **mirrors: dict[str, Any]
+) -> dict[str, Any]:
+    hosts = [fleet.source.host, *(m.host for m in fleet.mirrors.values()), *(m["registry"] for m in mirrors.values())]
+    return {
+        "version": 2,
+        "mirrors": {
+            name: {"registry": server.host, "prefix": prefix, "mode": MODES[name]}
+            for name, server in fleet.mirrors.items()
+        }
+        | mirrors,
+        "registries": {host: {"plain_http": True} for host in hosts},
+        "deployments": deployments,
+    }
+
+
+def deployments_of(images: Any) -> list[dict[str, Any]]:
+    return [
+        {"service": "api", "environment": "prod", "image": images.ref("api", "v1"), "clusters": ["eu", "us"]},
+        {"service": "web", "environment": "prod", "image": images.ref("web", "v1")},  # every cluster
+        {"service": "api", "environment": "staging", "image": images.ref("api", "v2"), "clusters": ["staging"]},
+    ]
+
+
+EXPECTED = {  # (cluster, service, environment) → the source (service, tag) it pins
+    ("eu", "api", "prod"): ("api", "v1"),
+    ("us", "api", "prod"): ("api", "v1"),
+    ("eu", "web", "prod"): ("web", "v1"),
+    ("us", "web", "prod"): ("web", "v1"),
+    ("staging", "web", "prod"): ("web", "v1"),
+    ("staging", "api", "staging"): ("api", "v2"),
+}
+
+
+def test_a_fleet_plan_mirrors_each_deployment_into_each_of_its_clusters(
+    fleet: Fleet, make_repo: MakeRepo, ocicopy_run: Run, tmp_path: Path
+) -> None:
+    images = seed_fleet(fleet.source, make_repo, services=("api", "web"), tags=("v1", "v2"))
+    data = fleet_plan(fleet, new_prefix("fleet"), deployments_of(images))
+    plan = write_plan(tmp_path / "plan.json", data)
+    source_mark = fleet.source.mark()
+
+    proc = ocicopy_run("mirror", plan, "--json", "-", "--lock", "lock.json")
+    assert proc.returncode == 0, proc.stderr.decode()
+    report = stdout_report(proc)
+
+    got = {(d.cluster, d.service, d.environment): d for d in report.deployments}
+    assert set(got) == set(EXPECTED)
+    for (cluster, service, env), (src_service, tag) in EXPECTED.items():
+        d = got[(cluster, service, env)]
+        assert d.action is MirrorAction.COPIED, (cluster, service, env, d.error)
+        assert d.pinned is not None and d.pinned.startswith(fleet.mirrors[cluster].host + "/")
+        assert skopeo_digest(pinned_ref(d.pinned)) == images.digest(src_service, tag)
+    # cluster mode: one repository per cluster; service mode: one per service
+    assert {got[("us", s, e)].pinned.split("@")[0] for s, e in (("api", "prod"), ("web", "prod"))} == {  # type: ignore[union-attr]
+        f"{fleet.mirrors['us'].host}/{data['mirrors']['us']['prefix']}/us"
+    }
+    assert got[("eu", "api", "prod")].pinned.split("@")[0].endswith("/api")  # type: ignore[union-attr]
+
+    assert list(report.clusters) == list(CLUSTERS)
+    assert {n: c.mode.value for n, c in report.clusters.items()} == MODES
+    assert report.mode is None  # the clusters' modes differ
+    assert {n: c.totals.deployments["copied"] for n, c in report.clusters.items()} == {"eu": 2, "us": 2, "staging": 2}
+    assert sum(c.totals.requests for c in report.clusters.values()) < report.totals.requests  # the source's too
+
+    # The source is asked once per run for each reference, however many clusters need it.
+    asked = Counter(e.path for e in manifest_gets(fleet.source.requests(source_mark)) if "/manifests/v" in e.path)
+    assert asked and max(asked.values()) == 1, asked
+
+    lock = read_lock(tmp_path / "lock.json")
+    pins = {(e.cluster, e.service, e.environment): e.pinned for e in lock.deployments}
+    assert pins == {key: got[key].pinned for key in EXPECTED}
+    jq_shape = json.loads((tmp_path / "lock.json").read_text())["deployments"]
+    assert [(e["cluster"], e["service"], e["environment"]) for e in jq_shape] == sorted(EXPECTED)
+
+    warm = ocicopy_run("mirror", plan, "--json", "-")
+    assert warm.returncode == 0, warm.stderr.decode()
+    again = stdout_report(warm)
+    assert {d.action for d in again.deployments} == {MirrorAction.SKIPPED}
+    assert again.totals.requests <= 2 * len(EXPECTED), again.totals.requests
+
+
+def test_one_mirror_down_fails_only_its_cluster(
+    fleet: Fleet, make_repo: MakeRepo, ocicopy_run: Run, tmp_path: Path
+) -> None:
+    images = seed_fleet(fleet.source, make_repo, services=("api", "web"), tags=("v1", "v2"))
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens
+    data = fleet_plan(fleet, new_prefix("fleet-down"), deployments_of(images))
+    data["mirrors"]["staging"]["registry"] = dead
+    data["registries"][dead] = {"plain_http": True}
+    proc = ocicopy_run("mirror", write_plan(tmp_path / "plan.json", data), "--json", "-")
+    assert proc.returncode == 1
+    report = stdout_report(proc)
+    by = {(d.cluster, d.service, d.environment): d for d in report.deployments}
+    for key in EXPECTED:
+        if key[0] == "staging":
+            assert by[key].action is MirrorAction.FAILED and dead in (by[key].error or ""), by[key]
+            assert by[key].pinned is None
+        else:
+            assert by[key].action is MirrorAction.COPIED, by[key].error
+    err = proc.stderr.decode()
+    assert "ocicopy: error: web/prod in staging: " in err and "ocicopy: error: api/prod" not in err, err
+
+
+def test_cluster_limits_a_run_to_some_clusters(
+    fleet: Fleet, make_repo: MakeRepo, ocicopy_run: Run, tmp_path: Path
+) -> None:
+    images = seed_fleet(fleet.source, make_repo, services=("api", "web"), tags=("v1", "v2"))
+    plan = write_plan(tmp_path / "plan.json", fleet_plan(fleet, new_prefix("fleet-one"), deployments_of(images)))
+    marks = {name: server.mark() for name, server in fleet.mirrors.items()}
+    proc = ocicopy_run("mirror", plan, "--cluster", "us", "--cluster", "staging", "--json", "-")
+    assert proc.returncode == 0, proc.stderr.decode()
+    report = stdout_report(proc)
+    assert sorted({d.cluster for d in report.deployments}) == ["staging", "us"]
+    assert fleet.mirrors["eu"].requests(marks["eu"]) == []  # nothing sent to the cluster left out
+    bad = ocicopy_run("mirror", plan, "--cluster", "mars")
+    assert bad.returncode == 2 and b"no cluster 'mars' in the plan (its clusters: eu, us, staging)" in bad.stderr
