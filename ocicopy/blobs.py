@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import anyio
 import httpx2
@@ -30,6 +32,9 @@ from ocicopy.registry import UploadSession
 from ocicopy.result import BlobAction, BlobResult
 from ocicopy.retry import Retrying, RetryPolicy, is_retryable_status
 from ocicopy.store import Mounting, Store, present
+
+if TYPE_CHECKING:
+    from ocicopy.fanout import SourceReads
 
 __all__ = ["MAX_MOUNT_TRIES", "BlobCopier", "MountFrom", "MountHints", "present"]
 
@@ -62,6 +67,8 @@ class BlobCopier:
         #: (host, repository) that did not exist when this client began writing to them: what this client has not
         #: placed there is not there (concurrent writers aside), so a placement skips the HEAD
         self.fresh: set[tuple[str, str]] = set()
+        #: While a run writes to several registries (a fleet): each source blob read once for all of them
+        self.reads: SourceReads | None = None
 
     def is_fresh(self, dst: Store, digest: Digest) -> bool:
         """Whether ``dst`` is a repository new in this run that this client has not placed ``digest`` in."""
@@ -93,6 +100,8 @@ class BlobCopier:
             mounted_from=origin,
         )
         self.note_placed(dst, desc.digest)
+        if self.reads is not None:
+            self.reads.held(desc, dst)
         self.progress.blob_finished(result)
         return result
 
@@ -222,14 +231,29 @@ class BlobCopier:
         self.progress.blob_started(desc.digest, desc.size)
         deadline = self.timeouts.transfer_deadline(desc.size)
         with anyio.move_on_after(deadline) as scope:
-            async with dst.blob_sink(desc, session) as sink:
-                async for chunk in self._counted(desc.digest, src.read_blob(desc)):
+            async with self._source(src, dst, desc) as chunks, dst.blob_sink(desc, session) as sink:
+                async for chunk in self._counted(desc.digest, chunks):
                     await sink.write(chunk)
                 await sink.commit()
+                if self.reads is not None:
+                    self.reads.held(desc, dst)  # before the shared read may be freed: later copies read here
         if scope.cancelled_caught:
             raise TransportError(
                 "GET/PUT", f"{src}@{desc.digest}", f"transfer exceeded its {deadline:.0f} s deadline (slow source?)"
             )
+
+    @asynccontextmanager
+    async def _source(self, src: Store, dst: Store, desc: Descriptor) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Where ``desc``'s bytes come from: the source, or in a fleet run its shared read (:mod:`ocicopy.fanout`)."""
+        if self.reads is not None:
+            async with self.reads.open(src, dst, desc) as chunks:
+                yield chunks
+            return
+        chunks = src.read_blob(desc)
+        try:
+            yield chunks
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
 
     async def _counted(self, digest: Digest, stream: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         async for chunk in stream:

@@ -26,6 +26,7 @@ import anyio
 from ocicopy.blobs import MountFrom
 from ocicopy.digest import Digest
 from ocicopy.errors import InputError, OcicopyError, UnknownReferenceError, unwrap_group
+from ocicopy.fanout import SourceReads
 from ocicopy.flight import SingleFlight
 from ocicopy.ledger import SHARD_PREFIX, Ledger, new_run_id
 from ocicopy.location import LayoutReference, Location, parse_layout_reference, pinned
@@ -122,9 +123,17 @@ async def run_plan(
     async def one(i: int) -> None:
         reports[i] = await mirrors[i].run()
 
-    async with anyio.create_task_group() as tg:
-        for i in range(len(mirrors)):
-            tg.start_soon(one, i)
+    registries = {sub.target.root for _, sub in clusters}
+    async with anyio.create_task_group() as readers:
+        if len(registries) > 1:  # several registries to write: each source blob read once for all of them
+            client.blobs.reads = SourceReads(readers)
+        try:
+            async with anyio.create_task_group() as tg:
+                for i in range(len(mirrors)):
+                    tg.start_soon(one, i)
+        finally:
+            client.blobs.reads = None
+            readers.cancel_scope.cancel()  # a read nobody follows any more may wait on a stalled source
     done = [r for r in reports if r is not None]
     if not plan.is_fleet:
         return done[0]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from harness.oracle import skopeo_digest
-from harness.registry import RegistryServer, free_port, manifest_gets, start_registry
+from harness.registry import RegistryServer, blob_gets, free_port, manifest_gets, start_registry
 from ocicopy import MirrorAction
 from ocicopy.report import read_lock
 from tests.test_mirror_cli import Run, ocicopy_run, stdout_report, write_plan
@@ -107,9 +107,14 @@ def test_a_fleet_plan_mirrors_each_deployment_into_each_of_its_clusters(
     assert {n: c.totals.deployments["copied"] for n, c in report.clusters.items()} == {"eu": 2, "us": 2, "staging": 2}
     assert sum(c.totals.requests for c in report.clusters.values()) < report.totals.requests  # the source's too
 
-    # The source is asked once per run for each reference, however many clusters need it.
-    asked = Counter(e.path for e in manifest_gets(fleet.source.requests(source_mark)) if "/manifests/v" in e.path)
+    # The source is asked once per run for each reference, and each blob leaves it once, however many clusters
+    # need them (the others follow that read, or read a mirror that holds the blob).
+    from_source = fleet.source.requests(source_mark)
+    asked = Counter(e.path for e in manifest_gets(from_source) if "/manifests/v" in e.path)
     assert asked and max(asked.values()) == 1, asked
+    read = Counter(e.path.rsplit("/", 1)[-1] for e in blob_gets(from_source) if e.status == 200)
+    expected_blobs = {d for key in EXPECTED.values() for d in images.images[key].blobs()}
+    assert set(read) == expected_blobs and max(read.values()) == 1, read
 
     lock = read_lock(tmp_path / "lock.json")
     pins = {(e.cluster, e.service, e.environment): e.pinned for e in lock.deployments}
