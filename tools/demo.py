@@ -17,7 +17,9 @@
    options) until ``--dest-cert-dir`` trusts it; ``inspect --json`` shows the config's platform; ``--platform``
    of another architecture copies nothing; a plan with two services on one source, its trust relative to the
    plan file, writes a lock file with one entry per deployment, read back with one ``jq`` line;
-8. runs the quick benchmark (benchmarks.mirror: loopback and emulated WAN) and prints its table and targets.
+8. a fleet: one plan for three clusters (three mirror registries, modes mixed), run by one ``ocicopy mirror``;
+   each source blob is read once (the source's access log), every pin checked with skopeo;
+9. runs the quick benchmark (benchmarks.mirror: loopback and emulated WAN) and prints its table and targets.
 """
 
 from __future__ import annotations
@@ -237,6 +239,61 @@ def newcomer(source: RegistryServer, tmp: Path) -> bool:
     return ok
 
 
+def fleet(source: RegistryServer, mirror: RegistryServer, tmp: Path) -> bool:
+    """One plan for three clusters (three mirror registries): each source blob leaves the source once."""
+    from harness.registry import blob_gets
+
+    work = tmp / "fleet"
+    work.mkdir()
+    with start_registry(work / "us") as us, start_registry(work / "staging") as staging:
+        mirrors = {"prod-eu": (mirror, "service"), "prod-us": (us, "cluster"), "staging": (staging, "cluster")}
+        plan = {
+            "version": 2,
+            "mirrors": {name: {"registry": r.host, "prefix": "fleet", "mode": m} for name, (r, m) in mirrors.items()},
+            "registries": {r.host: {"plain_http": True} for r in (source, mirror, us, staging)},
+            "deployments": [
+                {"service": "api", "environment": "prod", "image": f"{source.host}/shop/api:1.0",
+                 "clusters": ["prod-eu", "prod-us"]},
+                {"service": "web", "environment": "prod", "image": f"{source.host}/shop/web:2.1"},
+                {"service": "api", "environment": "staging", "image": f"{source.host}/shop/api:1.1",
+                 "clusters": ["staging"]},
+            ],
+        }  # fmt: skip
+        (work / "fleet.json").write_text(json.dumps(plan, indent=2))
+        mark = source.mark()
+        argv = [sys.executable, "-m", "ocicopy", "mirror", "fleet.json", "--json", "report.json", "--lock", "lock.json"]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(work)}
+        run = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=work, timeout=600, check=False)
+        if run.returncode != 0:
+            say(f"  ocicopy mirror fleet.json failed (exit {run.returncode}): {run.stderr.strip()[-400:]}")
+            return False
+        report = ocicopy.MirrorReport.model_validate_json((work / "report.json").read_text())
+        from_source = sum(e.bytes_written for e in blob_gets(source.requests(mark)))
+        to_mirrors = report.totals.bytes_to_mirror
+        say(f"  $ ocicopy mirror fleet.json --json report.json --lock lock.json   ({report.seconds:.2f} s)")
+        say("  {:<10} {:<8} {:<28} {:>11} {:>5}".format("cluster", "mode", "deployments", "sent", "reqs"))
+        for name, c in report.clusters.items():
+            acts = ", ".join(f"{n} {a}" for a, n in c.totals.deployments.items() if n)
+            say(f"  {name:<10} {c.mode.value:<8} {acts:<28} {human_bytes(c.totals.bytes_to_mirror):>11} "
+                f"{c.totals.requests:>5}")  # fmt: skip
+        say(f"  bytes read from the source: {human_bytes(from_source)}, written to the mirrors: "
+            f"{human_bytes(to_mirrors)} (each blob left the source once)")  # fmt: skip
+        ok = report.ok and from_source < to_mirrors
+        for d in report.deployments:
+            good = d.pinned is not None and skopeo_digest(_docker(d.pinned)) == d.source_digest
+            ok &= good
+        lock = json.loads((work / "lock.json").read_text())
+        say(f"  lock.json: {len(lock['deployments'])} entries, one per (deployment, cluster); every pin checked "
+            f"with skopeo: {'ok' if ok else 'MISMATCH'}")  # fmt: skip
+    return ok
+
+
+def _docker(pinned: str) -> str:
+    name, _, digest = pinned.partition("@")
+    host, _, repo = name.partition("/")
+    return docker_ref(host, repo, digest)
+
+
 def mirror_row(step: str, report: ocicopy.MirrorReport) -> str:
     t = report.totals
     acts = ", ".join(f"{n} {a}" for a, n in t.deployments.items() if n)
@@ -348,6 +405,9 @@ def main() -> int:
             say("")
             say("a newcomer's day: TLS trust, inspect --json, a wrong platform, a lock file per deployment")
             ok &= newcomer(source, Path(tmp))
+            say("")
+            say("a fleet: one plan, three clusters (three mirror registries), each source blob read once")
+            ok &= fleet(source, mirror, Path(tmp))
     say("")
     say("all destinations byte-identical to what ocicopy reported" if ok else "MISMATCH: see above")
     ok &= quick_benchmark()
