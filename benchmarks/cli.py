@@ -7,6 +7,7 @@
     python -m benchmarks startup [--runs N]                 # start-up wall times only (no registries)
     python -m benchmarks compression [ARGS...]              # gzip vs zstd (benchmarks.compression), ARGS as-is
     python -m benchmarks blob-throughput [ARGS...]          # one big blob vs curl (benchmarks.blob_throughput)
+    python -m benchmarks fleet [ARGS...]                    # the workload to 3 clusters, source on the WAN
 
 ``table``, ``chart`` and ``compare`` read any results format version (older ones are converted on load).
 ``compare`` always exits 0 (it reports, it does not judge); usage errors and unreadable documents exit 2;
@@ -29,7 +30,11 @@ from benchmarks.results import Results, ResultsError, load
 if TYPE_CHECKING:
     from benchmarks.measure import Config
 
-FORWARDED = {"compression": "benchmarks.compression", "blob-throughput": "benchmarks.blob_throughput"}
+FORWARDED = {
+    "compression": "benchmarks.compression",
+    "blob-throughput": "benchmarks.blob_throughput",
+    "fleet": "benchmarks.fleet",
+}
 
 
 def positive_int(text: str) -> int:

@@ -67,8 +67,18 @@ class BlobCopier:
         #: (host, repository) that did not exist when this client began writing to them: what this client has not
         #: placed there is not there (concurrent writers aside), so a placement skips the HEAD
         self.fresh: set[tuple[str, str]] = set()
-        #: While a run writes to several registries (a fleet): each source blob read once for all of them
+        #: While a run writes to several registries (a fleet): each source blob read once for all of them, and
+        #: the blob limit is per destination registry (each mirror its own, as one run per cluster would have)
         self.reads: SourceReads | None = None
+        self._per_registry: dict[str, anyio.CapacityLimiter] = {}
+
+    def _limit(self, dst: Store) -> anyio.CapacityLimiter:
+        """The blob limit a copy into ``dst`` holds: the client's, or in a fleet run its registry's own."""
+        if self.reads is None:
+            return self.limiter
+        if dst.host not in self._per_registry:
+            self._per_registry[dst.host] = anyio.CapacityLimiter(self.limiter.total_tokens)
+        return self._per_registry[dst.host]
 
     def is_fresh(self, dst: Store, digest: Digest) -> bool:
         """Whether ``dst`` is a repository new in this run that this client has not placed ``digest`` in."""
@@ -115,7 +125,7 @@ class BlobCopier:
         """Try to mount ``digest`` into ``dst`` from the usual candidates; the origin, or None (nothing opened)."""
         if not isinstance(dst, Mounting):
             return None
-        async with self.limiter:
+        async with self._limit(dst):
             candidates = await self._candidates(None, dst, digest, mount_from)
             origin, session = await self._try_mounts(dst, digest, candidates)
             if session is not None:
@@ -182,7 +192,7 @@ class BlobCopier:
         fresh = self.is_fresh(dst, desc.digest)
         session: UploadSession | None = None  # a declined mount's, until a sink takes it (then it ends it)
         try:
-            async with self.limiter:
+            async with self._limit(dst):
                 if not fresh and present(await dst.blob_exists(desc.digest), desc):
                     return BlobAction.SKIPPED, 0, None
                 candidates = await self._candidates(src, dst, desc.digest, mount_from)
@@ -199,7 +209,7 @@ class BlobCopier:
             landed, leader = await self.transfers.run(key, lambda: self._stream_into(src, dst, desc, held))
             if leader:
                 return BlobAction.COPIED, desc.size, None
-            async with self.limiter:
+            async with self._limit(dst):
                 await self._end(dst, session)  # not needed if the mount below works
                 origin, session = await self._try_mounts(dst, desc.digest, [landed])
                 if origin is not None:
@@ -210,7 +220,7 @@ class BlobCopier:
             await self._end(dst, session)  # a session no sink took (a skip, a failure, a cancellation)
 
     async def _stream_into(self, src: Store, dst: Store, desc: Descriptor, session: UploadSession | None) -> str:
-        async with self.limiter:
+        async with self._limit(dst):
             await self.stream(src, dst, desc, session)
         return dst.repository
 

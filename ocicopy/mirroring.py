@@ -215,9 +215,10 @@ class Mirror:
         targets = plan_targets(self.plan)
         results: list[DeploymentResult | None] = [None] * len(targets)
         await self.check()
+        limiter = anyio.CapacityLimiter(self.options.concurrency) if self.state.fleet else self.state.limiter
 
         async def one(target: Target) -> None:
-            async with self.state.limiter:
+            async with limiter:  # a fleet: per cluster, so the clusters walk the plan side by side
                 result = results[target.index] = await self._deployment(target)
                 self.state.done += 1
                 if self.progress is not None:

@@ -870,6 +870,29 @@ def test_the_blob_throughput_document_has_a_row_per_tool_and_its_two_targets() -
     assert load(json.loads(doc.dump())) == doc
 
 
+def test_the_fleet_benchmark_plans_are_ones_ocicopy_runs_and_its_document_judges_the_fleet() -> None:
+    from benchmarks import fleet
+
+    workload = build_workload(0.001, "random")
+    mirrors = {"c0": "127.0.0.1:5001", "c1": "127.0.0.1:5002", "c2": "127.0.0.1:5003"}
+    plan = ocicopy.parse_plan(fleet.fleet_plan(workload, "127.0.0.1:5000", mirrors, "m"))
+    assert [name for name, sub in plan.cluster_plans()] == ["c0", "c1", "c2"]
+    assert all(len(sub.deployments) == 30 for _, sub in plan.cluster_plans())
+    one = ocicopy.parse_plan(fleet.cluster_plan(workload, "127.0.0.1:5000", "127.0.0.1:5002", "c1", "m"))
+    assert one.target.cluster == "c1" and len(one.deployments) == 30
+    samples = {
+        "fleet": [{"seconds": 2.0, "bytes_from_source": 10, "max_source_gets_per_blob": 1, "blobs_not_read_once": 0,
+                   "source_requests": 5}],
+        "parallel": [{"seconds": 3.0, "bytes_from_source": 30, "max_source_gets_per_blob": 3,
+                      "blobs_not_read_once": 9, "source_requests": 15}],
+    }  # fmt: skip
+    profile = fleet.Profile(name="wan", scale=0.001, source=fleet.Link(rtt_s=0.04, bandwidth_bps=200e6))
+    doc = fleet.results(workload, profile, samples, floor=1.0, clusters=3, argv=["--quick"])
+    assert [(t.value, t.passed) for t in doc.targets] == [(0, True), (2.0, False)]  # read once; 2x the floor
+    assert [r.scenario for r in doc.results] == ["fleet", "parallel"] and doc.results[1].bytes_from_source == 30
+    assert "parallel" in fleet.render(doc, 1.0) and load(json.loads(doc.dump())) == doc
+
+
 # --- command line -------------------------------------------------------------------------------------------------
 
 

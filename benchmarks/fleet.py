@@ -1,0 +1,248 @@
+"""``python -m benchmarks fleet``: the workload mirrored to several clusters, the source on the WAN (issue 12).
+
+A source registry behind the ``wan`` link (40 ms RTT, 200 Mbit/s by default) and ``--clusters`` mirror
+registries on loopback (the mirror next to each cluster). Each way is measured cold (a fresh prefix in every
+mirror: nothing to skip or mount), ``--repeats`` times, in alternating order:
+
+- ``fleet``: one ``ocicopy mirror`` of a fleet plan (every cluster in cluster mode);
+- ``sequential``: one ``ocicopy mirror`` per cluster, one after the other (today's way without a fleet plan);
+- ``parallel``: one ``ocicopy mirror`` per cluster, all at once;
+- ``skopeo``: ``skopeo copy --all`` per deployment and cluster (when installed; ``--no-skopeo`` to leave out).
+
+Figures per way: wall time (median), bytes the source sent (its access log: every blob GET), the most full
+GETs of one blob at the source, requests. The link floor is the unique bytes *once* through the source link
+plus the dependency chain's round trips (:func:`benchmarks.network.link_floor`): what reading each byte once
+costs at best. Targets: ``fleet`` reads each blob from the source once and takes at most 1.2 x the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.network import Link, Profile, link_floor, linked, parse_bandwidth, parse_rtt
+from benchmarks.results import Results, Row, Target, judge, machine_metadata
+from benchmarks.scenarios import tool_env
+from benchmarks.workload import PREFIX, Workload, build_workload
+from harness.netem import PROFILES
+from harness.registry import RegistryServer, blob_gets, start_registry
+from ocicopy import mirror_tag, parse_reference
+
+ROOT = Path(__file__).resolve().parent.parent
+WAYS = ("fleet", "sequential", "parallel", "skopeo")
+FLOOR_RATIO = 1.2
+
+
+def say(text: str) -> None:
+    print(f"[fleet] {text}", file=sys.stderr, flush=True)
+
+
+def fleet_plan(workload: Workload, source: str, mirrors: dict[str, str], prefix: str) -> dict[str, Any]:
+    """Every deployment to every cluster, each cluster's mirror in cluster mode."""
+    one = workload.plan(source, next(iter(mirrors.values())), mode="cluster", prefix=prefix)
+    return {
+        "version": 2,
+        "mirrors": {name: {"registry": host, "prefix": prefix, "mode": "cluster"} for name, host in mirrors.items()},
+        "registries": {host: {"plain_http": True} for host in (source, *mirrors.values())},
+        "deployments": one["deployments"],
+    }
+
+
+def cluster_plan(workload: Workload, source: str, host: str, name: str, prefix: str) -> dict[str, Any]:
+    return workload.plan(source, host, mode="cluster", cluster=name, prefix=prefix)
+
+
+class Run:
+    """The commands of one way, against fresh prefixes; ``__call__`` is what is timed."""
+
+    def __init__(self, work: Path, env: dict[str, str]) -> None:
+        self.work, self.env = work, env
+
+    def ocicopy(self, plans: list[dict[str, Any]], parallel: bool) -> None:
+        procs, paths = [], []
+        for i, plan in enumerate(plans):
+            path = self.work / f"plan-{i}.json"
+            path.write_text(json.dumps(plan))
+            paths.append(path)
+        cmds = [[sys.executable, "-m", "ocicopy", "mirror", str(p), "--quiet", "--no-docker-config"] for p in paths]
+        if parallel:
+            procs = [subprocess.Popen(c, cwd=ROOT, env=self.env, stderr=subprocess.PIPE) for c in cmds]
+            errors = [(p.wait(), p.stderr.read() if p.stderr else b"") for p in procs]
+        else:
+            errors = []
+            for c in cmds:
+                done = subprocess.run(c, cwd=ROOT, env=self.env, capture_output=True, check=False)
+                errors.append((done.returncode, done.stderr))
+        failed = [e.decode(errors="replace")[-1500:] for code, e in errors if code]
+        if failed:
+            raise RuntimeError(f"ocicopy mirror failed: {failed[0]}")
+
+    def skopeo(self, pairs: list[tuple[str, str]]) -> None:
+        for source, destination in pairs:
+            cmd = ["skopeo", "copy", "--all", "--src-tls-verify=false", "--dest-tls-verify=false"]
+            done = subprocess.run([*cmd, f"docker://{source}", f"docker://{destination}"], capture_output=True,
+                                  text=True, check=False)  # fmt: skip
+            if done.returncode:
+                raise RuntimeError(f"skopeo copy {source} failed: {done.stderr[-1500:]}")
+
+
+def measure(
+    way: str, workload: Workload, source: RegistryServer, source_host: str, mirrors: dict[str, str], run: Run, n: int
+) -> dict[str, Any]:
+    """One cold run of ``way`` into fresh prefixes: seconds, bytes from the source, GETs per blob, requests."""
+    prefix = f"{PREFIX}-{way}-{n}" if n >= 0 else f"{PREFIX}-warm-up"
+    mark = source.mark()
+    started = time.monotonic()
+    if way == "fleet":
+        run.ocicopy([fleet_plan(workload, source_host, mirrors, prefix)], parallel=False)
+    elif way in ("sequential", "parallel"):
+        plans = [cluster_plan(workload, source_host, host, name, prefix) for name, host in mirrors.items()]
+        run.ocicopy(plans, parallel=way == "parallel")
+    else:
+        pairs = []
+        for name, host in mirrors.items():
+            for d in workload.deployments:
+                src = d.image(source_host)
+                pairs.append((src, f"{host}/{prefix}/{name}:{mirror_tag(parse_reference(src))}"))
+        run.skopeo(pairs)
+    seconds = time.monotonic() - started
+    entries = source.requests(mark)
+    gets = Counter(e.path.rsplit("/", 1)[-1] for e in blob_gets(entries) if e.status in (200, 206))
+    unique = set(workload.blobs())
+    return {
+        "seconds": seconds,
+        "bytes_from_source": sum(e.bytes_written for e in blob_gets(entries)),
+        "max_source_gets_per_blob": max(gets.values(), default=0),
+        "blobs_not_read_once": len([d for d in unique if gets.get(d, 0) != 1]),
+        "source_requests": len(entries),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks fleet", description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--quick", action="store_true", help="scale 0.05, 1 repeat (about a minute)")
+    add("--scale", type=float, default=None, help="workload size (default 0.2; quick 0.05)")
+    add("--clusters", type=int, default=3, help="mirror registries (default 3)")
+    add("--repeats", type=int, default=None, help="runs of each way (default 3; quick 1)")
+    add("--source-rtt", type=parse_rtt, default=None, metavar="RTT", help="default: the wan profile's 40ms")
+    add("--source-bandwidth", type=parse_bandwidth, default=None, metavar="BW", help="default: 200Mbit")
+    add("--no-skopeo", action="store_true", help="leave the skopeo loop out")
+    add("--output", type=Path, default=None, help="write the results document here (JSON)")
+    add("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    scale = args.scale or (0.05 if args.quick else 0.2)
+    repeats = args.repeats or (1 if args.quick else 3)
+    rtt, bps = PROFILES["wan"]["source"]
+    link = Link(rtt_s=args.source_rtt or rtt, bandwidth_bps=args.source_bandwidth or bps)
+    profile = Profile(name="wan", scale=scale, source=link)
+    ways = [w for w in WAYS if not (w == "skopeo" and (args.no_skopeo or not _has("skopeo")))]
+    say(f"generating the workload (scale {scale:g})")
+    workload = build_workload(scale)
+    samples: dict[str, list[dict[str, Any]]] = {w: [] for w in ways}
+    with tempfile.TemporaryDirectory(prefix="ocicopy-fleet-") as tmp:
+        work = Path(tmp)
+        with start_registry(work / "source") as source:
+            workload.push(source)
+            with linked(source, link, "source") as (source_host, _emulator):
+                servers = [start_registry(work / f"mirror-{i}") for i in range(args.clusters)]
+                try:
+                    mirrors = {f"c{i}": s.__enter__().host for i, s in enumerate(servers)}
+                    run = Run(work, tool_env(work / "bytecode"))
+                    say("warm-up (unmeasured): one fleet run compiles the bytecode every later run reads")
+                    measure("fleet", workload, source, source_host, mirrors, run, -1)
+                    for n in range(repeats):
+                        for way in ways if n % 2 == 0 else list(reversed(ways)):
+                            sample = measure(way, workload, source, source_host, mirrors, run, n)
+                            samples[way].append(sample)
+                            say(f"[{n + 1}/{repeats}] {way}: {sample['seconds']:.2f} s, "
+                                f"{sample['bytes_from_source'] / 2**20:.1f} MiB from the source, "
+                                f"at most {sample['max_source_gets_per_blob']} GET(s) of a blob")  # fmt: skip
+                finally:
+                    for s in servers:
+                        s.__exit__(None, None, None)
+    floor = link_floor(profile, workload.unique_bytes, index=workload.has_index)
+    assert floor is not None
+    doc = results(workload, profile, samples, floor.seconds, args.clusters, argv)
+    print(render(doc, floor.seconds))
+    if args.output is not None:
+        doc.write(args.output)
+        say(f"wrote {args.output}")
+    return 1 if args.strict and not all(t.passed for t in doc.targets) else 0
+
+
+def results(
+    workload: Workload,
+    profile: Profile,
+    samples: dict[str, list[dict[str, Any]]],
+    floor: float,
+    clusters: int,
+    argv: list[str] | None,
+) -> Results:
+    rows = []
+    for way, runs in samples.items():
+        worst: Callable[[str], Any] = lambda k, runs=runs: max(r[k] for r in runs)  # noqa: E731
+        rows.append(
+            Row(
+                profile=profile.name,
+                scenario=way,
+                phase="cold",
+                seconds=[round(r["seconds"], 4) for r in runs],
+                bytes_from_source=int(statistics.median(r["bytes_from_source"] for r in runs)),
+                source_requests=int(statistics.median(r["source_requests"] for r in runs)),
+                max_source_gets_per_blob=worst("max_source_gets_per_blob"),
+                blobs_not_read_once=worst("blobs_not_read_once"),
+            )
+        )
+    fleet = next(r for r in rows if r.scenario == "fleet")
+    assert fleet.median is not None
+    targets: list[Target] = [
+        judge(profile.name, "fleet: blobs not read from the source exactly once", fleet.blobs_not_read_once or 0, 0),
+        judge(profile.name, f"fleet: wall time / link floor of the bytes once (<= {FLOOR_RATIO})",
+              fleet.median / floor, FLOOR_RATIO),
+    ]  # fmt: skip
+    return Results(
+        benchmark="fleet",
+        command="python -m benchmarks fleet " + " ".join(argv if argv is not None else sys.argv[1:]),
+        timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        machine=machine_metadata(),
+        workload={**workload.summary(), "clusters": clusters},
+        results=rows,
+        targets=targets,
+        details={"link": str(profile), "floor_seconds": floor, "unique_bytes": workload.unique_bytes},
+    )
+
+
+def render(doc: Results, floor: float) -> str:
+    fleet = next(r for r in doc.results if r.scenario == "fleet")
+    lines = [
+        f"{doc.workload.get('clusters')} clusters, {doc.details['link']}; unique bytes "
+        f"{doc.details['unique_bytes'] / 2**20:.1f} MiB; link floor (each byte once) {floor:.2f} s",
+        f"{'way':<12} {'median':>8} {'x floor':>8} {'x fleet':>8} {'MiB from source':>16} {'GETs/blob':>10}",
+    ]
+    for r in doc.results:
+        assert r.median is not None and fleet.median is not None
+        lines.append(
+            f"{r.scenario:<12} {r.median:>7.2f}s {r.median / floor:>8.2f} {r.median / fleet.median:>8.2f} "
+            f"{(r.bytes_from_source or 0) / 2**20:>16.1f} {r.max_source_gets_per_blob or 0:>10}"
+        )
+    lines += [f"{'PASS' if t.passed else 'FAIL'}  {t.label}: {t.value:g} (limit {t.limit:g})" for t in doc.targets]
+    return "\n".join(lines)
+
+
+def _has(tool: str) -> bool:
+    return any(os.access(Path(d) / tool, os.X_OK) for d in os.environ.get("PATH", "").split(os.pathsep) if d)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
