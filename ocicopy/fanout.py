@@ -13,12 +13,13 @@ A destination that arrives when the read in flight no longer holds the blob's st
 reads a holder (the source again only if no destination committed it). A destination that fails mid-blob is
 detached (the others go on); its retry takes the same path, so it reads a holder or the read still in flight.
 
-Memory: a read holds at most :data:`FANOUT_MEMORY` bytes (plus one chunk). The bytes a slow destination still
-needs beyond that go to a spool file (a temporary file, deleted when the read ends) of at most
-:data:`FANOUT_SPOOL` bytes; when the spool is full the read waits for the slowest destination (it never
-stalls the others before that, and never grows past the bound). A blob smaller than :data:`FANOUT_MEMORY` is
-held whole until its read ends, so any destination arriving meanwhile follows it. The sinks verify digest and
-size as always: a read shares bytes, never trust.
+Memory: a read holds at most :data:`FANOUT_MEMORY` bytes (plus a chunk or two). Older bytes go to a spool file
+(a temporary file, deleted when nobody uses the read any more) of at most :data:`FANOUT_SPOOL` bytes: a slow
+destination reads what it still needs there, and one arriving while the read lasts follows it from byte 0
+(at disk speed, not waiting for the end). With the spool full, bytes every destination is past are dropped
+(the read is then no longer joinable: a later destination waits for it to end and reads a holder), and when
+the slowest destination still needs them the read waits for it: it never stalls the others before that,
+and never grows past the bounds. The sinks verify digest and size as always: a read shares bytes, never trust.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ class Tee:
         self.error: BaseException | None = None
         self.finished = anyio.Event()  # done, failed or closed
         self.followers = 0  # joined, over its life
-        self.spooled = 0  # bytes that went to the spool file
+        self._spool_bytes = 0  # in the spool file now
+        self.spooled = 0  # bytes that went to a spool file, over its life
+        self.spool_peak = 0  # most bytes in the spool file at once
         self.peak = 0  # most bytes held in memory at once
 
     @property
@@ -132,7 +135,7 @@ class Tee:
                 self._end += len(chunk)
                 self._held += len(chunk)
                 self.peak = max(self.peak, self._held)
-                await self._evict()
+                await self._evict(self.memory)
                 self._notify()
             self.done = True
         except Exception as exc:  # every follower raises it (their copies retry or fail as they would)
@@ -142,28 +145,28 @@ class Tee:
             self.finished.set()
 
     async def _room(self, incoming: int) -> None:
-        """Wait while the memory is full and the spool could not take what eviction would spill."""
-        while self._positions and self._held + incoming > self.memory and self._needed_front() and self._spool_full():
+        """Make room for ``incoming`` bytes within ``memory``: evict what can go, else wait for the slowest."""
+        while self._positions:
+            await self._evict(self.memory - incoming)
+            if self._held + incoming <= self.memory or not self._chunks:
+                return
             await self._changed.wait()
 
-    def _needed_front(self) -> bool:
-        return bool(self._chunks) and min(self._positions.values(), default=self._end) < self._chunks[0][0] + len(
-            self._chunks[0][1]
-        )
-
-    def _spool_full(self) -> bool:
-        return self.spooled + (len(self._chunks[0][1]) if self._chunks else 0) > self.spool_limit
-
-    async def _evict(self) -> None:
-        """Keep at most ``memory`` bytes: the oldest bytes go to the spool while a follower still needs them, else
-        they are dropped (with the spool, which nobody needs then either); the tee is then no longer joinable."""
-        while self._held > self.memory and self._chunks:
+    async def _evict(self, limit: int) -> None:
+        """Hold at most ``limit`` bytes, oldest out first. An evicted chunk goes to the spool while it has room and
+        the spool can stay contiguous (a follower still needing it reads it there, and while the spool starts at
+        byte 0 a destination arriving later follows from the start); otherwise it is dropped once every follower
+        is past it (a spool before it with it: nobody needs that either), and the tee is no longer joinable. A
+        chunk a follower needs that the spool cannot take stays: the read waits (:meth:`_room`)."""
+        while self._held > limit and self._chunks:
             start, data = self._chunks[0]
-            if min(self._positions.values(), default=self._end) < start + len(data):
-                if self.spooled + len(data) > self.spool_limit:
-                    return  # over the bound: _room holds the read until the slowest catches up
+            needed = min(self._positions.values(), default=self._end) < start + len(data)
+            contiguous = self._spool_start is not None or start == 0 or needed
+            if self._spool_bytes + len(data) <= self.spool_limit and contiguous:
                 await self._spill(start, data)
-            else:  # every follower is past it, hence past the spool too
+            elif needed:
+                return
+            else:
                 await self._drop_spool()
             self._chunks.popleft()
             self._held -= len(data)
@@ -176,6 +179,8 @@ class Tee:
         assert self._spool_start is not None
         await to_thread.run_sync(os.pwrite, self._spool.fileno(), data, start - self._spool_start)
         self.spooled += len(data)
+        self._spool_bytes += len(data)
+        self.spool_peak = max(self.spool_peak, self._spool_bytes)
 
     async def _drop_spool(self) -> None:
         if self._spool is not None:
@@ -183,6 +188,7 @@ class Tee:
             with anyio.CancelScope(shield=True):
                 await to_thread.run_sync(spool.close)
         self._spool_start = None
+        self._spool_bytes = 0
 
     async def release(self) -> None:
         """Free what it holds (memory, the spool file): called once nobody follows it and its read ended."""
