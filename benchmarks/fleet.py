@@ -20,13 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,15 @@ FLOOR_RATIO = 1.2
 
 def say(text: str) -> None:
     print(f"[fleet] {text}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def fresh_mirrors(root: Path, clusters: int) -> Iterator[dict[str, str]]:
+    """``clusters`` new mirror registries (cluster name → host), stopped and removed afterwards."""
+    with ExitStack() as stack:
+        servers = [stack.enter_context(start_registry(root / f"c{i}")) for i in range(clusters)]
+        yield {f"c{i}": s.host for i, s in enumerate(servers)}
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def fleet_plan(workload: Workload, source: str, mirrors: dict[str, str], prefix: str) -> dict[str, Any]:
@@ -155,22 +166,19 @@ def main(argv: list[str] | None = None) -> int:
         with start_registry(work / "source") as source:
             workload.push(source)
             with linked(source, link, "source") as (source_host, _emulator):
-                servers = [start_registry(work / f"mirror-{i}") for i in range(args.clusters)]
-                try:
-                    mirrors = {f"c{i}": s.__enter__().host for i, s in enumerate(servers)}
-                    run = Run(work, tool_env(work / "bytecode"))
-                    say("warm-up (unmeasured): one fleet run compiles the bytecode every later run reads")
+                run = Run(work, tool_env(work / "bytecode"))
+                say("warm-up (unmeasured): one fleet run compiles the bytecode every later run reads")
+                with fresh_mirrors(work / "warm-up", args.clusters) as mirrors:
                     measure("fleet", workload, source, source_host, mirrors, run, -1)
-                    for n in range(repeats):
-                        for way in ways if n % 2 == 0 else list(reversed(ways)):
+                for n in range(repeats):
+                    for way in ways if n % 2 == 0 else list(reversed(ways)):
+                        # fresh registries each time: skopeo's blob-info cache would mount from an earlier run's
+                        with fresh_mirrors(work / f"{way}-{n}", args.clusters) as mirrors:
                             sample = measure(way, workload, source, source_host, mirrors, run, n)
-                            samples[way].append(sample)
-                            say(f"[{n + 1}/{repeats}] {way}: {sample['seconds']:.2f} s, "
-                                f"{sample['bytes_from_source'] / 2**20:.1f} MiB from the source, "
-                                f"at most {sample['max_source_gets_per_blob']} GET(s) of a blob")  # fmt: skip
-                finally:
-                    for s in servers:
-                        s.__exit__(None, None, None)
+                        samples[way].append(sample)
+                        say(f"[{n + 1}/{repeats}] {way}: {sample['seconds']:.2f} s, "
+                            f"{sample['bytes_from_source'] / 2**20:.1f} MiB from the source, "
+                            f"at most {sample['max_source_gets_per_blob']} GET(s) of a blob")  # fmt: skip
     floor = link_floor(profile, workload.unique_bytes, index=workload.has_index)
     assert floor is not None
     doc = results(workload, profile, samples, floor.seconds, args.clusters, argv)

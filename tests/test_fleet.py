@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from harness.fault_proxy import Fault, FaultProxy
 from harness.oracle import skopeo_digest
 from harness.registry import RegistryServer, blob_gets, free_port, manifest_gets, start_registry
 from ocicopy import MirrorAction
@@ -164,3 +165,28 @@ def test_cluster_limits_a_run_to_some_clusters(
     assert fleet.mirrors["eu"].requests(marks["eu"]) == []  # nothing sent to the cluster left out
     bad = ocicopy_run("mirror", plan, "--cluster", "mars")
     assert bad.returncode == 2 and b"no cluster 'mars' in the plan (its clusters: eu, us, staging)" in bad.stderr
+
+
+def test_a_mirror_failing_mid_blob_is_retried_without_reading_the_source_again(
+    fleet: Fleet, make_repo: MakeRepo, ocicopy_run: Run, tmp_path: Path
+) -> None:
+    images = seed_fleet(fleet.source, make_repo, services=("api", "web"), tags=("v1",))
+    prefix = new_prefix("fleet-reset")
+    deployments = [{"service": s, "environment": "prod", "image": images.ref(s, "v1")} for s in ("api", "web")]
+    with FaultProxy(fleet.mirrors["us"].host) as proxy:
+        # us's first blob upload: its answer never arrives (the connection is reset), so the copy into us fails
+        # mid-blob as far as ocicopy can tell, and is retried
+        proxy.add(Fault("reset", match=f"PUT /v2/{prefix}/us/blobs/uploads/".encode()))
+        data = fleet_plan(fleet, prefix, deployments, us={"registry": proxy.host, "prefix": prefix, "mode": "cluster"})
+        mark = fleet.source.mark()
+        proc = ocicopy_run("mirror", write_plan(tmp_path / "plan.json", data), "--json", "-")
+        assert proxy.stats["faults_triggered"] == 1
+    assert proc.returncode == 0, proc.stderr.decode()
+    report = stdout_report(proc)
+    assert {d.action for d in report.deployments} == {MirrorAction.COPIED}
+    read = Counter(e.path.rsplit("/", 1)[-1] for e in blob_gets(fleet.source.requests(mark)) if e.status == 200)
+    assert read and max(read.values()) == 1, read  # the retry read the shared read's spool, or a mirror holding it
+    for d in report.deployments:
+        assert d.pinned is not None and d.source_digest is not None
+        host = fleet.mirrors[d.cluster].host
+        assert skopeo_digest(pinned_ref(d.pinned.replace(proxy.host, host))) == d.source_digest
