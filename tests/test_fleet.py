@@ -84,6 +84,14 @@ def test_a_fleet_plan_mirrors_each_deployment_into_each_of_its_clusters(
     data = fleet_plan(fleet, new_prefix("fleet"), deployments_of(images))
     plan = write_plan(tmp_path / "plan.json", data)
     source_mark = fleet.source.mark()
+    mirror_marks = {m.host: m.mark() for m in fleet.mirrors.values()}
+
+    dry = ocicopy_run("mirror", plan, "--dry-run", "--json", "-")  # predicts, writes nothing
+    assert dry.returncode == 0, dry.stderr.decode()
+    predicted = {(d.cluster, d.service, d.environment): d.action for d in stdout_report(dry).deployments}
+    assert predicted == dict.fromkeys(EXPECTED, MirrorAction.COPIED)
+    assert all(e.method in ("GET", "HEAD") for m in fleet.mirrors.values() for e in m.requests(mirror_marks[m.host]))
+    source_mark = fleet.source.mark()
 
     proc = ocicopy_run("mirror", plan, "--json", "-", "--lock", "lock.json")
     assert proc.returncode == 0, proc.stderr.decode()
