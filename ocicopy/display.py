@@ -174,4 +174,15 @@ def mirror_summary(report: MirrorReport) -> str:
         + (f"{t.blobs_recompressed} recompressed, " if t.blobs_recompressed else "")
         + f"{t.blobs_mounted} mounted, {t.blobs_skipped} skipped; "
         f"{human_bytes(t.bytes_to_mirror)} {verb}; {t.requests} requests"
+        + (_graph_line(report) if report.graph is not None else "")
+    )
+
+
+def _graph_line(report: MirrorReport) -> str:
+    g = report.graph
+    assert g is not None
+    n = g.nodes
+    return (
+        f"\ngraph: {n['read']} source reads ({human_bytes(g.bytes_from_source)}), {n['upload']} uploads "
+        f"({human_bytes(g.bytes_to_mirrors)}), {n['mount']} mounts, {n['manifest']} manifest PUTs, {n['tag']} tags"
     )

@@ -28,6 +28,7 @@ from ocicopy.digest import Digest
 from ocicopy.errors import InputError, OcicopyError, UnknownReferenceError, unwrap_group
 from ocicopy.fanout import SourceReads
 from ocicopy.flight import SingleFlight
+from ocicopy.graph import BlobRef, Copy, GraphSummary, ManifestRef, compile_graph
 from ocicopy.ledger import SHARD_PREFIX, Ledger, new_run_id
 from ocicopy.location import LayoutReference, Location, parse_layout_reference, pinned
 from ocicopy.models import Manifest, ManifestInfo
@@ -43,6 +44,7 @@ from ocicopy.report import (
     DeploymentResult,
     MirrorAction,
     MirrorReport,
+    MirrorTotals,
     totals_of,
 )
 from ocicopy.result import BlobAction, CopyAction, CopyResult
@@ -102,6 +104,7 @@ class RunState:
     referrer_copies: SingleFlight[ReferrersOutcome] = field(default_factory=lambda: SingleFlight(keep_results=True))
     manifests: SingleFlight[Manifest] = field(default_factory=lambda: SingleFlight(keep_results=True))
     probes: SingleFlight[bool] = field(default_factory=lambda: SingleFlight(keep_results=True))
+    planned: list[Copy] = field(default_factory=list)  # a dry run: the copies the graph is compiled from
 
 
 async def run_plan(
@@ -135,8 +138,9 @@ async def run_plan(
             client.blobs.reads = None
             readers.cancel_scope.cancel()  # a read nobody follows any more may wait on a stalled source
     done = [r for r in reports if r is not None]
+    graph = compile_graph(state.planned).summary() if options.dry_run else None
     if not plan.is_fleet:
-        return done[0]
+        return done[0].model_copy(update={"graph": graph})
     after = client.transport.stats.requests
     results = [d for r in done for d in r.deployments]
     modes = {r.mode for r in done}
@@ -154,11 +158,17 @@ async def run_plan(
         mode=modes.pop() if len(modes) == 1 else None,
         dry_run=options.dry_run,
         seconds=round(time.monotonic() - started, 6),
-        totals=totals_of(results, sum(after.values()) - sum(before.values())),
+        totals=_read_once(totals_of(results, sum(after.values()) - sum(before.values())), graph),
         clusters=per_cluster,
+        graph=graph,
         deployments=results,
         warnings=[f"{name}: {w}" for (name, _), r in zip(clusters, done, strict=True) for w in r.warnings],
     )
+
+
+def _read_once(totals: MirrorTotals, graph: GraphSummary | None) -> MirrorTotals:
+    """A fleet dry run's bytes from the sources: each blob once (the graph's reads), not once per cluster."""
+    return totals if graph is None else totals.model_copy(update={"bytes_from_source": graph.bytes_from_source})
 
 
 class Mirror:
@@ -467,6 +477,11 @@ class Mirror:
         chosen = apply_selection(top, [parse_platform(p) for p in target.deployment.platforms])
         manifest = chosen if isinstance(chosen, Manifest) else await fetch_child(endpoint, chosen)
         manifests = [manifest] + [await fetch_child(endpoint, child) for child in manifest.children()]
+        dest = self.client.endpoint(target.destination)
+        assert target.destination.tag is not None
+        self.state.planned.append(
+            Copy(endpoint.host, dest.host, dest.repository, target.destination.tag, _graph_ref(manifest, manifests))
+        )
         new_bytes, requests = 0, len(manifests)  # one PUT per manifest
         for m in manifests:
             for blob in m.blobs():
@@ -477,6 +492,17 @@ class Mirror:
         result.action = MirrorAction.UPDATED if mirrored is not None else MirrorAction.COPIED
         result.bytes_from_source = result.bytes_to_mirror = new_bytes
         result.predicted_requests = requests
+
+
+def _graph_ref(top: Manifest, fetched: list[Manifest]) -> ManifestRef:
+    """``top`` (and, for an index, its children among ``fetched``) as the work graph sees it."""
+    by_digest = {m.digest: m for m in fetched}
+
+    def ref(m: Manifest) -> ManifestRef:
+        kids = tuple(ref(by_digest[c.digest]) for c in m.children() if c.digest in by_digest)
+        return ManifestRef(m.digest, m.size, tuple(BlobRef(b.digest, b.size) for b in m.blobs()), kids)
+
+    return ref(top)
 
 
 def _count(result: DeploymentResult, copy: CopyResult) -> None:

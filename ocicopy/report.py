@@ -24,6 +24,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from ocicopy.digest import Digest
+from ocicopy.graph import GraphSummary
 from ocicopy.plan import DEFAULT_CLUSTER as _DEFAULT_CLUSTER
 from ocicopy.plan import Mode
 
@@ -94,6 +95,7 @@ class MirrorReport(BaseModel):
     clusters: dict[str, ClusterReport] = Field(default_factory=dict, description="per cluster, in plan order")
     deployments: list[DeploymentResult] = Field(description="one per (deployment, cluster), cluster by cluster")
     warnings: list[str] = Field(default_factory=list)
+    graph: GraphSummary | None = Field(default=None, description="a dry run: what the run's work graph predicts")
 
     @property
     def ok(self) -> bool:

@@ -88,8 +88,13 @@ def test_a_fleet_plan_mirrors_each_deployment_into_each_of_its_clusters(
 
     dry = ocicopy_run("mirror", plan, "--dry-run", "--json", "-")  # predicts, writes nothing
     assert dry.returncode == 0, dry.stderr.decode()
-    predicted = {(d.cluster, d.service, d.environment): d.action for d in stdout_report(dry).deployments}
+    prediction = stdout_report(dry)
+    predicted = {(d.cluster, d.service, d.environment): d.action for d in prediction.deployments}
     assert predicted == dict.fromkeys(EXPECTED, MirrorAction.COPIED)
+    blobs = {d: len(b) for key in set(EXPECTED.values()) for d, b in images.images[key].blobs().items()}
+    assert prediction.graph is not None and prediction.graph.bytes_from_source == sum(blobs.values())  # each once
+    assert prediction.totals.bytes_from_source == sum(blobs.values())
+    assert prediction.graph.nodes["tag"] == len(EXPECTED) and prediction.graph.nodes["read"] == len(blobs)
     assert all(e.method in ("GET", "HEAD") for m in fleet.mirrors.values() for e in m.requests(mirror_marks[m.host]))
     source_mark = fleet.source.mark()
 
