@@ -139,6 +139,89 @@ def measure(
     }
 
 
+def growth(deployments: int = 5000, clusters: int = 20, layers: int = 5) -> dict[str, Any]:
+    """The cost of growth, without I/O: a plan of ``deployments`` x ``clusters`` parsed and split per cluster, its
+    work graph compiled (seconds, peak memory, nodes), then executed locally with no-op tasks (anyio: one task
+    per node, each waiting for its dependencies): tasks per second and per-task overhead."""
+    import tracemalloc
+
+    import anyio
+
+    from ocicopy import parse_plan
+    from ocicopy.digest import Digest
+    from ocicopy.graph import BlobRef, Copy, ManifestRef, compile_graph
+
+    services = max(1, deployments // 10)
+    plan_doc = {
+        "version": 2,
+        "mirrors": {f"c{i}": {"registry": f"m{i}.example.com", "mode": "cluster"} for i in range(clusters)},
+        "deployments": [
+            {
+                "service": f"s{i % services}",
+                "environment": f"e{i // services}",
+                "image": f"src.example.com/s{i % services}:1",
+            }
+            for i in range(deployments)
+        ],
+    }
+    started = time.perf_counter()
+    plan = parse_plan(plan_doc)
+    cluster_plans = plan.cluster_plans()
+    plan_seconds = time.perf_counter() - started
+
+    def dg(text: str) -> Digest:
+        return Digest.of(text.encode())
+
+    base = tuple(BlobRef(dg(f"base{i}"), 10 << 20) for i in range(2))
+    images = {
+        f"s{i}": ManifestRef(
+            dg(f"m{i}"), 1000, base + tuple(BlobRef(dg(f"l{i}-{j}"), 1 << 20) for j in range(layers - 2))
+        )
+        for i in range(services)
+    }
+    copies = [
+        Copy("src.example.com", sub.target.registry or "", f"mirror/{name}", f"{d.service}-1", images[d.service])
+        for name, sub in cluster_plans
+        for d in sub.deployments
+    ]
+    started = time.perf_counter()
+    graph = compile_graph(copies)
+    order = graph.order()
+    graph_seconds = time.perf_counter() - started
+    tracemalloc.start()  # a second build, traced: memory (tracing slows it, so not timed)
+    compile_graph(copies).order()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    async def execute() -> float:
+        done = {key: anyio.Event() for key in graph.nodes}
+
+        async def task(key: str) -> None:
+            for dep in graph.nodes[key].deps:
+                await done[dep].wait()
+            done[key].set()
+
+        t = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for node in order:
+                tg.start_soon(task, node.key)
+        return time.perf_counter() - t
+
+    run_seconds = anyio.run(execute)
+    return {
+        "deployments": deployments,
+        "clusters": clusters,
+        "plan_seconds": round(plan_seconds, 3),
+        "copies": len(copies),
+        "graph_seconds": round(graph_seconds, 3),
+        "graph_peak_mib": round(peak / 2**20, 1),
+        "nodes": graph.summary().nodes,
+        "local_noop_seconds": round(run_seconds, 3),
+        "local_tasks_per_second": round(len(order) / run_seconds),
+        "local_us_per_task": round(run_seconds / len(order) * 1e6, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks fleet", description=__doc__.split("\n\n")[0])
     add = parser.add_argument
@@ -151,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     add("--no-skopeo", action="store_true", help="leave the skopeo loop out")
     add("--output", type=Path, default=None, help="write the results document here (JSON)")
     add("--strict", action="store_true", help="exit 1 when a target is missed")
+    add("--growth", action="store_true", help="only the cost of growth: a 5,000 x 20 plan's graph, no I/O")
     args = parser.parse_args(argv)
+    if args.growth:
+        print(json.dumps(growth(), indent=2))
+        return 0
     scale = args.scale or (0.05 if args.quick else 0.2)
     repeats = args.repeats or (1 if args.quick else 3)
     rtt, bps = PROFILES["wan"]["source"]

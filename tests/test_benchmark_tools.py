@@ -893,6 +893,14 @@ def test_the_fleet_benchmark_plans_are_ones_ocicopy_runs_and_its_document_judges
     assert "parallel" in fleet.render(doc, 1.0) and load(json.loads(doc.dump())) == doc
 
 
+def test_the_growth_figures_count_the_graph_of_a_fleet_plan() -> None:
+    from benchmarks import fleet
+
+    g = fleet.growth(deployments=40, clusters=3, layers=3)  # 4 services x 10 environments, 3 clusters
+    assert (g["copies"], g["nodes"]) == (120, {"read": 6, "upload": 18, "mount": 0, "manifest": 12, "tag": 12})
+    assert g["local_tasks_per_second"] > 0 and g["graph_peak_mib"] >= 0
+
+
 # --- command line -------------------------------------------------------------------------------------------------
 
 
