@@ -24,6 +24,7 @@ import httpx2
 
 from ocicopy.digest import Digest
 from ocicopy.errors import ReadGaveUp, RegistryError, TLSError, TransportError
+from ocicopy.fanout import close
 from ocicopy.flight import SingleFlight
 from ocicopy.models import Descriptor
 from ocicopy.options import Timeouts
@@ -263,7 +264,7 @@ class BlobCopier:
         try:
             yield chunks
         finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
+            await close(chunks)
 
     async def _counted(self, digest: Digest, stream: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         async for chunk in stream:

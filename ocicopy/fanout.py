@@ -198,6 +198,14 @@ class Tee:
         await self._drop_spool()
 
 
+async def close(chunks: AsyncIterator[bytes]) -> None:
+    """End a blob read early (its connection released): an async generator's ``aclose``, when it has one (a
+    store's own iterator may not)."""
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
 class SourceReads:
     """The reads of one run that writes to several registries (see the module docstring)."""
 
@@ -237,7 +245,7 @@ class SourceReads:
                 yield chunks
             finally:
                 with anyio.CancelScope(shield=True):
-                    await chunks.aclose()  # type: ignore[attr-defined]
+                    await close(chunks)
             return
         tee = self._tees.get(key)
         if tee is None or not tee.joinable:
@@ -252,7 +260,7 @@ class SourceReads:
             yield follower
         finally:
             with anyio.CancelScope(shield=True):
-                await follower.aclose()  # type: ignore[attr-defined]
+                await close(follower)
                 self._users[id(tee)] -= 1
                 await self._settle(key, tee)
 
@@ -261,7 +269,7 @@ class SourceReads:
             await tee.feed(source)
         finally:
             with anyio.CancelScope(shield=True):
-                await source.aclose()  # type: ignore[attr-defined]
+                await close(source)
                 await self._settle(key, tee)
 
     async def _settle(self, key: tuple[str, Digest, int], tee: Tee) -> None:
