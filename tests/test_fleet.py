@@ -203,3 +203,34 @@ def test_a_mirror_failing_mid_blob_is_retried_without_reading_the_source_again(
         assert d.pinned is not None and d.source_digest is not None
         host = fleet.mirrors[d.cluster].host
         assert skopeo_digest(pinned_ref(d.pinned.replace(proxy.host, host))) == d.source_digest
+
+
+def test_a_fleet_with_a_layout_mirror_and_a_build(
+    fleet: Fleet, make_repo: MakeRepo, ocicopy_run: Run, tmp_path: Path
+) -> None:
+    images = seed_fleet(fleet.source, make_repo, services=("api",), tags=("v1",))
+    prefix = new_prefix("fleet-mixed")
+    build = {"repository": "https://git.example.com/acme/batch", "commit": "3f9c2ab4e1d0c8b7a6f5e4d3c2b1a09f8e7d6c5b"}
+    data = {
+        "version": 2,
+        "mirrors": {
+            "eu": {"registry": fleet.mirrors["eu"].host, "prefix": prefix, "mode": "service"},
+            "edge": {"layout": f"oci:{tmp_path / 'edge'}", "prefix": prefix, "mode": "cluster"},
+        },
+        "registries": {h: {"plain_http": True} for h in (fleet.source.host, fleet.mirrors["eu"].host)},
+        "deployments": [
+            {"service": "api", "environment": "prod", "image": images.ref("api", "v1")},
+            {"service": "batch", "environment": "prod", "build": build, "clusters": ["eu"]},
+        ],
+    }
+    proc = ocicopy_run("mirror", write_plan(tmp_path / "plan.json", data), "--json", "-")
+    assert proc.returncode == 0, proc.stderr.decode()
+    got = {(d.cluster, d.service): d for d in stdout_report(proc).deployments}
+    assert set(got) == {("eu", "api"), ("edge", "api"), ("eu", "batch")}
+    assert got[("eu", "batch")].action is MirrorAction.BUILD_NEEDED and got[("eu", "batch")].build_key
+    edge = got[("edge", "api")]
+    assert edge.action is MirrorAction.COPIED and edge.pinned is not None
+    assert edge.pinned.startswith(f"oci:{tmp_path / 'edge'}/{prefix}/edge@")
+    assert skopeo_digest(edge.destination) == images.digest("api", "v1")  # oci:DIR:TAG, a layout skopeo reads
+    eu = got[("eu", "api")]
+    assert eu.pinned is not None and skopeo_digest(pinned_ref(eu.pinned)) == images.digest("api", "v1")
