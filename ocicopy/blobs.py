@@ -109,6 +109,7 @@ class BlobCopier:
             bytes_sent=sent,
             seconds=round(time.monotonic() - started, 6),
             mounted_from=origin,
+            read_from=self.reads.origin(dst, desc) if self.reads is not None else None,
         )
         self.note_placed(dst, desc.digest)
         if self.reads is not None:

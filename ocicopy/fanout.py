@@ -214,6 +214,7 @@ class SourceReads:
         self._tees: dict[tuple[str, Digest, int], Tee] = {}
         self._users: dict[int, int] = {}  # id(tee) → copies using it (inside open())
         self._holders: dict[tuple[Digest, int], list[Store]] = {}
+        self._origins: dict[tuple[str, str, Digest], str] = {}
         self.source_reads = 0  # reads of a source started
         self.holder_reads = 0  # reads served by another destination of the run
 
@@ -228,6 +229,11 @@ class SourceReads:
             (s for s in self._holders.get((desc.digest, desc.size), ()) if s.host not in (src.host, dst.host)), None
         )
 
+    def origin(self, dst: Store, desc: Descriptor) -> str | None:
+        """Where the last :meth:`open` for ``dst`` and ``desc`` read from: None (the source, a read of its own),
+        ``shared`` (another destination's read), or a mirror's ``host/repository``. Taken once."""
+        return self._origins.pop((dst.host, dst.repository, desc.digest), None)
+
     @asynccontextmanager
     async def open(self, src: Store, dst: Store, desc: Descriptor) -> AsyncIterator[AsyncIterator[bytes]]:
         """The bytes of ``desc`` for ``dst``: from a holder, a read in flight, or a new read of ``src``. The copy
@@ -240,6 +246,7 @@ class SourceReads:
         holder = self._holder(src, dst, desc)
         if holder is not None and present(await holder.blob_exists(desc.digest), desc):
             self.holder_reads += 1
+            self._origins[(dst.host, dst.repository, desc.digest)] = f"{holder.host}/{holder.repository}".rstrip("/")
             chunks = holder.read_blob(desc)
             try:
                 yield chunks
@@ -251,10 +258,12 @@ class SourceReads:
         if tee is None or not tee.joinable:
             tee = self._tees[key] = Tee(desc.size)
             self.source_reads += 1
+            self._origins.pop((dst.host, dst.repository, desc.digest), None)  # a retry may read anew
             follower = tee.join()
             self._tasks.start_soon(self._feed, key, tee, src.read_blob(desc))
         else:
             follower = tee.join()
+            self._origins[(dst.host, dst.repository, desc.digest)] = "shared"
         self._users[id(tee)] = self._users.get(id(tee), 0) + 1
         try:
             yield follower

@@ -39,6 +39,11 @@ class BlobResult(BaseModel):
     mounted_from: str | None = None
     source_digest: Digest | None = Field(default=None, description="the blob it was converted from, if converted")
     bytes_read: int = Field(default=0, description="source bytes read to convert it (0 if converted earlier)")
+    read_from: str | None = Field(
+        default=None,
+        description="a fleet run: 'shared' (it followed another destination's read of the source), or the mirror "
+        "of the run it was read from; None: read from the source for it",
+    )
 
 
 class ManifestResult(BaseModel):

@@ -127,8 +127,9 @@ def test_a_fleet_plan_mirrors_each_deployment_into_each_of_its_clusters(
     asked = Counter(e.path for e in manifest_gets(from_source) if "/manifests/v" in e.path)
     assert asked and max(asked.values()) == 1, asked
     read = Counter(e.path.rsplit("/", 1)[-1] for e in blob_gets(from_source) if e.status == 200)
-    expected_blobs = {d for key in EXPECTED.values() for d in images.images[key].blobs()}
-    assert set(read) == expected_blobs and max(read.values()) == 1, read
+    assert set(read) == set(blobs) and max(read.values()) == 1, read
+    assert report.totals.bytes_from_source == sum(blobs.values())  # the report says so too (was: once per cluster)
+    assert sum(c.totals.bytes_from_source for c in report.clusters.values()) == sum(blobs.values())
 
     lock = read_lock(tmp_path / "lock.json")
     pins = {(e.cluster, e.service, e.environment): e.pinned for e in lock.deployments}
