@@ -90,12 +90,10 @@ def immutable_pattern(pattern: str) -> re.Pattern[str]:
 
 @dataclass
 class RunState:
-    """What every cluster of one run shares: the run id, the limit on deployments in flight, one HEAD and one GET
-    per reference (a source is asked once, however many clusters need it), one copy per destination, and the
-    progress count."""
+    """What every cluster of one run shares: the run id, one HEAD and one GET per reference (a source is asked
+    once, however many clusters need it), one copy per destination, and the progress count."""
 
     run_id: str
-    limiter: anyio.CapacityLimiter
     total: int
     fleet: bool = False  # clusters may share a ledger repository: each writes its own shard
     done: int = 0
@@ -116,7 +114,7 @@ async def run_plan(
     options = options or MirrorOptions()
     clusters = plan.cluster_plans()
     total = sum(len(sub.deployments) for _, sub in clusters)
-    state = RunState(options.run_id or new_run_id(), anyio.CapacityLimiter(options.concurrency), total, plan.is_fleet)
+    state = RunState(options.run_id or new_run_id(), total, plan.is_fleet)
     mirrors = [Mirror(client, sub, options, progress, state) for _, sub in clusters]
     for mirror in mirrors:
         await mirror.check()
@@ -186,11 +184,8 @@ class Mirror:
         self.plan = plan
         self.options = options or MirrorOptions()
         self.progress = progress
-        self.state = state or RunState(
-            self.options.run_id or new_run_id(),
-            anyio.CapacityLimiter(self.options.concurrency),
-            len(plan.deployments),
-        )
+        self.state = state or RunState(self.options.run_id or new_run_id(), len(plan.deployments))
+        self.targets = plan_targets(plan)
         self.run_id = self.state.run_id
         pattern = self.options.immutable_tags or plan.immutable_tags
         self.immutable = immutable_pattern(pattern) if pattern else None
@@ -214,21 +209,21 @@ class Mirror:
         self._seed_lock = anyio.Lock()
 
     async def check(self) -> None:
-        """A mirror.layout no deployment could write: refused (:class:`InputError`) before any request."""
-        targets = plan_targets(self.plan)
+        """A mirror.layout no deployment could write: refused (:class:`InputError`) before any request
+        (:func:`run_plan` checks every cluster before any runs)."""
+        targets = self.targets
         layouts = {t.destination.path: t.destination for t in targets if isinstance(t.destination, LayoutReference)}
         for layout in layouts.values():
             await self.client.layout(layout).check_writable()
 
     async def run(self) -> MirrorReport:
         started, requests_before = time.monotonic(), self.client.transport.stats.total_requests
-        targets = plan_targets(self.plan)
+        targets = self.targets
         results: list[DeploymentResult | None] = [None] * len(targets)
-        await self.check()
-        limiter = anyio.CapacityLimiter(self.options.concurrency) if self.state.fleet else self.state.limiter
+        limiter = anyio.CapacityLimiter(self.options.concurrency)  # per cluster: the clusters walk the plan abreast
 
         async def one(target: Target) -> None:
-            async with limiter:  # a fleet: per cluster, so the clusters walk the plan side by side
+            async with limiter:
                 result = results[target.index] = await self._deployment(target)
                 self.state.done += 1
                 if self.progress is not None:

@@ -319,6 +319,10 @@ class Deployment(_Strict):
     def source(self) -> Location | None:
         return parse_location(self.image) if self.image is not None else None
 
+    def goes_to(self, cluster: str) -> bool:
+        """Whether it is mirrored for ``cluster`` (without ``clusters``: for every one)."""
+        return self.clusters is None or cluster in self.clusters
+
     @property
     def label(self) -> str:
         return f"{self.service}/{self.environment}"
@@ -449,11 +453,7 @@ class Plan(_Strict):
             raise PlanError(f"no cluster {name!r} in the plan (its clusters: {', '.join(clusters)})")
         if self.mirrors is None:
             return self
-        deployments = [
-            d.model_copy(update={"clusters": None})
-            for d in self.deployments
-            if d.clusters is None or name in d.clusters
-        ]
+        deployments = [d.model_copy(update={"clusters": None}) for d in self.deployments if d.goes_to(name)]
         if not deployments:
             return None
         return self.model_copy(update={"mirror": clusters[name], "mirrors": None, "deployments": deployments})
@@ -479,7 +479,7 @@ class Plan(_Strict):
         deployments = [
             d.model_copy(update={"clusters": [c for c in d.clusters if c in kept]}) if d.clusters is not None else d
             for d in self.deployments
-            if d.clusters is None or any(c in kept for c in d.clusters)
+            if any(d.goes_to(c) for c in kept)
         ]
         if not deployments:
             raise PlanError(f"no deployment goes to {', '.join(names)}")

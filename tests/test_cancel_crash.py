@@ -41,6 +41,7 @@ from harness.registry import (
     manifest_puts,
     start_registry,
     unique_repo_name,
+    upload_starts,
 )
 from ocicopy import Client, ClientOptions, MirrorAction, MirrorReport, parse_plan
 from ocicopy.planner import plan_targets
@@ -163,7 +164,7 @@ def tags_written(entries: list[AccessEntry]) -> list[str]:
 
 def sessions(entries: list[AccessEntry]) -> tuple[int, set[str]]:
     """Upload sessions opened (POST answered 202), and the ids of those ended: committed (PUT 201) or DELETEd."""
-    opened = sum(1 for e in entries if e.method == "POST" and "/blobs/uploads/" in e.path and e.status == 202)
+    opened = len(upload_starts(entries))
     ended = {
         e.path.rstrip("/").rsplit("/", 1)[-1]
         for e in entries
