@@ -226,6 +226,13 @@ def _mirror_parsers(sub: Any) -> None:
     p.add_argument("--blob-concurrency", type=int, default=8, metavar="N", help="blobs in flight (default 8)")
     p.add_argument("--no-ledger", action="store_true", help="do not read or write the blob ledger")
     p.add_argument("--no-mount", action="store_true", help="never mount blobs across repositories (upload instead)")
+    dask = p.add_mutually_exclusive_group()
+    dask.add_argument(
+        "--dask", metavar="ADDRESS", help="run the copies on this Dask scheduler (tcp://HOST:8786; needs ocicopy[dask])"
+    )
+    dask.add_argument(
+        "--workers", type=int, metavar="N", help="run the copies on a local Dask cluster of N worker processes"
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, no summary")
     _common(p)
 
@@ -554,13 +561,46 @@ def _mirror(args: argparse.Namespace) -> int:
         _check_output(flag, path, args.plan)
     if args.json not in (None, "-") and args.lock not in (None, "-") and _same_file(args.json, args.lock):
         raise InputError(f"--json {args.json} and --lock {args.lock} name one file: give each its own")
+    if args.workers is not None and not 1 <= args.workers <= 64:
+        raise InputError(f"--workers must be between 1 and 64 (got {args.workers})")
     flags = {"blob_concurrency": "--blob-concurrency"}
     base = _client_options(args, flags, blob_concurrency=args.blob_concurrency, mounts=not args.no_mount)
     plan = load_plan(args.plan).with_mode(args.mode).only_clusters(args.cluster)
-    return _run(_mirror_session, args, plan, plan.client_options(base))
+    options = plan.client_options(base)
+    if args.dask is None and args.workers is None:
+        return _run(_mirror_session, args, plan, options, None)
+    with _dask_client(args) as dask:
+        return _run(_mirror_session, args, plan, options, dask)
 
 
-async def _mirror_session(args: argparse.Namespace, plan: Plan, options: ClientOptions) -> int:
+@contextlib.contextmanager
+def _dask_client(args: argparse.Namespace) -> Iterator[Any]:
+    """The Dask cluster of ``--dask ADDRESS`` (connected) or ``--workers N`` (started here, stopped after)."""
+    from ocicopy.errors import ExecutorError, InputError
+
+    try:
+        import distributed
+
+        from ocicopy.dask_executor import local_cluster
+    except ImportError:
+        raise InputError('--dask and --workers need Dask: pip install "ocicopy[dask]"') from None
+    if args.workers is not None:
+        with local_cluster(args.workers, threads=max(args.blob_concurrency, 4)) as client:
+            yield client
+        return
+    import re
+
+    if not re.fullmatch(r"(tcp|tls|ws|wss|inproc|ucx)://[^\s/]+", args.dask):
+        raise InputError(f"--dask {args.dask!r} is not a scheduler address (tcp://HOST:PORT)")
+    try:
+        client = distributed.Client(args.dask, timeout=30)  # type: ignore[no-untyped-call]
+    except (OSError, TimeoutError) as exc:
+        raise ExecutorError(f"cannot reach the Dask scheduler at {args.dask}: {exc}") from None
+    with client:
+        yield client
+
+
+async def _mirror_session(args: argparse.Namespace, plan: Plan, options: ClientOptions, dask: Any) -> int:
     from ocicopy.client import Client
     from ocicopy.display import MirrorLines, MirrorTerminal
 
@@ -577,6 +617,7 @@ async def _mirror_session(args: argparse.Namespace, plan: Plan, options: ClientO
                 concurrency=args.concurrency,
                 ledger=False if args.no_ledger else None,
                 progress=progress,
+                dask=dask,
             )
         finally:
             if live:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx2
@@ -357,12 +357,15 @@ class Client:
         ledger: bool | None = None,
         progress: MirrorProgress | None = None,
         clusters: Sequence[str] = (),
+        dask: Any = None,
     ) -> MirrorReport:
         """Mirror every deployment of ``plan`` (see :mod:`ocicopy.mirroring`); never raises for one deployment.
 
         The plan's ``registries`` settings (plain HTTP, credentials from the environment) are adopted by this
         client. ``mode`` overrides the plan's mode (every cluster's); ``dry_run`` asks manifests only and
         predicts; ``clusters`` limits a fleet plan to some of its clusters (an unknown name: :class:`PlanError`).
+        ``dask``: a :class:`distributed.Client`: the copies run on its cluster as one work graph
+        (:mod:`ocicopy.dask_executor`; the deployments resolve here); a lost scheduler: :class:`ExecutorError`.
         """
         from ocicopy.mirroring import MirrorOptions, run_plan
 
@@ -371,7 +374,12 @@ class Client:
         self.options = plan.client_options(self.options)
         self.transport.reconfigure(self.options)
         options = MirrorOptions(dry_run=dry_run, immutable_tags=immutable_tags, concurrency=concurrency, ledger=ledger)
-        return await run_plan(self, plan, options, progress)
+        executor = None
+        if dask is not None:
+            from ocicopy.dask_executor import DaskExecutor
+
+            executor = DaskExecutor(dask)
+        return await run_plan(self, plan, options, progress, executor)
 
     async def _source(self, src: Store, ref: Location) -> tuple[str | None, Digest]:
         """The tag and digest ``ref`` resolves to now (one HEAD; a layout without a tag: its only image), or an

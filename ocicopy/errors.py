@@ -23,6 +23,8 @@ defined here (other modules re-export the ones they raise, for their callers' co
     ├── CredentialError                 docker config / credential helper failure
     ├── LayoutError                     a file-system error in an OCI layout: the path and the OS's reason
     ├── InsecureRequestError            a request we refuse to make (TLS downgrade, foreign realm...)
+    ├── ExecutorError                   the run's executor (a Dask cluster) was lost, or a task kept dying
+    ├── RemoteError                     what a task met where it ran (a Dask worker), by its message
     ├── TransportError                  connection / TLS / timeout after retries
     │   ├── BrokenBody                  the connection broke while a body was read (retryable)
     │   ├── ReadGaveUp                  a blob read that failed on every resume (not retried again)
@@ -183,6 +185,14 @@ class LayoutError(OcicopyError):
 
 class InsecureRequestError(OcicopyError):
     pass
+
+
+class ExecutorError(OcicopyError):
+    """The run's executor failed: a lost Dask scheduler, a task whose workers kept dying."""
+
+
+class RemoteError(OcicopyError):
+    """An error a task met where it ran (e.g. on a Dask worker), carried back as its one-line message."""
 
 
 class TransportError(OcicopyError):

@@ -34,6 +34,7 @@ Kind = Literal["read", "upload", "mount", "manifest", "tag"]
 class BlobRef:
     digest: Digest
     size: int
+    media_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,9 @@ class ManifestRef:
 
 @dataclass(frozen=True)
 class Copy:
-    """One (deployment, cluster) to copy: ``top`` from ``source`` (a registry host, or ``oci:DIR``) to
-    ``registry``/``repository``:``tag``; ``group``: the locality group its writes run in."""
+    """One (deployment, cluster) to copy: ``top`` from ``source`` (a registry host, or ``oci:DIR``; its
+    repository ``source_repository``) to ``registry``/``repository``:``tag``; ``group``: the locality group its
+    writes run in."""
 
     source: str
     registry: str
@@ -57,6 +59,7 @@ class Copy:
     tag: str
     top: ManifestRef
     group: str = ""
+    source_repository: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class Node:
     registry: str = ""  # a read: the source
     repository: str = ""
     group: str = ""
+    media_type: str = ""  # a read, upload or mount: the blob's
 
 
 class GraphSummary(BaseModel):
@@ -146,7 +150,7 @@ def compile_graph(copies: Iterable[Copy], present: Sequence[tuple[str, str, Dige
         first = uploaded.get((c.registry, blob.digest))
         if first is None:
             read = graph.add(Node(f"read:{c.group}:{c.source}:{blob.digest}", "read", (), blob.digest, blob.size,
-                                  registry=c.source, group=c.group))  # fmt: skip
+                                  c.source, c.source_repository, c.group, blob.media_type))  # fmt: skip
             first = uploaded[(c.registry, blob.digest)] = graph.add(
                 Node(
                     f"upload:{c.registry}/{c.repository}:{blob.digest}",
@@ -157,6 +161,7 @@ def compile_graph(copies: Iterable[Copy], present: Sequence[tuple[str, str, Dige
                     c.registry,
                     c.repository,
                     c.group,
+                    blob.media_type,
                 )
             )
             return first
@@ -172,6 +177,7 @@ def compile_graph(copies: Iterable[Copy], present: Sequence[tuple[str, str, Dige
                 c.registry,
                 c.repository,
                 c.group,
+                blob.media_type,
             )
         )
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -25,7 +26,8 @@ import anyio
 
 from ocicopy.blobs import MountFrom
 from ocicopy.digest import Digest
-from ocicopy.errors import InputError, OcicopyError, UnknownReferenceError, unwrap_group
+from ocicopy.errors import InputError, OcicopyError, RemoteError, UnknownReferenceError, unwrap_group
+from ocicopy.executor import Chain, Executor, Outcome, PlacementResult, merge_placements, tasks_of, where
 from ocicopy.fanout import SourceReads
 from ocicopy.flight import SingleFlight
 from ocicopy.graph import BlobRef, Copy, GraphSummary, ManifestRef, compile_graph
@@ -103,21 +105,79 @@ class RunState:
     manifests: SingleFlight[Manifest] = field(default_factory=lambda: SingleFlight(keep_results=True))
     probes: SingleFlight[bool] = field(default_factory=lambda: SingleFlight(keep_results=True))
     planned: list[Copy] = field(default_factory=list)  # a dry run: the copies the graph is compiled from
+    deferred: Deferred | None = None  # a run on an executor: the copies parked until the graph runs
+
+
+@dataclass
+class Parked:
+    """A copy resolved and waiting for the graph to run: the graph's view, the chain task's settings."""
+
+    copy: Copy
+    chain: Chain
+    repo: str  # the destination store's name (executor.where)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: CopyResult | None = None
+    error: str | None = None
+
+
+class Deferred:
+    """A run on an executor: every deployment resolves (HEADs, skip decisions), each copy to make is parked, and
+    once none is still resolving the parked copies are compiled into one graph and run (:func:`run_plan`)."""
+
+    def __init__(self, total: int) -> None:
+        self.pending = total  # deployments neither finished nor at their copy
+        self.unparked = 0  # copies being resolved into a Parked (their manifests fetched)
+        self.parked: list[Parked] = []
+        self.ledgers: dict[str, Ledger] = {}  # mirror registry → its ledger (mount hints for the blob tasks)
+        self._arrived: set[tuple[str, int]] = set()
+        self._wake: anyio.Event | None = None
+
+    def arrive(self, key: tuple[str, int]) -> None:
+        """A deployment reached its copy (it leads it, or waits on the deployment that does)."""
+        self._arrived.add(key)
+        self.pending -= 1
+        self.poke()
+
+    def finished(self, key: tuple[str, int]) -> None:
+        if key not in self._arrived:
+            self.pending -= 1
+            self.poke()
+
+    def poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def ready(self) -> None:
+        """Once every deployment has finished or parked its copy (or waits on one that has)."""
+        while self.pending > 0 or self.unparked > 0:
+            self._wake = anyio.Event()
+            await self._wake.wait()
 
 
 async def run_plan(
-    client: Client, plan: Plan, options: MirrorOptions | None = None, progress: MirrorProgress | None = None
+    client: Client,
+    plan: Plan,
+    options: MirrorOptions | None = None,
+    progress: MirrorProgress | None = None,
+    executor: Executor | None = None,
 ) -> MirrorReport:
     """Run every cluster of ``plan`` at once (one :class:`Mirror` each, sharing a :class:`RunState`): one report,
     one result per (deployment, cluster), totals per cluster and overall. One failing cluster does not stop the
-    others; every destination layout is checked before any request."""
+    others; every destination layout is checked before any request.
+
+    With an ``executor`` (e.g. :class:`~ocicopy.dask_executor.DaskExecutor`) the deployments resolve here, and
+    the copies they need run as one work graph on it (:func:`_execute`); without, each copies as it resolves."""
     options = options or MirrorOptions()
     clusters = plan.cluster_plans()
     total = sum(len(sub.deployments) for _, sub in clusters)
     state = RunState(options.run_id or new_run_id(), total, plan.is_fleet)
+    if executor is not None and not options.dry_run:
+        state.deferred = Deferred(total)
     mirrors = [Mirror(client, sub, options, progress, state) for _, sub in clusters]
     for mirror in mirrors:
         await mirror.check()
+    if executor is not None and not options.dry_run:
+        await executor.prepare(client, plan, state.run_id)
     started, before = time.monotonic(), dict(client.transport.stats.requests)
     reports: list[MirrorReport | None] = [None] * len(mirrors)
 
@@ -126,12 +186,14 @@ async def run_plan(
 
     registries = {sub.target.root for _, sub in clusters}
     async with anyio.create_task_group() as readers:
-        if len(registries) > 1:  # several registries to write: each source blob read once for all of them
+        if len(registries) > 1 and state.deferred is None:  # each source blob read once for all the registries
             client.blobs.reads = SourceReads(readers)
         try:
             async with anyio.create_task_group() as tg:
                 for i in range(len(mirrors)):
                     tg.start_soon(one, i)
+                if state.deferred is not None and executor is not None:
+                    tg.start_soon(_execute, client, executor, state.deferred)
         finally:
             client.blobs.reads = None
             readers.cancel_scope.cancel()  # a read nobody follows any more may wait on a stalled source
@@ -162,6 +224,50 @@ async def run_plan(
         deployments=results,
         warnings=[f"{name}: {w}" for (name, _), r in zip(clusters, done, strict=True) for w in r.warnings],
     )
+
+
+async def _execute(client: Client, executor: Executor, deferred: Deferred) -> None:
+    """Once every copy of the run is parked: one graph of them all, its coarse tasks on ``executor``, and each
+    parked copy's result (its blobs' results from the tasks that placed them). An executor that fails (a lost
+    Dask scheduler) fails every copy still parked, with its error."""
+    await deferred.ready()
+    parked = deferred.parked
+    try:
+        if not parked:
+            return
+        graph = compile_graph([p.copy for p in parked])
+        chains = {f"tag:{p.copy.registry}/{p.copy.repository}:{p.copy.tag}": p for p in parked}
+        hints: dict[tuple[str, str], tuple[str, ...]] = {}
+        for node in graph.of_kind("upload"):
+            ledger = deferred.ledgers.get(node.registry)
+            if ledger is not None and node.digest is not None:
+                found = await ledger.candidates(node.registry, node.digest)
+                hints[(node.registry, node.digest)] = tuple(r for r in found if r != node.repository)
+        groups = {p.copy.group: dict(p.chain.resources) for p in parked}
+        tasks = tasks_of(graph, {k: p.chain for k, p in chains.items()}, hints, groups)
+        try:
+            results = await executor.run(client, tasks)
+        except OcicopyError as exc:
+            for p in parked:
+                p.error = " ".join(str(exc).split())
+            return
+        placed = {
+            (name, blob.digest): blob
+            for r in results.values()
+            if isinstance(r, PlacementResult)
+            for name, blob in r.placed.items()
+        }
+        for key, p in chains.items():
+            outcome = results.get(key)
+            if not isinstance(outcome, Outcome) or (outcome.copy_result is None and outcome.error is None):
+                p.error = "the executor returned no result for this copy"
+            elif outcome.copy_result is None:
+                p.error = outcome.error
+            else:
+                p.result = merge_placements(outcome.copy_result, p.repo, placed)
+    finally:
+        for p in parked:
+            p.done.set()
 
 
 def _read_once(totals: MirrorTotals, graph: GraphSummary | None) -> MirrorTotals:
@@ -205,8 +311,12 @@ class Mirror:
                 shard += "-" + hashlib.sha256((plan.target.cluster or "").encode()).hexdigest()[:8]
             self.ledger = Ledger(registry, ledger_repository(plan), shard)
         self.compress = recompression(plan.target.compress, plan.target.compress_level)
+        self.cluster = plan.target.cluster or DEFAULT_CLUSTER
+        if self.state.deferred is not None and self.ledger is not None and plan.target.registry is not None:
+            self.state.deferred.ledgers[api_host(plan.target.registry)] = self.ledger
         self._seeded = False
         self._seed_lock = anyio.Lock()
+        self._release: dict[int, Callable[[], None]] = {}  # a deployment's hold on the deployment limit
 
     async def check(self) -> None:
         """A mirror.layout no deployment could write: refused (:class:`InputError`) before any request
@@ -223,11 +333,23 @@ class Mirror:
         limiter = anyio.CapacityLimiter(self.options.concurrency)  # per cluster: the clusters walk the plan abreast
 
         async def one(target: Target) -> None:
-            async with limiter:
+            borrower = object()
+            await limiter.acquire_on_behalf_of(borrower)
+
+            def release() -> None:  # once: at the end, or when the deployment parks its copy (it waits, idle)
+                if self._release.pop(target.index, None) is not None:
+                    limiter.release_on_behalf_of(borrower)
+
+            self._release[target.index] = release
+            try:
                 result = results[target.index] = await self._deployment(target)
-                self.state.done += 1
-                if self.progress is not None:
-                    self.progress.deployment_finished(result, self.state.done, self.state.total)
+            finally:
+                release()
+            if self.state.deferred is not None:
+                self.state.deferred.finished((self.cluster, target.index))
+            self.state.done += 1
+            if self.progress is not None:
+                self.progress.deployment_finished(result, self.state.done, self.state.total)
 
         async with anyio.create_task_group() as tg:
             for target in targets:
@@ -350,7 +472,12 @@ class Mirror:
             result.pinned = pinned(dest, expected) if expected is not None else None  # None: not predictable
             return
         check = expected is None and mirrored is not None
-        copy, leader = await self.copies.run(str(dest), lambda: self._copy(target, source_digest, top, check))
+        if self.state.deferred is not None:  # on an executor: park the copy until the run's graph runs
+            self._release[target.index]()  # let the next deployment resolve: every one must, before the graph runs
+            self.state.deferred.arrive((self.cluster, target.index))
+            copy, leader = await self.copies.run(str(dest), lambda: self._defer(target, source_digest, top, check))
+        else:
+            copy, leader = await self.copies.run(str(dest), lambda: self._copy(target, source_digest, top, check))
         result.pinned = pinned(dest, copy.digest)
         await self._referrers(target, copy.digest, result)
         if not leader or copy.action is CopyAction.SKIPPED:
@@ -433,6 +560,51 @@ class Mirror:
                 self.ledger.record(blob.digest, target.destination.repository)
         return copy
 
+    async def _defer(self, target: Target, source_digest: Digest, top: Manifest | None, check: bool) -> CopyResult:
+        """Park this copy for the run's graph (its manifests fetched here: the graph needs its blobs) and wait
+        for the executor's result. With a recompression the chain task converts the blobs itself (the graph
+        places none: the mirror's blobs are not the source's)."""
+        deferred = self.state.deferred
+        assert deferred is not None and target.source is not None and target.destination.tag is not None
+        deferred.unparked += 1  # first, before any await: the graph must not start without this copy
+        try:
+            src, dst = self.client.endpoint(target.source), self.client.endpoint(target.destination)
+            if self.compress is None:
+                top = top or await self._source_manifest(target.source, source_digest)
+                chosen = apply_selection(top, [parse_platform(p) for p in target.deployment.platforms])
+                manifest = chosen if isinstance(chosen, Manifest) else await fetch_child(src, chosen)
+                fetched = [manifest] + [await fetch_child(src, child) for child in manifest.children()]
+                tree = _graph_ref(manifest, fetched)
+            else:
+                tree = ManifestRef(source_digest, 0)
+            resources = self.plan.target.dask_resources or {}
+            group = ",".join(f"{k}={v:g}" for k, v in sorted(resources.items()))
+            parked = Parked(
+                Copy(src.host, dst.host, dst.repository, target.destination.tag, tree, group, src.repository),
+                Chain(
+                    source=str(target.source.with_digest(source_digest)),
+                    destination=str(target.destination),
+                    source_digest=source_digest,
+                    platforms=tuple(target.deployment.platforms),
+                    compress=self.compress,
+                    check_destination=check,
+                    resources=resources,
+                ),
+                where(dst.host, dst.repository),
+            )
+            deferred.parked.append(parked)
+        finally:
+            deferred.unparked -= 1
+            deferred.poke()
+        await parked.done.wait()
+        if parked.result is None:
+            raise RemoteError(parked.error or "the copy did not run")
+        if self.ledger is not None:
+            assert isinstance(target.destination, Reference)
+            for blob in parked.result.blobs:
+                self.ledger.record(blob.digest, target.destination.repository)
+        return parked.result
+
     async def _probe(self, dest: Location) -> None:
         """Once per run and mirror repository about to receive a copy: does the repository exist yet? A new one
         holds nothing, so the copy skips the HEAD of every blob and index child it places there (mounting first,
@@ -495,7 +667,8 @@ def _graph_ref(top: Manifest, fetched: list[Manifest]) -> ManifestRef:
 
     def ref(m: Manifest) -> ManifestRef:
         kids = tuple(ref(by_digest[c.digest]) for c in m.children() if c.digest in by_digest)
-        return ManifestRef(m.digest, m.size, tuple(BlobRef(b.digest, b.size) for b in m.blobs()), kids)
+        blobs = tuple(BlobRef(b.digest, b.size, b.media_type) for b in m.blobs())
+        return ManifestRef(m.digest, m.size, blobs, kids)
 
     return ref(top)
 

@@ -134,6 +134,12 @@ class MirrorSettings(_Strict):
     artifact_types: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=list, description="only referrers of these artifactTypes"
     )
+    dask_resources: dict[Annotated[str, Field(min_length=1, max_length=128)], Annotated[float, Field(gt=0)]] | None = (
+        Field(
+            default=None,
+            description="on Dask: run this mirror's writes on workers offering these resources (e.g. region-eu: 1)",
+        )
+    )
 
     @field_validator("registry")
     @classmethod
@@ -500,31 +506,41 @@ class Plan(_Strict):
 
     def client_options(self, base: ClientOptions | None = None, env: Mapping[str, str] | None = None) -> ClientOptions:
         """Client settings for this plan's registries; passwords are read from the environment now."""
-        from ocicopy.options import ClientOptions, revalidated  # not needed to read a plan
+        return registry_options(self.registries, base, env)
 
-        env = os.environ if env is None else env
-        base = base or ClientOptions()
-        registries = dict(base.registries)
-        for host, settings in self.registries.items():
-            password = None
-            if (variable := settings.password_env) is not None:
-                if variable not in env:
-                    raise PlanError(f"plan: registries: {host}: environment variable {variable} is not set")
-                password = env[variable]
-                if not password:
-                    raise PlanError(f"plan: registries: {host}: environment variable {variable} is empty")
-            key = api_host(host)
-            # What the caller said (the CLI's --cert-dir) stays unless the plan says otherwise for this host.
-            given = base.registry(key)
-            registries[key] = revalidated(
-                given,
-                plain_http=settings.plain_http or given.plain_http,
-                username=settings.username if settings.username is not None else given.username,
-                password=password if password is not None else given.password,
-                ca_file=settings.ca_file or given.ca_file,
-                cert_dir=settings.cert_dir or given.cert_dir,
-            )
-        return revalidated(base, registries=registries)
+
+def registry_options(
+    settings_by_host: Mapping[str, RegistrySettings],
+    base: ClientOptions | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ClientOptions:
+    """``base`` with a plan's ``registries`` settings; passwords read from ``env`` (the environment) now: where
+    the run is, or on each Dask worker (:mod:`ocicopy.dask_executor`)."""
+    from ocicopy.options import ClientOptions, revalidated  # not needed to read a plan
+
+    env = os.environ if env is None else env
+    base = base or ClientOptions()
+    registries = dict(base.registries)
+    for host, settings in settings_by_host.items():
+        password = None
+        if (variable := settings.password_env) is not None:
+            if variable not in env:
+                raise PlanError(f"plan: registries: {host}: environment variable {variable} is not set")
+            password = env[variable]
+            if not password:
+                raise PlanError(f"plan: registries: {host}: environment variable {variable} is empty")
+        key = api_host(host)
+        # What the caller said (the CLI's --cert-dir) stays unless the plan says otherwise for this host.
+        given = base.registry(key)
+        registries[key] = revalidated(
+            given,
+            plain_http=settings.plain_http or given.plain_http,
+            username=settings.username if settings.username is not None else given.username,
+            password=password if password is not None else given.password,
+            ca_file=settings.ca_file or given.ca_file,
+            cert_dir=settings.cert_dir or given.cert_dir,
+        )
+    return revalidated(base, registries=registries)
 
 
 def parse_plan(data: object) -> Plan:

@@ -1,0 +1,227 @@
+"""A run's work graph on a Dask distributed cluster (``pip install "ocicopy[dask]"``).
+
+The deployments resolve where the run is (HEADs: :func:`ocicopy.mirroring.run_plan`); the copies they need,
+as coarse tasks (:mod:`ocicopy.executor`: a blob fan-out per source digest, a manifest-and-tag chain per
+(deployment, cluster)), go to the scheduler **once**, as one graph:
+
+- keys are ``ocicopy/<run id>/<node key>``: identical work within a run is one task cluster-wide, and nothing
+  is reused across runs;
+- one layer per locality group, annotated with the group's worker resources (a mirror's ``dask_resources``),
+  checked against the live workers before the run starts (a resource no worker offers is refused, not left
+  pending);
+- each worker process holds one long-lived ocicopy :class:`~ocicopy.Client` (:class:`OcicopyPlugin`) on an
+  event loop of its own (a thread): pools and tokens are reused across tasks, and hashing and zstd run there,
+  never on the worker's own event loop; blob bytes go straight from the source to the mirrors, never through
+  the scheduler; a task's result is a few hundred bytes;
+- per-registry limits hold across workers: a task takes a lease of ``ocicopy/<run id>/<registry>`` (a
+  :class:`distributed.Semaphore` of ``blob_concurrency`` leases) for each registry it writes;
+- credentials never travel: the plugin carries the client options without passwords and the plan's registry
+  settings (environment variable *names*); each worker reads its passwords, docker config and credential
+  helpers where it runs.
+
+A worker that dies mid-task: the scheduler runs its tasks elsewhere (a blob task may read its source again);
+tags are still last, in their chain. A lost scheduler: the run fails with an :class:`ExecutorError`; what
+finished is in the mirrors and a rerun skips it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.from_thread
+import distributed
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from distributed.diagnostics.plugin import WorkerPlugin
+
+import ocicopy
+from ocicopy.errors import ExecutorError, InputError, OcicopyError
+from ocicopy.executor import BlobTask, Outcome, PlacementResult, Task, run_task
+from ocicopy.options import ClientOptions, revalidated
+from ocicopy.plan import Plan, RegistrySettings, registry_options
+
+if TYPE_CHECKING:
+    from ocicopy.client import Client
+
+__all__ = ["PLUGIN", "DaskExecutor", "OcicopyPlugin", "local_cluster"]
+
+PLUGIN = "ocicopy"
+
+
+def without_secrets(options: ClientOptions) -> ClientOptions:
+    """``options`` as they may travel to workers: every password removed (workers read their own)."""
+    registries = {h: revalidated(r, password=None) for h, r in options.registries.items()}
+    return revalidated(options, registries=registries)
+
+
+class OcicopyPlugin(WorkerPlugin):
+    """One ocicopy :class:`~ocicopy.Client` per worker process, on an event loop thread of its own."""
+
+    def __init__(self, options: ClientOptions, registries: Mapping[str, RegistrySettings], version: str) -> None:
+        self.options = without_secrets(options)
+        self.registries = dict(registries)
+        self.version = version
+        self.semaphores: dict[str, distributed.Semaphore] = {}
+
+    def setup(self, worker: distributed.Worker) -> None:
+        if self.version != ocicopy.__version__:
+            raise ExecutorError(
+                f"worker {worker.address} runs ocicopy {ocicopy.__version__}, the run ocicopy {self.version}: "
+                "install the same version on the workers"
+            )
+        options = registry_options(self.registries, self.options)  # passwords from this worker's environment
+        # A registry's logs say which worker wrote: "ocicopy (dask worker NAME)".
+        options = revalidated(options, user_agent=f"{options.user_agent} (dask worker {worker.name})")
+        self._stack = ExitStack()
+        self.portal = self._stack.enter_context(anyio.from_thread.start_blocking_portal())
+        from ocicopy.client import Client
+
+        self.client: Client = self.portal.call(lambda: Client(options))
+
+    def teardown(self, worker: distributed.Worker) -> None:
+        try:
+            self.portal.call(self.client.aclose)
+        finally:
+            self._stack.close()
+
+    @contextmanager
+    def leases(self, run_id: str, registries: Sequence[str], limit: int) -> Iterator[None]:
+        """A lease on each registry's semaphore for this run, taken in one order (no two tasks wait on each other)."""
+        with ExitStack() as held:
+            for host in sorted(registries):
+                name = f"ocicopy/{run_id}/{host}"
+                if name not in self.semaphores:
+                    self.semaphores[name] = distributed.Semaphore(max_leases=limit, name=name)
+                sem = self.semaphores[name]
+                sem.acquire()
+                held.callback(sem.release)
+            yield
+
+
+def _run(task: Task, run_id: str, limit: int, *done: object) -> PlacementResult | Outcome:
+    """A task on a worker (``done``: its dependencies' results, only waited for)."""
+    plugin = distributed.get_worker().plugins[PLUGIN]
+    assert isinstance(plugin, OcicopyPlugin)
+    with plugin.leases(run_id, task.registries, limit):
+        result: PlacementResult | Outcome = plugin.portal.call(run_task, plugin.client, task)
+    return result
+
+
+class DaskExecutor:
+    """Runs a run's tasks on the Dask cluster ``dask`` (a :class:`distributed.Client`, synchronous)."""
+
+    def __init__(self, dask: distributed.Client) -> None:
+        self.dask = dask
+        self.run_id = ""
+        self.limit = 8
+
+    def key(self, node: str) -> str:
+        return f"ocicopy/{self.run_id}/{node}"
+
+    async def prepare(self, client: Client, plan: Plan, run_id: str) -> None:
+        """Check the workers offer every mirror's resources; install the worker plugin (its client settings)."""
+        self.run_id, self.limit = run_id, client.options.blob_concurrency
+        await anyio.to_thread.run_sync(self._prepare, client.options, plan)
+
+    def _prepare(self, options: ClientOptions, plan: Plan) -> None:
+        where = self._address()
+        try:
+            workers = list(self.dask.scheduler_info(n_workers=-1)["workers"].values())
+        except (OSError, distributed.TimeoutError) as exc:
+            raise ExecutorError(f"the Dask scheduler at {where} does not answer: {exc}") from None
+        if not workers:
+            raise ExecutorError(f"the Dask scheduler at {where} has no workers")
+        for name, sub in plan.cluster_plans():
+            wanted = sub.target.dask_resources
+            if wanted and not any(_offers(w.get("resources") or {}, wanted) for w in workers):
+                offered = sorted({k for w in workers for k in (w.get("resources") or {})})
+                raise InputError(
+                    f"mirror {name!r} asks for Dask worker resources {wanted}: no live worker of {where} offers them"
+                    f" (offered: {', '.join(offered) or 'none'})"
+                )
+        self.dask.register_plugin(OcicopyPlugin(options, plan.registries, ocicopy.__version__), name=PLUGIN)
+
+    def _address(self) -> str:
+        return str(getattr(self.dask.scheduler, "address", None) or "the scheduler")
+
+    async def run(self, client: Client, tasks: Sequence[Task]) -> dict[str, PlacementResult | Outcome]:
+        return await anyio.to_thread.run_sync(self._run, list(tasks), abandon_on_cancel=True)
+
+    def graph(self, tasks: Sequence[Task]) -> tuple[HighLevelGraph, list[str]]:
+        """The run's graph: a layer per locality group (annotated with its resources), a key per task."""
+        layers: dict[str, dict[str, Any]] = {}
+        resources: dict[str, Mapping[str, float]] = {}
+        for task in tasks:
+            group = ",".join(f"{k}={v:g}" for k, v in sorted(task.resources.items())) or "any"
+            resources[group] = task.resources
+            layers.setdefault(group, {})[self.key(task.key)] = (
+                _run,
+                task,
+                self.run_id,
+                self.limit,
+                *(self.key(d) for d in task.deps),
+            )
+        graph = HighLevelGraph(
+            {
+                f"ocicopy/{self.run_id}/{g}": MaterializedLayer(
+                    dsk, annotations={"resources": dict(resources[g])} if resources[g] else None
+                )
+                for g, dsk in layers.items()
+            },
+            {f"ocicopy/{self.run_id}/{g}": set() for g in layers},  # a group's chains need only its own blobs
+        )
+        return graph, [self.key(t.key) for t in tasks]
+
+    def _run(self, tasks: list[Task]) -> dict[str, PlacementResult | Outcome]:
+        graph, keys = self.graph(tasks)
+        by_key = {self.key(t.key): t for t in tasks}
+        results: dict[str, PlacementResult | Outcome] = {}
+        try:
+            futures = self.dask.get(graph, keys, sync=False)
+            for future in distributed.as_completed(futures):
+                task = by_key[future.key]
+                try:
+                    results[task.key] = future.result()
+                except distributed.client.FutureCancelledError as exc:
+                    raise ExecutorError(
+                        f"the Dask scheduler at {self._address()} was lost mid-run ({exc.reason or 'cancelled'}): "
+                        "what finished is in the mirrors; run again to complete the rest"
+                    ) from None
+                except OcicopyError as exc:
+                    results[task.key] = _failed(task, exc)
+                except Exception as exc:  # a task that kept failing (KilledWorker) or met a bug
+                    results[task.key] = _failed(task, ExecutorError(f"{type(exc).__name__}: {exc}"))
+        except (OSError, distributed.TimeoutError) as exc:
+            raise ExecutorError(f"the Dask scheduler at {self._address()} was lost mid-run: {exc}") from None
+        return results
+
+
+def _failed(task: Task, exc: Exception) -> PlacementResult | Outcome:
+    error = " ".join(str(exc).split())
+    if isinstance(task, BlobTask):
+        return PlacementResult(key=task.key, errors={p: error for repos in task.placements for p in repos})
+    return Outcome(key=task.key, error=error)
+
+
+def _offers(offered: Mapping[str, float], wanted: Mapping[str, float]) -> bool:
+    return all(offered.get(k, 0) >= v for k, v in wanted.items())
+
+
+@contextmanager
+def local_cluster(workers: int, threads: int = 8) -> Iterator[distributed.Client]:
+    """A Dask cluster of ``workers`` worker processes on this machine, for one run (``--workers N``)."""
+    import logging
+
+    with (
+        distributed.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads,  # tasks wait on the network: more threads than cores
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
