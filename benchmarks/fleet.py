@@ -5,6 +5,8 @@ registries on loopback (the mirror next to each cluster). Each way is measured c
 mirror: nothing to skip or mount), ``--repeats`` times, in alternating order:
 
 - ``fleet``: one ``ocicopy mirror`` of a fleet plan (every cluster in cluster mode);
+- ``dask``: the same on a Dask cluster of 2 worker processes started before (``--dask ADDRESS``);
+- ``workers2``: the same with ``--workers 2`` (the run starts its local Dask cluster, and stops it);
 - ``sequential``: one ``ocicopy mirror`` per cluster, one after the other (today's way without a fleet plan);
 - ``parallel``: one ``ocicopy mirror`` per cluster, all at once;
 - ``skopeo``: ``skopeo copy --all`` per deployment and cluster (when installed; ``--no-skopeo`` to leave out).
@@ -41,7 +43,7 @@ from harness.registry import RegistryServer, blob_gets, start_registry
 from ocicopy import mirror_tag, parse_reference
 
 ROOT = Path(__file__).resolve().parent.parent
-WAYS = ("fleet", "sequential", "parallel", "skopeo")
+WAYS = ("fleet", "dask", "workers2", "sequential", "parallel", "skopeo")
 FLOOR_RATIO = 1.2
 
 
@@ -79,13 +81,15 @@ class Run:
     def __init__(self, work: Path, env: dict[str, str]) -> None:
         self.work, self.env = work, env
 
-    def ocicopy(self, plans: list[dict[str, Any]], parallel: bool) -> None:
+    def ocicopy(self, plans: list[dict[str, Any]], parallel: bool, extra: tuple[str, ...] = ()) -> None:
         procs, paths = [], []
         for i, plan in enumerate(plans):
             path = self.work / f"plan-{i}.json"
             path.write_text(json.dumps(plan))
             paths.append(path)
-        cmds = [[sys.executable, "-m", "ocicopy", "mirror", str(p), "--quiet", "--no-docker-config"] for p in paths]
+        cmds = [
+            [sys.executable, "-m", "ocicopy", "mirror", str(p), "--quiet", "--no-docker-config", *extra] for p in paths
+        ]
         if parallel:
             procs = [subprocess.Popen(c, cwd=ROOT, env=self.env, stderr=subprocess.PIPE) for c in cmds]
             errors = [(p.wait(), p.stderr.read() if p.stderr else b"") for p in procs]
@@ -108,14 +112,22 @@ class Run:
 
 
 def measure(
-    way: str, workload: Workload, source: RegistryServer, source_host: str, mirrors: dict[str, str], run: Run, n: int
+    way: str,
+    workload: Workload,
+    source: RegistryServer,
+    source_host: str,
+    mirrors: dict[str, str],
+    run: Run,
+    n: int,
+    dask: str = "",
 ) -> dict[str, Any]:
     """One cold run of ``way`` into fresh prefixes: seconds, bytes from the source, GETs per blob, requests."""
-    prefix = f"{PREFIX}-{way}-{n}" if n >= 0 else f"{PREFIX}-warm-up"
+    prefix = f"{PREFIX}-{way}-{n}" if n >= 0 else f"{PREFIX}-warm-up{n}"
     mark = source.mark()
     started = time.monotonic()
-    if way == "fleet":
-        run.ocicopy([fleet_plan(workload, source_host, mirrors, prefix)], parallel=False)
+    if way in ("fleet", "dask", "workers2"):
+        extra = {"fleet": (), "dask": ("--dask", dask), "workers2": ("--workers", "2")}[way]
+        run.ocicopy([fleet_plan(workload, source_host, mirrors, prefix)], parallel=False, extra=extra)
     elif way in ("sequential", "parallel"):
         plans = [cluster_plan(workload, source_host, host, name, prefix) for name, host in mirrors.items()]
         run.ocicopy(plans, parallel=way == "parallel")
@@ -139,10 +151,20 @@ def measure(
     }
 
 
-def growth(deployments: int = 5000, clusters: int = 20, layers: int = 5) -> dict[str, Any]:
+def noop(task: Any, run_id: str, limit: int, *deps: Any) -> int:
+    """A Dask task doing nothing: what scheduling one costs."""
+    return 0
+
+
+def growth(
+    deployments: int = 5000, clusters: int = 20, layers: int = 5, dask_workers: int = 0, dask_tasks: int = 10_000
+) -> dict[str, Any]:
     """The cost of growth, without I/O: a plan of ``deployments`` x ``clusters`` parsed and split per cluster, its
     work graph compiled (seconds, peak memory, nodes), then executed locally with no-op tasks (anyio: one task
-    per node, each waiting for its dependencies): tasks per second and per-task overhead."""
+    per node, each waiting for its dependencies): tasks per second and per-task overhead. Then its coarse tasks
+    (what an executor runs: a blob fan-out per read, a chain per copy) and, with ``dask_workers``, ``dask_tasks``
+    of them (every blob task, then chains) run as no-ops on a local Dask cluster of that many worker processes,
+    submitted as one graph: tasks per second and per-task overhead there."""
     import tracemalloc
 
     import anyio
@@ -208,6 +230,38 @@ def growth(deployments: int = 5000, clusters: int = 20, layers: int = 5) -> dict
         return time.perf_counter() - t
 
     run_seconds = anyio.run(execute)
+
+    from ocicopy.executor import Chain, tasks_of
+
+    chains = {
+        n.key: Chain(f"src.example.com/{n.repository}@{n.digest}", f"{n.registry}/{n.repository}:t", n.digest)
+        for n in graph.of_kind("tag")
+        if n.digest is not None
+    }
+    started = time.perf_counter()
+    tasks = tasks_of(graph, chains)
+    tasks_seconds = time.perf_counter() - started
+    dask: dict[str, Any] = {}
+    if dask_workers:
+        from ocicopy.dask_executor import DaskExecutor, local_cluster
+
+        subset = [t for t in tasks if not t.deps][:dask_tasks]
+        subset += [t for t in tasks if t.deps][: max(0, dask_tasks - len(subset))]
+        with local_cluster(dask_workers, threads=4) as client:
+            executor = DaskExecutor(client)
+            executor.run_id = "growth"
+            t = time.perf_counter()
+            dsk, keys = executor.graph(subset, fn=noop)
+            client.get(dsk, keys)
+            dask_seconds = time.perf_counter() - t
+        dask = {
+            "dask_workers": dask_workers,
+            "dask_tasks": len(subset),
+            "dask_noop_seconds": round(dask_seconds, 3),
+            "dask_tasks_per_second": round(len(subset) / dask_seconds),
+            "dask_ms_per_task": round(dask_seconds / len(subset) * 1e3, 2),
+            "dask_all_tasks_estimate_seconds": round(dask_seconds / len(subset) * len(tasks), 1),
+        }
     return {
         "deployments": deployments,
         "clusters": clusters,
@@ -219,6 +273,9 @@ def growth(deployments: int = 5000, clusters: int = 20, layers: int = 5) -> dict
         "local_noop_seconds": round(run_seconds, 3),
         "local_tasks_per_second": round(len(order) / run_seconds),
         "local_us_per_task": round(run_seconds / len(order) * 1e6, 1),
+        "coarse_tasks": len(tasks),
+        "coarse_tasks_seconds": round(tasks_seconds, 3),
+        **dask,
     }
 
 
@@ -232,12 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     add("--source-rtt", type=parse_rtt, default=None, metavar="RTT", help="default: the wan profile's 40ms")
     add("--source-bandwidth", type=parse_bandwidth, default=None, metavar="BW", help="default: 200Mbit")
     add("--no-skopeo", action="store_true", help="leave the skopeo loop out")
+    add("--no-dask", action="store_true", help="leave the Dask ways out")
     add("--output", type=Path, default=None, help="write the results document here (JSON)")
     add("--strict", action="store_true", help="exit 1 when a target is missed")
     add("--growth", action="store_true", help="only the cost of growth: a 5,000 x 20 plan's graph, no I/O")
     args = parser.parse_args(argv)
     if args.growth:
-        print(json.dumps(growth(), indent=2))
+        print(json.dumps(growth(dask_workers=0 if args.no_dask or not _has_dask() else 2), indent=2))
         return 0
     scale = args.scale or (0.05 if args.quick else 0.2)
     repeats = args.repeats or (1 if args.quick else 3)
@@ -245,11 +303,17 @@ def main(argv: list[str] | None = None) -> int:
     link = Link(rtt_s=args.source_rtt or rtt, bandwidth_bps=args.source_bandwidth or bps)
     profile = Profile(name="wan", scale=scale, source=link)
     ways = [w for w in WAYS if not (w == "skopeo" and (args.no_skopeo or not _has("skopeo")))]
+    ways = [w for w in ways if not (w in ("dask", "workers2") and (args.no_dask or not _has_dask()))]
     say(f"generating the workload (scale {scale:g})")
     workload = build_workload(scale)
     samples: dict[str, list[dict[str, Any]]] = {w: [] for w in ways}
-    with tempfile.TemporaryDirectory(prefix="ocicopy-fleet-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ocicopy-fleet-") as tmp, ExitStack() as stack:
         work = Path(tmp)
+        dask = ""
+        if "dask" in ways:
+            from harness.dask_cluster import DaskProcesses
+
+            dask = stack.enter_context(DaskProcesses(workers=[{}, {}], threads=8)).address
         with start_registry(work / "source") as source:
             workload.push(source)
             with linked(source, link, "source") as (source_host, _emulator):
@@ -257,11 +321,14 @@ def main(argv: list[str] | None = None) -> int:
                 say("warm-up (unmeasured): one fleet run compiles the bytecode every later run reads")
                 with fresh_mirrors(work / "warm-up", args.clusters) as mirrors:
                     measure("fleet", workload, source, source_host, mirrors, run, -1)
+                if dask:  # the workers import ocicopy once
+                    with fresh_mirrors(work / "warm-up-dask", args.clusters) as mirrors:
+                        measure("dask", workload, source, source_host, mirrors, run, -2, dask)
                 for n in range(repeats):
                     for way in ways if n % 2 == 0 else list(reversed(ways)):
                         # fresh registries each time: skopeo's blob-info cache would mount from an earlier run's
                         with fresh_mirrors(work / f"{way}-{n}", args.clusters) as mirrors:
-                            sample = measure(way, workload, source, source_host, mirrors, run, n)
+                            sample = measure(way, workload, source, source_host, mirrors, run, n, dask)
                         samples[way].append(sample)
                         say(f"[{n + 1}/{repeats}] {way}: {sample['seconds']:.2f} s, "
                             f"{sample['bytes_from_source'] / 2**20:.1f} MiB from the source, "
@@ -333,6 +400,12 @@ def render(doc: Results, floor: float) -> str:
         )
     lines += [f"{'PASS' if t.passed else 'FAIL'}  {t.label}: {t.value:g} (limit {t.limit:g})" for t in doc.targets]
     return "\n".join(lines)
+
+
+def _has_dask() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("distributed") is not None
 
 
 def _has(tool: str) -> bool:

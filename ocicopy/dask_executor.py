@@ -26,7 +26,7 @@ finished is in the mirrors and a rerun skips it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -149,15 +149,16 @@ class DaskExecutor:
     async def run(self, client: Client, tasks: Sequence[Task]) -> dict[str, PlacementResult | Outcome]:
         return await anyio.to_thread.run_sync(self._run, list(tasks), abandon_on_cancel=True)
 
-    def graph(self, tasks: Sequence[Task]) -> tuple[HighLevelGraph, list[str]]:
-        """The run's graph: a layer per locality group (annotated with its resources), a key per task."""
+    def graph(self, tasks: Sequence[Task], fn: Callable[..., Any] | None = None) -> tuple[HighLevelGraph, list[str]]:
+        """The run's graph: a layer per locality group (annotated with its resources), a key per task; each task
+        calls ``fn(task, run_id, limit, *dependency results)`` (default: runs it; a benchmark's no-op)."""
         layers: dict[str, dict[str, Any]] = {}
         resources: dict[str, Mapping[str, float]] = {}
         for task in tasks:
             group = ",".join(f"{k}={v:g}" for k, v in sorted(task.resources.items())) or "any"
             resources[group] = task.resources
             layers.setdefault(group, {})[self.key(task.key)] = (
-                _run,
+                fn or _run,
                 task,
                 self.run_id,
                 self.limit,

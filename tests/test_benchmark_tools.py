@@ -896,9 +896,11 @@ def test_the_fleet_benchmark_plans_are_ones_ocicopy_runs_and_its_document_judges
 def test_the_growth_figures_count_the_graph_of_a_fleet_plan() -> None:
     from benchmarks import fleet
 
-    g = fleet.growth(deployments=40, clusters=3, layers=3)  # 4 services x 10 environments, 3 clusters
+    g = fleet.growth(deployments=40, clusters=3, layers=3, dask_workers=1, dask_tasks=10)  # 4 x 10, 3 clusters
     assert (g["copies"], g["nodes"]) == (120, {"read": 6, "upload": 18, "mount": 0, "manifest": 12, "tag": 12})
     assert g["local_tasks_per_second"] > 0 and g["graph_peak_mib"] >= 0
+    assert g["coarse_tasks"] == 6 + 12  # a blob fan-out per read, a chain per tag
+    assert g["dask_tasks"] == 10 and g["dask_tasks_per_second"] > 0  # 6 blob tasks, then 4 chains, on a worker
 
 
 # --- command line -------------------------------------------------------------------------------------------------

@@ -107,3 +107,35 @@ def test_locality_groups_each_read_the_source() -> None:
     image = ManifestRef(dg(3), 300, (BlobRef(dg(1), 1000),))
     graph = compile_graph([Copy("src", "eu", "m", "t", image, "region-eu"), Copy("src", "us", "m", "t", image, "us")])
     assert graph.summary().bytes_from_source == 2000  # one read per group (the issue: read once per group)
+
+
+@given(st.lists(copies, max_size=12))
+def test_the_coarse_tasks_cover_the_graph_and_order_chains_after_their_blobs(run: list[Copy]) -> None:
+    """A blob task per read with every placement it feeds once; a chain per tag, after the blob task of every
+    blob its manifests need placed; each task in its locality group's resources."""
+    from ocicopy.executor import BlobTask, Chain, ChainTask, tasks_of, where
+
+    graph = compile_graph(run)
+    chains = {n.key: Chain("s/x@" + str(n.digest), f"{n.registry}/{n.repository}:t", n.digest or dg(0))
+              for n in graph.of_kind("tag")}  # fmt: skip
+    resources = {"region-eu": {"region-eu": 1.0}}
+    tasks = tasks_of(graph, chains, resources=resources)
+    blob_tasks = [t for t in tasks if isinstance(t, BlobTask)]
+    chain_tasks = [t for t in tasks if isinstance(t, ChainTask)]
+    assert len(blob_tasks) == len(graph.of_kind("read")) and len(chain_tasks) == len(graph.of_kind("tag"))
+    placed = [p for t in blob_tasks for repos in t.placements for p in repos]
+    nodes = [where(n.registry, n.repository) + "@" + str(n.digest) for n in graph.nodes.values()
+             if n.kind in ("upload", "mount")]  # fmt: skip
+    assert sorted(f"{p}@{t.digest}" for t in blob_tasks for repos in t.placements for p in repos) == sorted(nodes)
+    assert len(placed) == len(nodes)
+    for t in blob_tasks:
+        read = graph.nodes[t.key]
+        assert dict(t.resources) == resources.get(read.group, {})
+        assert len({r[0].split("/", 1)[0] for r in t.placements}) == len(t.placements)  # one entry per registry
+    by_key = {t.key: t for t in blob_tasks}
+    for chain in chain_tasks:
+        assert all(d in by_key for d in chain.deps)
+        needed = {graph.nodes[k] for k in closure(graph, chain.key) if graph.nodes[k].kind in ("upload", "mount")}
+        for node in needed:  # every placement the tag waits for is done by one of the chain's blob tasks
+            name = where(node.registry, node.repository)
+            assert any(name in repos for d in chain.deps for repos in by_key[d].placements)

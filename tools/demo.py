@@ -17,7 +17,8 @@
    options) until ``--dest-cert-dir`` trusts it; ``inspect --json`` shows the config's platform; ``--platform``
    of another architecture copies nothing; a plan with two services on one source, its trust relative to the
    plan file, writes a lock file with one entry per deployment, read back with one ``jq`` line;
-8. a fleet: one plan for three clusters (three mirror registries, modes mixed), run by one ``ocicopy mirror``;
+8. a fleet: one plan for three clusters (three mirror registries, modes mixed), run by one ``ocicopy mirror``,
+   then again on a local Dask cluster of 2 worker processes (``--workers 2``);
    each source blob is read once (the source's access log), every pin checked with skopeo;
 9. runs the quick benchmark (benchmarks.mirror: loopback and emulated WAN) and prints its table and targets.
 """
@@ -285,7 +286,31 @@ def fleet(source: RegistryServer, mirror: RegistryServer, tmp: Path) -> bool:
         lock = json.loads((work / "lock.json").read_text())
         say(f"  lock.json: {len(lock['deployments'])} entries, one per (deployment, cluster); every pin checked "
             f"with skopeo: {'ok' if ok else 'MISMATCH'}")  # fmt: skip
+        ok &= fleet_on_dask(plan, report, work, env)
     return ok
+
+
+def fleet_on_dask(plan: dict, local: ocicopy.MirrorReport, work: Path, env: dict[str, str]) -> bool:
+    """The same fleet (new prefixes) on a local Dask cluster of 2 worker processes: the same digests."""
+    for m in plan["mirrors"].values():
+        m["prefix"] = "fleet-dask"
+    (work / "fleet-dask.json").write_text(json.dumps(plan, indent=2))
+    argv = [sys.executable, "-m", "ocicopy", "mirror", "fleet-dask.json", "--workers", "2", "--json", "dask.json"]
+    started = time.monotonic()
+    run = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=work, timeout=600, check=False)
+    if run.returncode != 0:
+        say(f"  ocicopy mirror --workers 2 failed (exit {run.returncode}): {run.stderr.strip()[-400:]}")
+        return False
+    report = ocicopy.MirrorReport.model_validate_json((work / "dask.json").read_text())
+
+    def pins(r: ocicopy.MirrorReport) -> dict[tuple[str, str, str], str | None]:
+        return {(d.cluster, d.service, d.environment): (d.pinned or "@").split("@")[1] for d in r.deployments}
+
+    same = report.ok and pins(report) == pins(local)
+    say(f"  $ ocicopy mirror fleet-dask.json --workers 2   ({time.monotonic() - started:.2f} s with the cluster's "
+        f"start; copies {report.seconds:.2f} s): {len(report.deployments)} results, the same digests as the "
+        f"local run: {'yes' if same else 'NO'}")  # fmt: skip
+    return same
 
 
 def _docker(pinned: str) -> str:
