@@ -157,7 +157,7 @@ def noop(task: Any, run_id: str, limit: int, *deps: Any) -> int:
 
 
 def growth(
-    deployments: int = 5000, clusters: int = 20, layers: int = 5, dask_workers: int = 0, dask_tasks: int = 10_000
+    deployments: int = 5000, clusters: int = 20, layers: int = 5, dask_workers: int = 0, dask_tasks: int = 2000
 ) -> dict[str, Any]:
     """The cost of growth, without I/O: a plan of ``deployments`` x ``clusters`` parsed and split per cluster, its
     work graph compiled (seconds, peak memory, nodes), then executed locally with no-op tasks (anyio: one task
