@@ -279,6 +279,67 @@ def growth(
     }
 
 
+def subset_run(deployments: int = 500, clusters: int = 5, dask_workers: int = 2) -> dict[str, Any]:
+    """A ``deployments`` x ``clusters`` fleet run for real against fake registries (in memory, on loopback; one
+    source and a mirror per cluster, service mode): cold, then warm, locally and (``dask_workers``) on a local
+    Dask cluster of that many worker processes. Seconds, (deployment, cluster) results per second, requests."""
+    import anyio
+
+    from harness import images as im
+    from harness.fake_registry import FakeRegistry
+    from ocicopy import Client, ClientOptions, parse_plan
+
+    services = max(1, deployments // 10)
+    with ExitStack() as stack:
+        source = stack.enter_context(FakeRegistry())
+        base = im.layer(1, 4096)
+        for i in range(services):
+            source.seed(f"src/s{i}", "1", im.make_image([base, im.layer(1000 + i, 2048)]))
+        ways = ["local", "dask"] if dask_workers else ["local"]
+        mirrors = {w: [stack.enter_context(FakeRegistry()) for _ in range(clusters)] for w in ways}
+        dask = None
+        if dask_workers:
+            from ocicopy.dask_executor import local_cluster
+
+            dask = stack.enter_context(local_cluster(dask_workers))
+        out: dict[str, Any] = {"deployments": deployments, "clusters": clusters, "results": deployments * clusters}
+
+        def plan_for(way: str) -> Any:
+            hosts = [m.host for m in mirrors[way]]
+            return parse_plan({
+                "version": 2,
+                "mirrors": {f"c{i}": {"registry": h, "prefix": "m", "mode": "service"} for i, h in enumerate(hosts)},
+                "registries": {h: {"plain_http": True} for h in [source.host, *hosts]},
+                "deployments": [
+                    {"service": f"s{i % services}", "environment": f"e{i // services}",
+                     "image": f"{source.host}/src/s{i % services}:1"}
+                    for i in range(deployments)
+                ],
+            })  # fmt: skip
+
+        async def run(way: str) -> tuple[float, float, int]:
+            plan = plan_for(way)
+            async with Client(ClientOptions(use_docker_config=False)) as client:
+                t = time.perf_counter()
+                cold = await client.mirror(plan, dask=dask if way == "dask" else None)
+                cold_s = time.perf_counter() - t
+                assert cold.ok, [d.error for d in cold.deployments if d.error][:3]
+                t = time.perf_counter()
+                warm = await client.mirror(plan, dask=dask if way == "dask" else None)
+                return cold_s, time.perf_counter() - t, warm.totals.requests
+
+        for way in ways:
+            cold_s, warm_s, warm_requests = anyio.run(run, way)
+            out[way] = {
+                "cold_seconds": round(cold_s, 3),
+                "cold_results_per_second": round(deployments * clusters / cold_s),
+                "warm_seconds": round(warm_s, 3),
+                "warm_requests": warm_requests,
+            }
+            say(f"subset run {way}: cold {cold_s:.2f} s, warm {warm_s:.2f} s ({warm_requests} requests)")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks fleet", description=__doc__.split("\n\n")[0])
     add = parser.add_argument
@@ -295,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     add("--growth", action="store_true", help="only the cost of growth: a 5,000 x 20 plan's graph, no I/O")
     args = parser.parse_args(argv)
     if args.growth:
-        print(json.dumps(growth(dask_workers=0 if args.no_dask or not _has_dask() else 2), indent=2))
+        workers = 0 if args.no_dask or not _has_dask() else 2
+        print(json.dumps({**growth(dask_workers=workers), "subset_run": subset_run(dask_workers=workers)}, indent=2))
         return 0
     scale = args.scale or (0.05 if args.quick else 0.2)
     repeats = args.repeats or (1 if args.quick else 3)

@@ -903,6 +903,14 @@ def test_the_growth_figures_count_the_graph_of_a_fleet_plan() -> None:
     assert g["dask_tasks"] == 10 and g["dask_tasks_per_second"] > 0  # 6 blob tasks, then 4 chains, on a worker
 
 
+def test_the_subset_run_mirrors_a_small_fleet_for_real_against_fake_registries() -> None:
+    from benchmarks import fleet
+
+    s = fleet.subset_run(deployments=20, clusters=2, dask_workers=0)  # 2 services x 10 environments
+    assert s["results"] == 40 and s["local"]["cold_seconds"] > 0
+    assert s["local"]["warm_requests"] == 2 * 2 + 2  # each mirror tag and each source tag asked once
+
+
 # --- command line -------------------------------------------------------------------------------------------------
 
 
