@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,14 +117,36 @@ def test_task_arguments_carry_no_credentials(fleet: Fleet) -> None:
     assert secret.encode() not in pickle.dumps(dict(graph))
 
 
+def one_api_plan(fleet: Fleet, make_repo: MakeRepo, label: str, eu_resources: dict[str, float]) -> dict[str, Any]:
+    """A fleet plan of one deployment to every mirror, eu's mirror asking for ``eu_resources``."""
+    images = seed_fleet(fleet.source, make_repo, services=("api",), tags=("v1",))
+    deployments = [{"service": "api", "environment": "prod", "image": images.ref("api", "v1")}]
+    data = fleet_plan(fleet, new_prefix(label), deployments)
+    data["mirrors"]["eu"]["dask_resources"] = eu_resources
+    return data
+
+
+def when_writing(fleet: Fleet, action: Callable[[], None]) -> threading.Thread:
+    """A thread that runs ``action`` once a blob upload began in some mirror (within 60 s)."""
+    marks = {n: m.mark() for n, m in fleet.mirrors.items()}
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if any(e.method == "POST" for n, m in fleet.mirrors.items() for e in m.requests(marks[n])):
+                action()
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    return thread
+
+
 def test_a_resource_no_worker_offers_is_refused_at_the_start(
     fleet: Fleet, make_repo: MakeRepo, ocicopy_run: Run, tmp_path: Path
 ) -> None:
-    images = seed_fleet(fleet.source, make_repo, services=("api",), tags=("v1",))
-    data = fleet_plan(
-        fleet, new_prefix("res"), [{"service": "api", "environment": "prod", "image": images.ref("api", "v1")}]
-    )
-    data["mirrors"]["eu"]["dask_resources"] = {"region-mars": 1}
+    data = one_api_plan(fleet, make_repo, "res", {"region-mars": 1})
     marks = {name: m.mark() for name, m in fleet.mirrors.items()}
     proc = ocicopy_run("mirror", write_plan(tmp_path / "plan.json", data), "--workers", "1")
     assert proc.returncode == 2, proc.stderr.decode()
@@ -146,11 +169,7 @@ def test_locality_resources_run_a_mirror_on_its_workers(
     fleet: Fleet, make_repo: MakeRepo, ocicopy_run: Run, tmp_path: Path
 ) -> None:
     """eu's writes on the worker offering region-eu; the other mirrors anywhere; the source read once per group."""
-    images = seed_fleet(fleet.source, make_repo, services=("api",), tags=("v1",))
-    data = fleet_plan(
-        fleet, new_prefix("loc"), [{"service": "api", "environment": "prod", "image": images.ref("api", "v1")}]
-    )
-    data["mirrors"]["eu"]["dask_resources"] = {"region-eu": 1}
+    data = one_api_plan(fleet, make_repo, "loc", {"region-eu": 1})
     with DaskProcesses(workers=[{}, {"region-eu": 1}], log_dir=tmp_path) as dask:
         mark = fleet.source.mark()
         proc = ocicopy_run("mirror", write_plan(tmp_path / "plan.json", data), "--dask", dask.address, "--json", "-")
@@ -182,18 +201,11 @@ def test_a_worker_killed_mid_run_its_tasks_rerun_elsewhere(
         with DaskProcesses(workers=[{}, {}], threads=2, log_dir=tmp_path) as dask:
             killed = threading.Event()
 
-            def kill_when_writing() -> None:  # once a blob upload began in some mirror: kill worker 0
-                marks = {n: m.mark() for n, m in fleet.mirrors.items()}
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline:
-                    if any(e.method == "POST" for n, m in fleet.mirrors.items() for e in m.requests(marks[n])):
-                        dask.kill_worker(0)
-                        killed.set()
-                        return
-                    time.sleep(0.05)
+            def kill() -> None:
+                dask.kill_worker(0)
+                killed.set()
 
-            killer = threading.Thread(target=kill_when_writing)
-            killer.start()
+            killer = when_writing(fleet, kill)
             proc = ocicopy_run(
                 "mirror", write_plan(tmp_path / "plan.json", data), "--dask", dask.address, "--json", "-"
             )
@@ -221,18 +233,7 @@ def test_a_lost_scheduler_fails_the_run_clearly_and_a_rerun_completes(
         data["registries"][link.host] = {"plain_http": True}
         plan = write_plan(tmp_path / "plan.json", data)
         with DaskProcesses(workers=[{}], log_dir=tmp_path) as dask:
-            marks = {n: m.mark() for n, m in fleet.mirrors.items()}
-
-            def kill_when_writing() -> None:
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline:
-                    if any(e.method == "POST" for n, m in fleet.mirrors.items() for e in m.requests(marks[n])):
-                        dask.kill_scheduler()
-                        return
-                    time.sleep(0.05)
-
-            killer = threading.Thread(target=kill_when_writing)
-            killer.start()
+            killer = when_writing(fleet, dask.kill_scheduler)
             proc = ocicopy_run("mirror", plan, "--dask", dask.address, "--json", "-")
             killer.join()
         assert proc.returncode == 1, proc.stderr.decode()
