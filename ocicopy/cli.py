@@ -618,6 +618,7 @@ async def _mirror_session(args: argparse.Namespace, plan: Plan, options: ClientO
                 ledger=False if args.no_ledger else None,
                 progress=progress,
                 dask=dask,
+                dask_shared_filesystem=args.workers is not None,
             )
         finally:
             if live:

@@ -358,6 +358,7 @@ class Client:
         progress: MirrorProgress | None = None,
         clusters: Sequence[str] = (),
         dask: Any = None,
+        dask_shared_filesystem: bool = False,
     ) -> MirrorReport:
         """Mirror every deployment of ``plan`` (see :mod:`ocicopy.mirroring`); never raises for one deployment.
 
@@ -366,6 +367,7 @@ class Client:
         predicts; ``clusters`` limits a fleet plan to some of its clusters (an unknown name: :class:`PlanError`).
         ``dask``: a :class:`distributed.Client`: the copies run on its cluster as one work graph
         (:mod:`ocicopy.dask_executor`; the deployments resolve here); a lost scheduler: :class:`ExecutorError`.
+        ``dask_shared_filesystem``: its workers see this machine's files (OCI layouts allowed).
         """
         from ocicopy.mirroring import MirrorOptions, run_plan
 
@@ -378,7 +380,7 @@ class Client:
         if dask is not None:
             from ocicopy.dask_executor import DaskExecutor
 
-            executor = DaskExecutor(dask)
+            executor = DaskExecutor(dask, shared_filesystem=dask_shared_filesystem)
         return await run_plan(self, plan, options, progress, executor)
 
     async def _source(self, src: Store, ref: Location) -> tuple[str | None, Digest]:

@@ -26,6 +26,8 @@ finished is in the mirrors and a rerun skips it.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
@@ -45,9 +47,12 @@ from ocicopy.plan import Plan, RegistrySettings, registry_options
 if TYPE_CHECKING:
     from ocicopy.client import Client
 
-__all__ = ["PLUGIN", "DaskExecutor", "OcicopyPlugin", "local_cluster"]
+__all__ = ["DaskExecutor", "OcicopyPlugin", "local_cluster", "plugin_name"]
 
-PLUGIN = "ocicopy"
+
+def plugin_name(run_id: str) -> str:
+    """The worker plugin of one run: runs sharing a cluster (two pipelines) each keep their own client."""
+    return f"ocicopy/{run_id}"
 
 
 def without_secrets(options: ClientOptions) -> ClientOptions:
@@ -71,6 +76,7 @@ class OcicopyPlugin(WorkerPlugin):
                 f"worker {worker.address} runs ocicopy {ocicopy.__version__}, the run ocicopy {self.version}: "
                 "install the same version on the workers"
             )
+        self._lock = threading.Lock()  # the worker's task threads share the semaphores (made here: not pickled)
         options = registry_options(self.registries, self.options)  # passwords from this worker's environment
         # A registry's logs say which worker wrote: "ocicopy (dask worker NAME)".
         options = revalidated(options, user_agent=f"{options.user_agent} (dask worker {worker.name})")
@@ -81,6 +87,8 @@ class OcicopyPlugin(WorkerPlugin):
         self.client: Client = self.portal.call(lambda: Client(options))
 
     def teardown(self, worker: distributed.Worker) -> None:
+        if not hasattr(self, "client"):
+            return  # setup failed: nothing was started
         try:
             self.portal.call(self.client.aclose)
         finally:
@@ -92,9 +100,10 @@ class OcicopyPlugin(WorkerPlugin):
         with ExitStack() as held:
             for host in sorted(registries):
                 name = f"ocicopy/{run_id}/{host}"
-                if name not in self.semaphores:
-                    self.semaphores[name] = distributed.Semaphore(max_leases=limit, name=name)
-                sem = self.semaphores[name]
+                with self._lock:
+                    if name not in self.semaphores:
+                        self.semaphores[name] = distributed.Semaphore(max_leases=limit, name=name)
+                    sem = self.semaphores[name]
                 sem.acquire()
                 held.callback(sem.release)
             yield
@@ -102,7 +111,7 @@ class OcicopyPlugin(WorkerPlugin):
 
 def _run(task: Task, run_id: str, limit: int, *done: object) -> PlacementResult | Outcome:
     """A task on a worker (``done``: its dependencies' results, only waited for)."""
-    plugin = distributed.get_worker().plugins[PLUGIN]
+    plugin = distributed.get_worker().plugins[plugin_name(run_id)]
     assert isinstance(plugin, OcicopyPlugin)
     with plugin.leases(run_id, task.registries, limit):
         result: PlacementResult | Outcome = plugin.portal.call(run_task, plugin.client, task)
@@ -110,10 +119,13 @@ def _run(task: Task, run_id: str, limit: int, *done: object) -> PlacementResult 
 
 
 class DaskExecutor:
-    """Runs a run's tasks on the Dask cluster ``dask`` (a :class:`distributed.Client`, synchronous)."""
+    """Runs a run's tasks on the Dask cluster ``dask`` (a :class:`distributed.Client`, synchronous).
+    ``shared_filesystem``: the workers see this machine's files (a local cluster), so OCI layouts may be written
+    and read there; otherwise a plan with a layout mirror or source is refused (each worker would write its own)."""
 
-    def __init__(self, dask: distributed.Client) -> None:
+    def __init__(self, dask: distributed.Client, shared_filesystem: bool = False) -> None:
         self.dask = dask
+        self.shared_filesystem = shared_filesystem
         self.run_id = ""
         self.limit = 8
 
@@ -133,7 +145,19 @@ class DaskExecutor:
             raise ExecutorError(f"the Dask scheduler at {where} does not answer: {exc}") from None
         if not workers:
             raise ExecutorError(f"the Dask scheduler at {where} has no workers")
+        layouts = [d for d in plan.deployments if (d.image or "").startswith("oci:")]
+        if layouts and not self.shared_filesystem:
+            d = layouts[0]
+            raise InputError(
+                f"deployment {d.service}/{d.environment} reads an OCI layout ({d.image}): on a Dask cluster the "
+                "workers may not see it; use a registry source, or a local cluster (--workers N)"
+            )
         for name, sub in plan.cluster_plans():
+            if not self.shared_filesystem and sub.target.layout is not None:
+                raise InputError(
+                    f"mirror {name!r} is an OCI layout ({sub.target.layout}): on a Dask cluster each worker would "
+                    "write its own copy of it; use a registry mirror, or a local cluster (--workers N)"
+                )
             wanted = sub.target.dask_resources
             if wanted and not any(_offers(w.get("resources") or {}, wanted) for w in workers):
                 offered = sorted({k for w in workers for k in (w.get("resources") or {})})
@@ -141,7 +165,11 @@ class DaskExecutor:
                     f"mirror {name!r} asks for Dask worker resources {wanted}: no live worker of {where} offers them"
                     f" (offered: {', '.join(offered) or 'none'})"
                 )
-        self.dask.register_plugin(OcicopyPlugin(options, plan.registries, ocicopy.__version__), name=PLUGIN)
+        plugin = OcicopyPlugin(options, plan.registries, ocicopy.__version__)
+        try:
+            self.dask.register_plugin(plugin, name=plugin_name(self.run_id))
+        except OcicopyError as exc:  # raised by a worker's setup (its version, its environment)
+            raise ExecutorError(f"on a Dask worker: {exc}") from None
 
     def _address(self) -> str:
         return str(getattr(self.dask.scheduler, "address", None) or "the scheduler")
@@ -176,9 +204,12 @@ class DaskExecutor:
         return graph, [self.key(t.key) for t in tasks]
 
     def _run(self, tasks: list[Task]) -> dict[str, PlacementResult | Outcome]:
+        """Submit the graph once and gather each task's result. A lost scheduler: an :class:`ExecutorError`
+        carrying the results gathered before (``results``: those copies are done)."""
         graph, keys = self.graph(tasks)
         by_key = {self.key(t.key): t for t in tasks}
         results: dict[str, PlacementResult | Outcome] = {}
+        lost = ""
         try:
             futures = self.dask.get(graph, keys, sync=False)
             for future in distributed.as_completed(futures):
@@ -186,16 +217,24 @@ class DaskExecutor:
                 try:
                     results[task.key] = future.result()
                 except distributed.client.FutureCancelledError as exc:
-                    raise ExecutorError(
-                        f"the Dask scheduler at {self._address()} was lost mid-run ({exc.reason or 'cancelled'}): "
-                        "what finished is in the mirrors; run again to complete the rest"
-                    ) from None
+                    lost = exc.reason or "cancelled"
+                    break
                 except OcicopyError as exc:
                     results[task.key] = _failed(task, exc)
                 except Exception as exc:  # a task that kept failing (KilledWorker) or met a bug
                     results[task.key] = _failed(task, ExecutorError(f"{type(exc).__name__}: {exc}"))
         except (OSError, distributed.TimeoutError) as exc:
-            raise ExecutorError(f"the Dask scheduler at {self._address()} was lost mid-run: {exc}") from None
+            lost = str(exc)
+        if lost:
+            error = ExecutorError(
+                f"the Dask scheduler at {self._address()} was lost mid-run ({lost}): what finished is in the "
+                "mirrors; run again to complete the rest"
+            )
+            error.results = results  # type: ignore[attr-defined]
+            raise error
+        # The run's client on every worker is closed (its pools, its loop thread); a worker gone since took its own.
+        with contextlib.suppress(Exception):
+            self.dask.unregister_worker_plugin(plugin_name(self.run_id))
         return results
 
 

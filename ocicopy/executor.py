@@ -95,10 +95,11 @@ class ChainTask:
     check_destination: bool = False
     mount_from: tuple[str, ...] = ()
     resources: Mapping[str, float] = field(default_factory=dict)
+    registry: str = ""  # the destination store's registry as the blob tasks name it (its API host, or oci:DIR)
 
     @property
     def registries(self) -> tuple[str, ...]:
-        return (registry_of(self.destination),)
+        return (self.registry or registry_of(self.destination),)
 
 
 Task = BlobTask | ChainTask
@@ -230,6 +231,7 @@ def tasks_of(
                 check_destination=chain.check_destination,
                 mount_from=chain.mount_from,
                 resources=dict(chain.resources),
+                registry=tag.registry,
             )
         )
     return tasks
@@ -241,7 +243,14 @@ def tasks_of(
 async def run_task(client: Client, task: Task) -> PlacementResult | Outcome:
     """Do ``task`` with ``client``; an :class:`OcicopyError` is the result's error, never raised."""
     if isinstance(task, BlobTask):
-        return await _place(client, task)
+        try:
+            return await _place(client, task)
+        except (OcicopyError, BaseExceptionGroup) as exc:  # the whole task: each chain places its blobs itself
+            error = unwrap_group(exc) if isinstance(exc, BaseExceptionGroup) else exc
+            if not isinstance(error, OcicopyError):
+                raise error from None
+            line = " ".join(str(error).split())
+            return PlacementResult(key=task.key, errors={p: line for repos in task.placements for p in repos})
     try:
         copy = await client.copy_resolved(
             as_location(task.source),
@@ -272,10 +281,9 @@ async def _place(client: Client, task: BlobTask) -> PlacementResult:
     result = PlacementResult(key=task.key)
 
     async def one_registry(repos: tuple[str, ...]) -> None:
-        first = store_of(client, repos[0])
         for i, name in enumerate(repos):
             try:
-                dst = store_of(client, name)
+                first, dst = store_of(client, repos[0]), store_of(client, name)
                 hints = task.mount_from.get(first.host, ()) if i == 0 else (first.repository,)
                 result.placed[name] = await copier.copy(src, dst, desc, hints)
             except OcicopyError as exc:

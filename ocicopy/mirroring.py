@@ -245,12 +245,11 @@ async def _execute(client: Client, executor: Executor, deferred: Deferred) -> No
                 hints[(node.registry, node.digest)] = tuple(r for r in found if r != node.repository)
         groups = {p.copy.group: dict(p.chain.resources) for p in parked}
         tasks = tasks_of(graph, {k: p.chain for k, p in chains.items()}, hints, groups)
+        failure = None
         try:
             results = await executor.run(client, tasks)
-        except OcicopyError as exc:
-            for p in parked:
-                p.error = " ".join(str(exc).split())
-            return
+        except OcicopyError as exc:  # the executor was lost: what it finished before still counts
+            results, failure = getattr(exc, "results", None) or {}, " ".join(str(exc).split())
         placed = {
             (name, blob.digest): blob
             for r in results.values()
@@ -260,7 +259,7 @@ async def _execute(client: Client, executor: Executor, deferred: Deferred) -> No
         for key, p in chains.items():
             outcome = results.get(key)
             if not isinstance(outcome, Outcome) or (outcome.copy_result is None and outcome.error is None):
-                p.error = "the executor returned no result for this copy"
+                p.error = failure or "the executor returned no result for this copy"
             elif outcome.copy_result is None:
                 p.error = outcome.error
             else:

@@ -19,7 +19,7 @@ from harness.images import push as push_image
 from harness.netem import LinkEmulator
 from harness.oracle import skopeo_digest
 from harness.registry import blob_gets
-from ocicopy import Client, MirrorAction
+from ocicopy import Client, MirrorAction, MirrorReport
 from ocicopy.dask_executor import DaskExecutor, local_cluster
 from ocicopy.executor import BlobTask, ChainTask
 from ocicopy.plan import parse_plan
@@ -279,3 +279,32 @@ def test_the_local_executor_runs_the_same_graph_in_this_process(fleet: Fleet, ma
         graphed.totals.blobs_copied + graphed.totals.blobs_mounted
         == streamed.totals.blobs_copied + streamed.totals.blobs_mounted
     )
+
+
+def test_two_pipelines_share_one_dask_cluster(
+    fleet: Fleet, make_repo: MakeRepo, ocicopy_run: Run, tmp_path: Path
+) -> None:
+    """Two ``ocicopy mirror --dask`` processes at once on one cluster: each run has its own worker plugin (its
+    client, its settings), so neither closes the other's; both complete, every pin digest-exact. An OCI layout
+    mirror is refused on a cluster whose workers may not see this machine's files."""
+    import subprocess
+    import sys
+
+    images = seed_fleet(fleet.source, make_repo, services=("api", "web"), tags=("v1",))
+    deployments = [{"service": s, "environment": "prod", "image": images.ref(s, "v1")} for s in ("api", "web")]
+    plans = [write_plan(tmp_path / f"p{i}.json", fleet_plan(fleet, new_prefix(f"two{i}"), deployments)) for i in (0, 1)]
+    with DaskProcesses(workers=[{}, {}], log_dir=tmp_path) as dask:
+        argv = [sys.executable, "-m", "ocicopy", "mirror", "--dask", dask.address, "--json", "-"]
+        procs = [subprocess.Popen([*argv, p], stdout=subprocess.PIPE, stderr=subprocess.PIPE) for p in plans]
+        outs = [p.communicate(timeout=180) for p in procs]
+        layout = fleet_plan(fleet, new_prefix("lay"), deployments[:1])
+        layout["mirrors"]["eu"] = {"layout": f"oci:{tmp_path / 'edge'}", "prefix": "m", "mode": "cluster"}
+        refused = ocicopy_run("mirror", write_plan(tmp_path / "layout.json", layout), "--dask", dask.address)
+    for proc, (out, err) in zip(procs, outs, strict=True):
+        assert proc.returncode == 0, err.decode()
+        report = MirrorReport.model_validate_json(out)
+        assert {d.action for d in report.deployments} == {MirrorAction.COPIED}
+        for d in report.deployments:
+            assert d.pinned is not None and skopeo_digest(pinned_ref(d.pinned)) == d.source_digest
+    assert refused.returncode == 2, refused.stderr.decode()
+    assert "mirror 'eu' is an OCI layout" in refused.stderr.decode() and not (tmp_path / "edge").exists()
