@@ -40,7 +40,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 import ocicopy
 from ocicopy.errors import ExecutorError, InputError, OcicopyError
-from ocicopy.executor import BlobTask, Outcome, PlacementResult, Task, run_task
+from ocicopy.executor import Outcome, PlacementResult, Task, failure, group_of, run_task
 from ocicopy.options import ClientOptions, revalidated
 from ocicopy.plan import Plan, RegistrySettings, registry_options
 
@@ -183,7 +183,7 @@ class DaskExecutor:
         layers: dict[str, dict[str, Any]] = {}
         resources: dict[str, Mapping[str, float]] = {}
         for task in tasks:
-            group = ",".join(f"{k}={v:g}" for k, v in sorted(task.resources.items())) or "any"
+            group = group_of(task.resources) or "any"
             resources[group] = task.resources
             layers.setdefault(group, {})[self.key(task.key)] = (
                 fn or _run,
@@ -220,9 +220,9 @@ class DaskExecutor:
                     lost = exc.reason or "cancelled"
                     break
                 except OcicopyError as exc:
-                    results[task.key] = _failed(task, exc)
+                    results[task.key] = failure(task, exc)
                 except Exception as exc:  # a task that kept failing (KilledWorker) or met a bug
-                    results[task.key] = _failed(task, ExecutorError(f"{type(exc).__name__}: {exc}"))
+                    results[task.key] = failure(task, ExecutorError(f"{type(exc).__name__}: {exc}"))
         except (OSError, distributed.TimeoutError) as exc:
             lost = str(exc)
         if lost:
@@ -236,13 +236,6 @@ class DaskExecutor:
         with contextlib.suppress(Exception):
             self.dask.unregister_worker_plugin(plugin_name(self.run_id))
         return results
-
-
-def _failed(task: Task, exc: Exception) -> PlacementResult | Outcome:
-    error = " ".join(str(exc).split())
-    if isinstance(task, BlobTask):
-        return PlacementResult(key=task.key, errors={p: error for repos in task.placements for p in repos})
-    return Outcome(key=task.key, error=error)
 
 
 def _offers(offered: Mapping[str, float], wanted: Mapping[str, float]) -> bool:

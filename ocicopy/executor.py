@@ -52,7 +52,10 @@ __all__ = [
     "Outcome",
     "PlacementResult",
     "Task",
+    "failure",
+    "group_of",
     "merge_placements",
+    "one_line",
     "registry_of",
     "run_task",
     "store_of",
@@ -242,16 +245,9 @@ def tasks_of(
 
 async def run_task(client: Client, task: Task) -> PlacementResult | Outcome:
     """Do ``task`` with ``client``; an :class:`OcicopyError` is the result's error, never raised."""
-    if isinstance(task, BlobTask):
-        try:
-            return await _place(client, task)
-        except (OcicopyError, BaseExceptionGroup) as exc:  # the whole task: each chain places its blobs itself
-            error = unwrap_group(exc) if isinstance(exc, BaseExceptionGroup) else exc
-            if not isinstance(error, OcicopyError):
-                raise error from None
-            line = " ".join(str(error).split())
-            return PlacementResult(key=task.key, errors={p: line for repos in task.placements for p in repos})
     try:
+        if isinstance(task, BlobTask):
+            return await _place(client, task)
         copy = await client.copy_resolved(
             as_location(task.source),
             as_location(task.destination),
@@ -261,14 +257,32 @@ async def run_task(client: Client, task: Task) -> PlacementResult | Outcome:
             check_destination=task.check_destination,
             compress=task.compress,
         )
+        return Outcome(key=task.key, copy_result=copy)
     except BaseExceptionGroup as group:
         error = unwrap_group(group)
         if not isinstance(error, OcicopyError):
             raise error from None
-        return Outcome(key=task.key, error=" ".join(str(error).split()))
+        return failure(task, error)
     except OcicopyError as exc:
-        return Outcome(key=task.key, error=" ".join(str(exc).split()))
-    return Outcome(key=task.key, copy_result=copy)
+        return failure(task, exc)
+
+
+def failure(task: Task, exc: BaseException) -> PlacementResult | Outcome:
+    """``task``'s result when it failed as a whole with ``exc`` (a blob task: every placement; each chain there
+    places its blobs itself, or fails)."""
+    error = one_line(exc)
+    if isinstance(task, BlobTask):
+        return PlacementResult(key=task.key, errors={p: error for repos in task.placements for p in repos})
+    return Outcome(key=task.key, error=error)
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def group_of(resources: Mapping[str, float]) -> str:
+    """A locality group's name: its resources, sorted (``region-eu=1``); ``""`` for none."""
+    return ",".join(f"{k}={v:g}" for k, v in sorted(resources.items()))
 
 
 async def _place(client: Client, task: BlobTask) -> PlacementResult:
@@ -287,7 +301,7 @@ async def _place(client: Client, task: BlobTask) -> PlacementResult:
                 hints = task.mount_from.get(first.host, ()) if i == 0 else (first.repository,)
                 result.placed[name] = await copier.copy(src, dst, desc, hints)
             except OcicopyError as exc:
-                result.errors[name] = " ".join(str(exc).split())
+                result.errors[name] = one_line(exc)
                 if i == 0:  # nothing to mount from: each chain there places the blob itself
                     for rest in repos[1:]:
                         result.errors[rest] = result.errors[name]

@@ -27,7 +27,17 @@ import anyio
 from ocicopy.blobs import MountFrom
 from ocicopy.digest import Digest
 from ocicopy.errors import InputError, OcicopyError, RemoteError, UnknownReferenceError, unwrap_group
-from ocicopy.executor import Chain, Executor, Outcome, PlacementResult, merge_placements, tasks_of, where
+from ocicopy.executor import (
+    Chain,
+    Executor,
+    Outcome,
+    PlacementResult,
+    group_of,
+    merge_placements,
+    one_line,
+    tasks_of,
+    where,
+)
 from ocicopy.fanout import SourceReads
 from ocicopy.flight import SingleFlight
 from ocicopy.graph import BlobRef, Copy, GraphSummary, ManifestRef, compile_graph
@@ -249,7 +259,7 @@ async def _execute(client: Client, executor: Executor, deferred: Deferred) -> No
         try:
             results = await executor.run(client, tasks)
         except OcicopyError as exc:  # the executor was lost: what it finished before still counts
-            results, failure = getattr(exc, "results", None) or {}, " ".join(str(exc).split())
+            results, failure = getattr(exc, "results", None) or {}, one_line(exc)
         placed = {
             (name, blob.digest): blob
             for r in results.values()
@@ -577,9 +587,16 @@ class Mirror:
             else:
                 tree = ManifestRef(source_digest, 0)
             resources = self.plan.target.dask_resources or {}
-            group = ",".join(f"{k}={v:g}" for k, v in sorted(resources.items()))
             parked = Parked(
-                Copy(src.host, dst.host, dst.repository, target.destination.tag, tree, group, src.repository),
+                Copy(
+                    src.host,
+                    dst.host,
+                    dst.repository,
+                    target.destination.tag,
+                    tree,
+                    group_of(resources),
+                    src.repository,
+                ),
                 Chain(
                     source=str(target.source.with_digest(source_digest)),
                     destination=str(target.destination),
