@@ -68,15 +68,21 @@ class BlobCopier:
         #: (host, repository) that did not exist when this client began writing to them: what this client has not
         #: placed there is not there (concurrent writers aside), so a placement skips the HEAD
         self.fresh: set[tuple[str, str]] = set()
-        #: While a run writes to several registries (a fleet): each source blob read once for all of them, and
-        #: the blob limit is per destination registry (each mirror its own, as one run per cluster would have)
+        #: While a copy writes to several registries (a work graph's blob task): each source blob read once for
+        #: all of them (:mod:`ocicopy.fanout`)
         self.reads: SourceReads | None = None
+        #: The blob limit is per destination registry (each mirror of a fleet its own, as one run per cluster
+        #: would have), shared by this copier's forks
         self._per_registry: dict[str, anyio.CapacityLimiter] = {}
 
+    def fork(self) -> BlobCopier:
+        """A copier of its own flights and reads (one blob task's fan-out) under this one's limits."""
+        copier = BlobCopier(self.limiter, self.retry, self.progress, self.mounts, self.timeouts)
+        copier._per_registry = self._per_registry
+        return copier
+
     def _limit(self, dst: Store) -> anyio.CapacityLimiter:
-        """The blob limit a copy into ``dst`` holds: the client's, or in a fleet run its registry's own."""
-        if self.reads is None:
-            return self.limiter
+        """The blob limit a copy into ``dst`` holds: its registry's (``limiter``'s size)."""
         if dst.host not in self._per_registry:
             self._per_registry[dst.host] = anyio.CapacityLimiter(self.limiter.total_tokens)
         return self._per_registry[dst.host]

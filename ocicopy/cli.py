@@ -181,7 +181,9 @@ def _copy_parser(sub: Any) -> None:
     p.add_argument(
         "--dest-cert-dir", metavar="DIR", help="trust for the destination registry (*.crt, NAME.cert + NAME.key)"
     )
-    p.add_argument("--concurrency", type=int, default=8, metavar="N", help="blobs in flight (default 8)")
+    p.add_argument(
+        "--concurrency", type=int, default=8, metavar="N", help="blobs in flight per mirror registry (default 8)"
+    )
     p.add_argument(
         "--dest-compress",
         choices=["zstd"],
@@ -223,7 +225,9 @@ def _mirror_parsers(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="manifests only (HEAD/GET): predict actions and bytes")
     p.add_argument("--immutable-tags", metavar="REGEX", help="trust existing mirror tags for matching source tags")
     p.add_argument("--concurrency", type=int, default=32, metavar="N", help="deployments in flight (default 32)")
-    p.add_argument("--blob-concurrency", type=int, default=8, metavar="N", help="blobs in flight (default 8)")
+    p.add_argument(
+        "--blob-concurrency", type=int, default=8, metavar="N", help="blobs in flight per mirror registry (default 8)"
+    )
     p.add_argument("--no-ledger", action="store_true", help="do not read or write the blob ledger")
     p.add_argument("--no-mount", action="store_true", help="never mount blobs across repositories (upload instead)")
     dask = p.add_mutually_exclusive_group()
@@ -567,7 +571,7 @@ def _mirror(args: argparse.Namespace) -> int:
     base = _client_options(args, flags, blob_concurrency=args.blob_concurrency, mounts=not args.no_mount)
     plan = load_plan(args.plan).with_mode(args.mode).only_clusters(args.cluster)
     options = plan.client_options(base)
-    if args.dask is None and args.workers is None:
+    if (args.dask is None and args.workers is None) or args.dry_run:  # a dry run runs nothing: no cluster
         return _run(_mirror_session, args, plan, options, None)
     with _dask_client(args) as dask:
         return _run(_mirror_session, args, plan, options, dask)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -245,16 +245,32 @@ class Client:
         check_destination: bool = True,
         top: Manifest | None = None,
         compress: Recompression | None = None,
+        known: Mapping[Digest, Manifest] | None = None,
+        placed: Collection[tuple[Digest, int]] = frozenset(),
     ) -> CopyResult:
         """:meth:`copy` once the source digest is known (the mirror engine resolves and dedupes HEADs itself).
 
         ``check_destination=False``: the caller already knows the destination lacks the result's digest.
-        ``top``: the source manifest at ``source_digest``, when the caller already fetched it.
+        ``top``: the source manifest at ``source_digest``, when the caller already fetched it; ``known``: source
+        manifests fetched before, by digest (the top, index children: not asked for again); ``placed``:
+        ``(digest, size)`` of blobs already in the destination repository (a work graph's blob tasks placed them:
+        no request for them).
         """
         started, requests_before = time.monotonic(), self.transport.stats.total_requests
         src, dst = self.endpoint(s), self.endpoint(d)
+        known = known or {}
         outcome = await self._copy_unless_there(
-            src, dst, d, source_digest, specs, mount_from, check_destination, top, compress
+            src,
+            dst,
+            d,
+            source_digest,
+            specs,
+            mount_from,
+            check_destination,
+            top or known.get(source_digest),
+            compress,
+            known,
+            placed,
         )
         tree = outcome.tree
         return CopyResult(
@@ -284,6 +300,8 @@ class Client:
         check: bool,
         top: Manifest | None,
         compress: Recompression | None,
+        known: Mapping[Digest, Manifest],
+        placed: Collection[tuple[Digest, int]],
     ) -> _Outcome:
         """Copy unless ``d`` already holds what the copy would make (:func:`~ocicopy.tree.destination_digest`).
 
@@ -295,7 +313,7 @@ class Client:
             return _Outcome(held.digest, held.media_type)
         top = top or await src.manifest_get(str(source_digest))
         await check_platforms(src, top, specs)
-        manifest = await self._select(src, top, specs)
+        manifest = await self._select(src, top, specs, known)
         if check and (specs or compress is not None):
             expected = destination_digest(source_digest, top, specs, compress, self.trees.conversions)
             if expected is None and compress is not None:
@@ -303,7 +321,7 @@ class Client:
             if expected is not None and (held := await self._existing(dst, d, expected)):
                 return _Outcome(held.digest, held.media_type)
         try:
-            tree = await self.trees.copy(src, dst, manifest, d.tag, mount_from, compress)
+            tree = await self.trees.copy(src, dst, manifest, d.tag, mount_from, compress, known, placed)
         except BaseExceptionGroup as group:
             raise unwrap_group(group) from None
         assert tree.top is not None
@@ -405,10 +423,12 @@ class Client:
         info = await dst.manifest_head(ref.tag or str(digest))
         return info if info is not None and info.digest == digest else None
 
-    async def _select(self, src: Store, top: Manifest, specs: Sequence[PlatformSpec]) -> Manifest:
-        """Apply a platform selection: the same manifest, one child (fetched), or a subset index."""
+    async def _select(
+        self, src: Store, top: Manifest, specs: Sequence[PlatformSpec], known: Mapping[Digest, Manifest]
+    ) -> Manifest:
+        """Apply a platform selection: the same manifest, one child (fetched unless ``known``), or a subset index."""
         chosen = apply_selection(top, specs)
-        return chosen if isinstance(chosen, Manifest) else await fetch_child(src, chosen)
+        return chosen if isinstance(chosen, Manifest) else await fetch_child(src, chosen, known)
 
 
 async def _existing_layout(layout: Layout, ref: Location) -> None:

@@ -47,12 +47,17 @@ from ocicopy.plan import Plan, RegistrySettings, registry_options
 if TYPE_CHECKING:
     from ocicopy.client import Client
 
-__all__ = ["DaskExecutor", "OcicopyPlugin", "local_cluster", "plugin_name"]
+__all__ = ["DaskExecutor", "OcicopyPlugin", "local_cluster", "plugin_name", "semaphore_name"]
 
 
 def plugin_name(run_id: str) -> str:
     """The worker plugin of one run: runs sharing a cluster (two pipelines) each keep their own client."""
     return f"ocicopy/{run_id}"
+
+
+def semaphore_name(run_id: str, registry: str) -> str:
+    """The lease of one run on one registry (``blob_concurrency`` leases across the workers)."""
+    return f"ocicopy/{run_id}/{registry}"
 
 
 def without_secrets(options: ClientOptions) -> ClientOptions:
@@ -99,7 +104,7 @@ class OcicopyPlugin(WorkerPlugin):
         """A lease on each registry's semaphore for this run, taken in one order (no two tasks wait on each other)."""
         with ExitStack() as held:
             for host in sorted(registries):
-                name = f"ocicopy/{run_id}/{host}"
+                name = semaphore_name(run_id, host)
                 with self._lock:
                     if name not in self.semaphores:
                         self.semaphores[name] = distributed.Semaphore(max_leases=limit, name=name)
@@ -110,11 +115,11 @@ class OcicopyPlugin(WorkerPlugin):
 
 
 def _run(task: Task, run_id: str, limit: int, *done: object) -> PlacementResult | Outcome:
-    """A task on a worker (``done``: its dependencies' results, only waited for)."""
+    """A task on a worker (``done``: its dependencies' results: a chain takes their placements as done)."""
     plugin = distributed.get_worker().plugins[plugin_name(run_id)]
     assert isinstance(plugin, OcicopyPlugin)
     with plugin.leases(run_id, task.registries, limit):
-        result: PlacementResult | Outcome = plugin.portal.call(run_task, plugin.client, task)
+        result: PlacementResult | Outcome = plugin.portal.call(run_task, plugin.client, task, done)
     return result
 
 
@@ -232,10 +237,18 @@ class DaskExecutor:
             )
             error.results = results  # type: ignore[attr-defined]
             raise error
-        # The run's client on every worker is closed (its pools, its loop thread); a worker gone since took its own.
+        self._close(tasks)
+        return results
+
+    def _close(self, tasks: list[Task]) -> None:
+        """The run's state off the cluster: its client on every worker (pools, loop thread; a worker gone since
+        took its own) and its semaphores on the scheduler."""
         with contextlib.suppress(Exception):
             self.dask.unregister_worker_plugin(plugin_name(self.run_id))
-        return results
+        for host in sorted({h for t in tasks for h in t.registries}):
+            name = semaphore_name(self.run_id, host)
+            with contextlib.suppress(Exception):
+                distributed.Semaphore(name=name, scheduler_rpc=self.dask.scheduler, loop=self.dask.loop).close()
 
 
 def _offers(offered: Mapping[str, float], wanted: Mapping[str, float]) -> bool:

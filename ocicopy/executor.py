@@ -20,25 +20,25 @@ and its chain reports it). :class:`LocalExecutor` runs the tasks in this process
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
 from pydantic import BaseModel
 
-from ocicopy.blobs import BlobCopier
 from ocicopy.digest import Digest
 from ocicopy.errors import OcicopyError, unwrap_group
 from ocicopy.fanout import SourceReads
 from ocicopy.graph import WorkGraph
 from ocicopy.location import as_location, parse_layout_reference
-from ocicopy.models import Descriptor
+from ocicopy.models import Descriptor, Manifest, parse_manifest
 from ocicopy.options import Recompression
 from ocicopy.platforms import parse_platform
 from ocicopy.repository import Endpoint
 from ocicopy.result import BlobAction, BlobResult, CopyResult
 from ocicopy.store import Store
+from ocicopy.transform import Conversion
 
 if TYPE_CHECKING:
     from ocicopy.client import Client
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BlobTask",
+    "Chain",
     "ChainTask",
     "Executor",
     "LocalExecutor",
@@ -77,6 +78,7 @@ class BlobTask:
     placements: tuple[tuple[str, ...], ...]
     mount_from: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # registry → ledger hints
     resources: Mapping[str, float] = field(default_factory=dict)  # the locality group's Dask resources
+    fresh: tuple[str, ...] = ()  # placements new in this run (nothing there: no HEAD before placing)
     deps: tuple[str, ...] = ()
 
     @property
@@ -85,24 +87,44 @@ class BlobTask:
 
 
 @dataclass(frozen=True)
-class ChainTask:
-    """Push ``source`` (pinned to ``source_digest``) to ``destination`` (``...:tag``): manifests, then the tag."""
+class Chain:
+    """How a deployment's copy was resolved: what its chain task needs beyond the graph."""
 
-    key: str
     source: str
     destination: str
-    source_digest: str
-    deps: tuple[str, ...] = ()
+    source_digest: Digest
     platforms: tuple[str, ...] = ()
     compress: Recompression | None = None
     check_destination: bool = False
-    mount_from: tuple[str, ...] = ()
+    mount_from: Mapping[Digest, tuple[str, ...]] = field(default_factory=dict)  # blob digest → ledger hints
     resources: Mapping[str, float] = field(default_factory=dict)
-    registry: str = ""  # the destination store's registry as the blob tasks name it (its API host, or oci:DIR)
+    #: the source manifests the run fetched to resolve the copy, (media type, raw bytes): not fetched again
+    manifests: tuple[tuple[str, bytes], ...] = ()
+    fresh: bool = False  # the destination repository is new in this run
+
+    def known(self) -> dict[Digest, Manifest]:
+        """:attr:`manifests` parsed again, each checked against its bytes' digest."""
+        parsed = (parse_manifest(raw, media_type) for media_type, raw in self.manifests)
+        return {m.digest: m for m in parsed}
+
+
+@dataclass(frozen=True)
+class ChainTask:
+    """Push ``chain.source`` to ``chain.destination``: manifests (children first), then the tag; into ``store``
+    (a :func:`where` name), after the blob tasks ``deps`` (whose placements there it takes as done)."""
+
+    key: str
+    chain: Chain
+    store: str
+    deps: tuple[str, ...] = ()
+
+    @property
+    def resources(self) -> Mapping[str, float]:
+        return self.chain.resources
 
     @property
     def registries(self) -> tuple[str, ...]:
-        return (self.registry or registry_of(self.destination),)
+        return (registry_of(self.store),)
 
 
 Task = BlobTask | ChainTask
@@ -130,15 +152,18 @@ class PlacementResult(BaseModel):
     """What a blob task did in each repository (``host/repo`` → its blob result), and where it failed."""
 
     key: str
+    digest: str = ""
     placed: dict[str, BlobResult] = {}
     errors: dict[str, str] = {}  # repository → the error (its chain places the blob itself, or fails)
 
 
 class Outcome(BaseModel):
-    """A chain task's result: the copy, or the error that stopped it."""
+    """A chain task's result: the copy (and the recompressions it made or used, for the mirror's ledger), or the
+    error that stopped it."""
 
     key: str
     copy_result: CopyResult | None = None
+    conversions: list[Conversion] = []
     error: str | None = None
 
 
@@ -152,29 +177,16 @@ class Executor(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Chain:
-    """What a chain task needs beyond the graph: how the deployment's copy was resolved."""
-
-    source: str
-    destination: str
-    source_digest: Digest
-    platforms: tuple[str, ...] = ()
-    compress: Recompression | None = None
-    check_destination: bool = False
-    mount_from: tuple[str, ...] = ()
-    resources: Mapping[str, float] = field(default_factory=dict)
-
-
 def tasks_of(
     graph: WorkGraph,
     chains: Mapping[str, Chain],
     mount_from: Mapping[tuple[str, str], tuple[str, ...]] | None = None,
     resources: Mapping[str, Mapping[str, float]] | None = None,
+    fresh: Collection[str] = frozenset(),
 ) -> list[Task]:
     """The coarse tasks of ``graph``: a :class:`BlobTask` per read node, a :class:`ChainTask` per tag node
     (``chains``: by tag node key). ``mount_from``: ledger hints per (registry, digest); ``resources``: each
-    locality group's Dask resources."""
+    locality group's Dask resources; ``fresh``: repositories (:func:`where` names) new in this run."""
     mount_from = mount_from or {}
     resources = resources or {}
     feeds: dict[str, list[str]] = {}  # read/upload key → the placements depending on it
@@ -207,6 +219,7 @@ def tasks_of(
                 placements=tuple(per_registry),
                 mount_from=hints,
                 resources=dict(resources.get(read.group, {})),
+                fresh=tuple(p for repos in per_registry for p in repos if p in fresh),
             )
         )
     for tag in graph.of_kind("tag"):
@@ -222,42 +235,20 @@ def tasks_of(
                 deps[blob_of[key]] = None
             elif graph.nodes[key].kind == "manifest":
                 todo.extend(graph.nodes[key].deps)
-        tasks.append(
-            ChainTask(
-                key=tag.key,
-                source=chain.source,
-                destination=chain.destination,
-                source_digest=str(chain.source_digest),
-                deps=tuple(deps),
-                platforms=chain.platforms,
-                compress=chain.compress,
-                check_destination=chain.check_destination,
-                mount_from=chain.mount_from,
-                resources=dict(chain.resources),
-                registry=tag.registry,
-            )
-        )
+        tasks.append(ChainTask(tag.key, chain, where(tag.registry, tag.repository), tuple(deps)))
     return tasks
 
 
 # -- what a task does, against any client ----------------------------------------------------------------------
 
 
-async def run_task(client: Client, task: Task) -> PlacementResult | Outcome:
-    """Do ``task`` with ``client``; an :class:`OcicopyError` is the result's error, never raised."""
+async def run_task(client: Client, task: Task, done: Sequence[object] = ()) -> PlacementResult | Outcome:
+    """Do ``task`` with ``client`` (``done``: its dependencies' results); an :class:`OcicopyError` is the result's
+    error, never raised."""
     try:
         if isinstance(task, BlobTask):
             return await _place(client, task)
-        copy = await client.copy_resolved(
-            as_location(task.source),
-            as_location(task.destination),
-            Digest(task.source_digest),
-            [parse_platform(p) for p in task.platforms],
-            task.mount_from,
-            check_destination=task.check_destination,
-            compress=task.compress,
-        )
-        return Outcome(key=task.key, copy_result=copy)
+        return await _chain(client, task, done)
     except BaseExceptionGroup as group:
         error = unwrap_group(group)
         if not isinstance(error, OcicopyError):
@@ -272,7 +263,8 @@ def failure(task: Task, exc: BaseException) -> PlacementResult | Outcome:
     places its blobs itself, or fails)."""
     error = one_line(exc)
     if isinstance(task, BlobTask):
-        return PlacementResult(key=task.key, errors={p: error for repos in task.placements for p in repos})
+        errors = {p: error for repos in task.placements for p in repos}
+        return PlacementResult(key=task.key, digest=task.digest, errors=errors)
     return Outcome(key=task.key, error=error)
 
 
@@ -285,14 +277,52 @@ def group_of(resources: Mapping[str, float]) -> str:
     return ",".join(f"{k}={v:g}" for k, v in sorted(resources.items()))
 
 
+async def _chain(client: Client, task: ChainTask, done: Sequence[object]) -> Outcome:
+    """The chain's copy: its source manifests as the run fetched them, its blobs' placements in its repository
+    taken as done (the blob tasks placed them: no request), each other blob placed here."""
+    chain = task.chain
+    placed = {
+        (b.digest, b.size)
+        for r in done
+        if isinstance(r, PlacementResult)
+        for n, b in r.placed.items()
+        if n == task.store
+    }
+    known = chain.known()
+    dst = store_of(client, task.store)
+    if chain.fresh:
+        client.blobs.fresh.add((dst.host, dst.repository))
+    hints = chain.mount_from
+
+    async def mount_from(host: str, digest: Digest) -> Sequence[str]:
+        return hints.get(digest, ())
+
+    copy = await client.copy_resolved(
+        as_location(chain.source),
+        as_location(chain.destination),
+        chain.source_digest,
+        [parse_platform(p) for p in chain.platforms],
+        mount_from,
+        check_destination=chain.check_destination,
+        compress=chain.compress,
+        known=known,
+        placed=placed,
+    )
+    conversions = client.trees.conversions
+    made = [c for d in [*known, *(b.source_digest for b in copy.blobs)] if d and (c := conversions.conversion(d))]
+    return Outcome(key=task.key, copy_result=copy, conversions=made if chain.compress is not None else [])
+
+
 async def _place(client: Client, task: BlobTask) -> PlacementResult:
     """One read of the source, streamed to each registry's first repository at once, then mounted into the
     rest of that registry. A copier of its own: its fan-out is this task's (other tasks on the client run apart)."""
     src = store_of(client, task.source)
     desc = Descriptor.model_validate({"mediaType": task.media_type, "digest": task.digest, "size": task.size})
-    opts = client.options
-    copier = BlobCopier(client.blobs.limiter, opts.retry, client.progress, mounts=opts.mounts, timeouts=opts.timeouts)
-    result = PlacementResult(key=task.key)
+    copier = client.blobs.fork()
+    for name in task.fresh:
+        fresh = store_of(client, name)
+        copier.fresh.add((fresh.host, fresh.repository))
+    result = PlacementResult(key=task.key, digest=task.digest)
 
     async def one_registry(repos: tuple[str, ...]) -> None:
         for i, name in enumerate(repos):
@@ -319,15 +349,26 @@ async def _place(client: Client, task: BlobTask) -> PlacementResult:
     return result
 
 
-def merge_placements(copy: CopyResult, repo: str, placed: dict[tuple[str, Digest], BlobResult]) -> CopyResult:
+def merge_placements(
+    copy: CopyResult,
+    repo: str,
+    placed: dict[tuple[str, Digest], BlobResult],
+    failed: Mapping[tuple[str, str], str] | None = None,
+) -> CopyResult:
     """``copy`` (a chain's: it found its blobs placed) with each blob's result from the task that placed it in
     ``repo`` (a :func:`where` name; ``placed``: by ``(where, digest)``). Each placement is taken by one copy
-    (removed from ``placed``): two copies into one repository do not both count its bytes."""
+    (removed from ``placed``): two copies into one repository do not both count its bytes. ``failed``: the blob
+    tasks' errors by ``(where, digest)``; a blob the chain then placed itself is a warning."""
     blobs = [
         placed.pop((repo, b.digest), b) if b.action is BlobAction.SKIPPED else b  # a skip: placed by a blob task
         for b in copy.blobs
     ]
-    return copy.model_copy(update={"blobs": blobs})
+    warnings = [
+        f"blob {b.digest}: its shared transfer failed ({error}); this copy placed it itself"
+        for b in copy.blobs
+        if (error := (failed or {}).get((repo, b.digest)))
+    ]
+    return copy.model_copy(update={"blobs": blobs, "warnings": copy.warnings + warnings})
 
 
 # -- local ---------------------------------------------------------------------------------------------------------
@@ -347,7 +388,7 @@ class LocalExecutor:
             for dep in task.deps:
                 await done[dep].wait()
             try:
-                results[task.key] = await run_task(client, task)
+                results[task.key] = await run_task(client, task, [results.get(d) for d in task.deps])
             finally:
                 done[task.key].set()
 

@@ -18,18 +18,17 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from ocicopy.blobs import MountFrom
 from ocicopy.digest import Digest
 from ocicopy.errors import InputError, OcicopyError, RemoteError, UnknownReferenceError, unwrap_group
 from ocicopy.executor import (
     Chain,
     Executor,
+    LocalExecutor,
     Outcome,
     PlacementResult,
     group_of,
@@ -38,7 +37,6 @@ from ocicopy.executor import (
     tasks_of,
     where,
 )
-from ocicopy.fanout import SourceReads
 from ocicopy.flight import SingleFlight
 from ocicopy.graph import BlobRef, Copy, GraphSummary, ManifestRef, compile_graph
 from ocicopy.ledger import SHARD_PREFIX, Ledger, new_run_id
@@ -60,6 +58,7 @@ from ocicopy.report import (
     totals_of,
 )
 from ocicopy.result import BlobAction, CopyAction, CopyResult
+from ocicopy.transform import Conversion
 from ocicopy.tree import check_platforms, destination_digest, fetch_child, get_manifest
 
 if TYPE_CHECKING:  # avoids an import cycle: client.py imports this module
@@ -127,7 +126,25 @@ class Parked:
     repo: str  # the destination store's name (executor.where)
     done: anyio.Event = field(default_factory=anyio.Event)
     result: CopyResult | None = None
+    conversions: list[Conversion] = field(default_factory=list)
     error: str | None = None
+
+
+class Slot:
+    """A deployment's hold on its cluster's deployment limit: given back while its copy is parked."""
+
+    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+        self.limiter, self.held = limiter, False
+
+    async def take(self) -> None:
+        if not self.held:
+            await self.limiter.acquire_on_behalf_of(self)
+            self.held = True
+
+    def give(self) -> None:
+        if self.held:
+            self.limiter.release_on_behalf_of(self)
+            self.held = False
 
 
 class Deferred:
@@ -175,18 +192,20 @@ async def run_plan(
     one result per (deployment, cluster), totals per cluster and overall. One failing cluster does not stop the
     others; every destination layout is checked before any request.
 
-    With an ``executor`` (e.g. :class:`~ocicopy.dask_executor.DaskExecutor`) the deployments resolve here, and
-    the copies they need run as one work graph on it (:func:`_execute`); without, each copies as it resolves."""
+    The deployments resolve here, and the copies they need run as one work graph (:func:`_execute`) on
+    ``executor``: this process (:class:`~ocicopy.executor.LocalExecutor`, the default) or a Dask cluster
+    (:class:`~ocicopy.dask_executor.DaskExecutor`). A dry run predicts the graph and runs nothing."""
     options = options or MirrorOptions()
+    executor = executor or LocalExecutor()
     clusters = plan.cluster_plans()
     total = sum(len(sub.deployments) for _, sub in clusters)
     state = RunState(options.run_id or new_run_id(), total, plan.is_fleet)
-    if executor is not None and not options.dry_run:
+    if not options.dry_run:
         state.deferred = Deferred(total)
     mirrors = [Mirror(client, sub, options, progress, state) for _, sub in clusters]
     for mirror in mirrors:
         await mirror.check()
-    if executor is not None and not options.dry_run:
+    if state.deferred is not None:
         await executor.prepare(client, plan, state.run_id)
     started, before = time.monotonic(), dict(client.transport.stats.requests)
     reports: list[MirrorReport | None] = [None] * len(mirrors)
@@ -194,19 +213,11 @@ async def run_plan(
     async def one(i: int) -> None:
         reports[i] = await mirrors[i].run()
 
-    registries = {sub.target.root for _, sub in clusters}
-    async with anyio.create_task_group() as readers:
-        if len(registries) > 1 and state.deferred is None:  # each source blob read once for all the registries
-            client.blobs.reads = SourceReads(readers)
-        try:
-            async with anyio.create_task_group() as tg:
-                for i in range(len(mirrors)):
-                    tg.start_soon(one, i)
-                if state.deferred is not None and executor is not None:
-                    tg.start_soon(_execute, client, executor, state.deferred)
-        finally:
-            client.blobs.reads = None
-            readers.cancel_scope.cancel()  # a read nobody follows any more may wait on a stalled source
+    async with anyio.create_task_group() as tg:
+        for i in range(len(mirrors)):
+            tg.start_soon(one, i)
+        if state.deferred is not None:
+            tg.start_soon(_execute, client, executor, state.deferred)
     done = [r for r in reports if r is not None]
     graph = compile_graph(state.planned).summary() if options.dry_run else None
     if not plan.is_fleet:
@@ -254,18 +265,16 @@ async def _execute(client: Client, executor: Executor, deferred: Deferred) -> No
                 found = await ledger.candidates(node.registry, node.digest)
                 hints[(node.registry, node.digest)] = tuple(r for r in found if r != node.repository)
         groups = {p.copy.group: dict(p.chain.resources) for p in parked}
-        tasks = tasks_of(graph, {k: p.chain for k, p in chains.items()}, hints, groups)
+        fresh = {where(*key) for key in client.blobs.fresh}
+        tasks = tasks_of(graph, {k: p.chain for k, p in chains.items()}, hints, groups, fresh)
         failure = None
         try:
             results = await executor.run(client, tasks)
         except OcicopyError as exc:  # the executor was lost: what it finished before still counts
             results, failure = getattr(exc, "results", None) or {}, one_line(exc)
-        placed = {
-            (name, blob.digest): blob
-            for r in results.values()
-            if isinstance(r, PlacementResult)
-            for name, blob in r.placed.items()
-        }
+        placements = [r for r in results.values() if isinstance(r, PlacementResult)]
+        placed = {(name, blob.digest): blob for r in placements for name, blob in r.placed.items()}
+        lost = {(name, r.digest): error for r in placements for name, error in r.errors.items()}
         for key, p in chains.items():
             outcome = results.get(key)
             if not isinstance(outcome, Outcome) or (outcome.copy_result is None and outcome.error is None):
@@ -273,7 +282,8 @@ async def _execute(client: Client, executor: Executor, deferred: Deferred) -> No
             elif outcome.copy_result is None:
                 p.error = outcome.error
             else:
-                p.result = merge_placements(outcome.copy_result, p.repo, placed)
+                p.result = merge_placements(outcome.copy_result, p.repo, placed, lost)
+                p.conversions = outcome.conversions
     finally:
         for p in parked:
             p.done.set()
@@ -325,7 +335,7 @@ class Mirror:
             self.state.deferred.ledgers[api_host(plan.target.registry)] = self.ledger
         self._seeded = False
         self._seed_lock = anyio.Lock()
-        self._release: dict[int, Callable[[], None]] = {}  # a deployment's hold on the deployment limit
+        self._slots: dict[int, Slot] = {}  # each deployment's hold on the deployment limit
 
     async def check(self) -> None:
         """A mirror.layout no deployment could write: refused (:class:`InputError`) before any request
@@ -342,18 +352,12 @@ class Mirror:
         limiter = anyio.CapacityLimiter(self.options.concurrency)  # per cluster: the clusters walk the plan abreast
 
         async def one(target: Target) -> None:
-            borrower = object()
-            await limiter.acquire_on_behalf_of(borrower)
-
-            def release() -> None:  # once: at the end, or when the deployment parks its copy (it waits, idle)
-                if self._release.pop(target.index, None) is not None:
-                    limiter.release_on_behalf_of(borrower)
-
-            self._release[target.index] = release
+            slot = self._slots[target.index] = Slot(limiter)
+            await slot.take()
             try:
                 result = results[target.index] = await self._deployment(target)
             finally:
-                release()
+                slot.give()
             if self.state.deferred is not None:
                 self.state.deferred.finished((self.cluster, target.index))
             self.state.done += 1
@@ -481,12 +485,12 @@ class Mirror:
             result.pinned = pinned(dest, expected) if expected is not None else None  # None: not predictable
             return
         check = expected is None and mirrored is not None
-        if self.state.deferred is not None:  # on an executor: park the copy until the run's graph runs
-            self._release[target.index]()  # let the next deployment resolve: every one must, before the graph runs
-            self.state.deferred.arrive((self.cluster, target.index))
-            copy, leader = await self.copies.run(str(dest), lambda: self._defer(target, source_digest, top, check))
-        else:
-            copy, leader = await self.copies.run(str(dest), lambda: self._copy(target, source_digest, top, check))
+        assert self.state.deferred is not None  # park the copy until the run's graph runs
+        slot = self._slots[target.index]
+        slot.give()  # let the next deployment resolve: every one must, before the graph runs
+        self.state.deferred.arrive((self.cluster, target.index))
+        copy, leader = await self.copies.run(str(dest), lambda: self._defer(target, source_digest, top, check))
+        await slot.take()  # the referrers and the report within the deployment limit again
         result.pinned = pinned(dest, copy.digest)
         await self._referrers(target, copy.digest, result)
         if not leader or copy.action is CopyAction.SKIPPED:
@@ -548,66 +552,38 @@ class Mirror:
         result.referrers = len(outcome.manifests)
         result.warnings += outcome.warnings
 
-    async def _copy(self, target: Target, source_digest: Digest, top: Manifest | None, check: bool) -> CopyResult:
-        assert target.source is not None
-        specs = [parse_platform(p) for p in target.deployment.platforms]
-        await self._probe(target.destination)
-        hints: MountFrom = self.ledger.candidates if self.ledger is not None else ()
-        copy = await self.client.copy_resolved(
-            target.source,
-            target.destination,
-            source_digest,
-            specs,
-            hints,
-            check_destination=check,
-            top=top,
-            compress=self.compress,
-        )
-        if self.ledger is not None:
-            assert isinstance(target.destination, Reference)
-            for blob in copy.blobs:
-                self.ledger.record(blob.digest, target.destination.repository)
-        return copy
-
     async def _defer(self, target: Target, source_digest: Digest, top: Manifest | None, check: bool) -> CopyResult:
-        """Park this copy for the run's graph (its manifests fetched here: the graph needs its blobs) and wait
-        for the executor's result. With a recompression the chain task converts the blobs itself (the graph
-        places none: the mirror's blobs are not the source's)."""
+        """Park this copy for the run's graph (its manifests fetched here: the graph needs its blobs, and its chain
+        takes them along) and wait for the executor's result. With a recompression the chain task converts the
+        blobs itself (the graph places none: the mirror's blobs are not the source's)."""
         deferred = self.state.deferred
         assert deferred is not None and target.source is not None and target.destination.tag is not None
         deferred.unparked += 1  # first, before any await: the graph must not start without this copy
         try:
             src, dst = self.client.endpoint(target.source), self.client.endpoint(target.destination)
-            if self.compress is None:
-                top = top or await self._source_manifest(target.source, source_digest)
-                chosen = apply_selection(top, [parse_platform(p) for p in target.deployment.platforms])
-                manifest = chosen if isinstance(chosen, Manifest) else await fetch_child(src, chosen)
-                fetched = [manifest] + [await fetch_child(src, child) for child in manifest.children()]
-                tree = _graph_ref(manifest, fetched)
-            else:
-                tree = ManifestRef(source_digest, 0)
+            top = top or await self._source_manifest(target.source, source_digest)
+            chosen = apply_selection(top, [parse_platform(p) for p in target.deployment.platforms])
+            manifest = chosen if isinstance(chosen, Manifest) else await fetch_child(src, chosen)
+            fetched = [manifest] + [await fetch_child(src, child) for child in manifest.children()]
+            tree = _graph_ref(manifest, fetched) if self.compress is None else ManifestRef(source_digest, 0)
+            await self._probe(target.destination)
             resources = self.plan.target.dask_resources or {}
-            parked = Parked(
-                Copy(
-                    src.host,
-                    dst.host,
-                    dst.repository,
-                    target.destination.tag,
-                    tree,
-                    group_of(resources),
-                    src.repository,
-                ),
-                Chain(
-                    source=str(target.source.with_digest(source_digest)),
-                    destination=str(target.destination),
-                    source_digest=source_digest,
-                    platforms=tuple(target.deployment.platforms),
-                    compress=self.compress,
-                    check_destination=check,
-                    resources=resources,
-                ),
-                where(dst.host, dst.repository),
+            copy = Copy(
+                src.host, dst.host, dst.repository, target.destination.tag, tree, group_of(resources), src.repository
             )
+            chain = Chain(
+                source=str(target.source.with_digest(source_digest)),
+                destination=str(target.destination),
+                source_digest=source_digest,
+                platforms=tuple(target.deployment.platforms),
+                compress=self.compress,
+                check_destination=check,
+                mount_from=await self._hints(dst.host, fetched),
+                resources=resources,
+                manifests=tuple((m.media_type, m.raw) for m in {m.digest: m for m in [top, *fetched]}.values()),
+                fresh=(dst.host, dst.repository) in self.client.blobs.fresh,
+            )
+            parked = Parked(copy, chain, where(dst.host, dst.repository))
             deferred.parked.append(parked)
         finally:
             deferred.unparked -= 1
@@ -615,11 +591,29 @@ class Mirror:
         await parked.done.wait()
         if parked.result is None:
             raise RemoteError(parked.error or "the copy did not run")
+        for conversion in parked.conversions:  # made on a worker too: recorded in this mirror's ledger
+            self.client.trees.conversions.add(conversion)
         if self.ledger is not None:
             assert isinstance(target.destination, Reference)
             for blob in parked.result.blobs:
                 self.ledger.record(blob.digest, target.destination.repository)
         return parked.result
+
+    async def _hints(self, host: str, manifests: list[Manifest]) -> dict[Digest, tuple[str, ...]]:
+        """Where the ledger says a chain's blobs may be mounted from, by digest (with a recompression: by the
+        converted digest, where the conversion is known)."""
+        if self.ledger is None:
+            return {}
+        conversions, hints = self.client.trees.conversions, {}
+        for m in manifests:
+            for blob in m.blobs():
+                digest: Digest | None = blob.digest
+                if self.compress is not None:
+                    converted = conversions.get(blob.digest)
+                    digest = converted.digest if converted is not None else None
+                if digest is not None and (found := await self.ledger.candidates(host, digest)):
+                    hints[digest] = tuple(found)
+        return hints
 
     async def _probe(self, dest: Location) -> None:
         """Once per run and mirror repository about to receive a copy: does the repository exist yet? A new one
@@ -695,6 +689,7 @@ def _count(result: DeploymentResult, copy: CopyResult) -> None:
     result.blobs_mounted = totals.blobs_mounted
     result.blobs_skipped = totals.blobs_skipped
     result.blobs_recompressed = totals.blobs_recompressed
+    result.warnings += copy.warnings
     sent = sum(b.bytes_sent for b in copy.blobs if b.action in (BlobAction.COPIED, BlobAction.RECOMPRESSED))
     read = sum(b.bytes_sent if b.source_digest is None else b.bytes_read for b in copy.blobs if b.read_from is None)
     result.bytes_to_mirror, result.bytes_from_source = sent, read

@@ -116,7 +116,7 @@ class ClientOptions(_Frozen):
     registries: dict[str, RegistryConfig] = Field(default_factory=dict)
     plain_http: frozenset[str] = Field(default_factory=frozenset, description="hosts spoken to over http://")
     use_docker_config: bool = Field(default=True, description="read ~/.docker/config.json and helpers")
-    blob_concurrency: int = Field(default=8, ge=1, le=128, description="blobs transferred at once in one copy")
+    blob_concurrency: int = Field(default=8, ge=1, le=128, description="blobs transferred at once into one registry")
     mounts: bool = Field(default=True, description="mount blobs across repositories of a registry (False: upload)")
     limits: Limits = Field(default_factory=Limits)
     timeouts: Timeouts = Field(default_factory=Timeouts)

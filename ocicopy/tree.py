@@ -99,6 +99,8 @@ class CopyJob:
     dst: Store
     mount_from: MountFrom = ()
     compress: Recompression | None = None
+    known: Mapping[Digest, Manifest] = field(default_factory=dict)  # manifests the caller fetched (verified)
+    placed: Collection[tuple[Digest, int]] = frozenset()  # (digest, size) of blobs placed in ``dst`` this run
     out: TreeResult = field(default_factory=TreeResult)
 
 
@@ -158,10 +160,14 @@ class TreeCopier:
         reference: str | None,
         mount_from: MountFrom = (),
         compress: Recompression | None = None,
+        known: Mapping[Digest, Manifest] | None = None,
+        placed: Collection[tuple[Digest, int]] = frozenset(),
     ) -> TreeResult:
         """Copy ``manifest`` (already fetched and verified) from ``src`` and PUT it at ``dst`` as ``reference``
-        (a tag, or None: by its own digest, which a recompression changes). ``out.top`` is what was pushed."""
-        job = CopyJob(src, dst, mount_from, compress)
+        (a tag, or None: by its own digest, which a recompression changes). ``out.top`` is what was pushed.
+        ``known``: index children already fetched (not asked for again); ``placed``: ``(digest, size)`` of blobs
+        already in ``dst`` (a work graph's blob tasks placed them: neither HEAD nor upload)."""
+        job = CopyJob(src, dst, mount_from, compress, known or {}, placed)
         job.out.top = await self._copy_tree(job, manifest, reference, root=True)
         return job.out
 
@@ -237,7 +243,11 @@ class TreeCopier:
             )
             again[result.digest] = self._replace_converted(job, desc, layers[i])
         else:
-            result = await self.blobs.copy(job.src, job.dst, desc, job.mount_from)
+            if (desc.digest, desc.size) in job.placed:
+                skipped = BlobAction.SKIPPED  # placed by the work graph's blob task
+                result = BlobResult(digest=desc.digest, size=desc.size, media_type=desc.media_type, action=skipped)
+            else:
+                result = await self.blobs.copy(job.src, job.dst, desc, job.mount_from)
             again[desc.digest] = lambda: self.blobs.stream(job.src, job.dst, desc)
         job.out.blobs.append(result)
 
@@ -257,7 +267,7 @@ class TreeCopier:
         target = desc if job.compress is None else self.conversions.get(desc.digest)
 
         async def push() -> Manifest:
-            return await self._copy_tree(job, await fetch_child(job.src, desc), None, root=False)
+            return await self._copy_tree(job, await fetch_child(job.src, desc, job.known), None, root=False)
 
         fresh = target is not None and self.blobs.is_fresh(job.dst, target.digest)  # no HEAD in a new repository
         if target is not None and not fresh and await job.dst.manifest_head(str(target.digest)) is not None:
@@ -383,9 +393,10 @@ async def get_manifest(src: Store, identifier: str, ref: object) -> Manifest:
         raise UnknownReferenceError(str(ref), method="GET", errors=exc.errors) from None
 
 
-async def fetch_child(src: Store, desc: Descriptor) -> Manifest:
-    """GET a manifest by its descriptor: bytes checked against the digest and the size."""
-    manifest = await src.manifest_get(str(desc.digest))
+async def fetch_child(src: Store, desc: Descriptor, known: Mapping[Digest, Manifest] | None = None) -> Manifest:
+    """GET a manifest by its descriptor (or take it from ``known``, fetched before): bytes checked against the
+    digest and the size."""
+    manifest = (known or {}).get(desc.digest) or await src.manifest_get(str(desc.digest))
     if manifest.size != desc.size:
         raise DigestMismatchError(desc.digest, None, manifest.size, desc.size, "manifest size differs from descriptor")
     return manifest

@@ -21,7 +21,8 @@ from harness.oracle import skopeo_digest
 from harness.registry import blob_gets
 from ocicopy import Client, MirrorAction, MirrorReport
 from ocicopy.dask_executor import DaskExecutor, local_cluster
-from ocicopy.executor import BlobTask, ChainTask
+from ocicopy.digest import Digest
+from ocicopy.executor import BlobTask, Chain, ChainTask
 from ocicopy.plan import parse_plan
 from tests.test_fleet import EXPECTED, Fleet, deployments_of, fleet, fleet_plan
 from tests.test_mirror_cli import Run, ocicopy_run, stdout_report, write_plan
@@ -85,6 +86,12 @@ def test_the_library_takes_a_distributed_client(fleet: Fleet, make_repo: MakeRep
     with local_cluster(2, threads=2) as dask:
         report = anyio.run(main, dask)
         keys = list(dask.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks)))
+        semaphores = dask.run_on_scheduler(
+            lambda dask_scheduler: list(dask_scheduler.extensions["semaphores"].max_leases)
+        )
+        plugins = dask.run(lambda dask_worker: [n for n in dask_worker.plugins if n.startswith("ocicopy/")])
+    assert [s for s in semaphores if s.startswith("ocicopy/")] == []  # the run's state is gone from the cluster
+    assert all(names == [] for names in plugins.values()), plugins
     assert {d.action for d in report.deployments} == {MirrorAction.COPIED}, [d.error for d in report.deployments]
     assert all(d.pinned and skopeo_digest(pinned_ref(d.pinned)) == d.source_digest for d in report.deployments)
     assert all(not str(k).startswith("ocicopy/") or str(k).startswith(f"ocicopy/{report.run_id}/") for k in keys)
@@ -109,7 +116,10 @@ def test_task_arguments_carry_no_credentials(fleet: Fleet) -> None:
     tasks = [
         BlobTask("read::a:sha256:" + "0" * 64, "a/x", "sha256:" + "0" * 64, 1, "m", (("b/y",),)),
         ChainTask(
-            "tag:b/y:t", "a/x@sha256:" + "1" * 64, "b/y:t", "sha256:" + "1" * 64, ("read::a:sha256:" + "0" * 64,)
+            "tag:b/y:t",
+            Chain("a/x@sha256:" + "1" * 64, "b/y:t", Digest("sha256:" + "1" * 64)),
+            "b/y",
+            ("read::a:sha256:" + "0" * 64,),
         ),
     ]
     graph, keys = executor.graph(tasks)
@@ -155,6 +165,18 @@ def test_a_resource_no_worker_offers_is_refused_at_the_start(
     assert all(m.requests(marks[n]) == [] for n, m in fleet.mirrors.items())  # nothing was sent
 
 
+def test_a_dry_run_predicts_without_a_cluster(
+    fleet: Fleet, make_repo: MakeRepo, ocicopy_run: Run, tmp_path: Path
+) -> None:
+    """A dry run runs nothing: ``--dask`` with no scheduler behind the address still predicts (exit 0), and a
+    resource no worker could offer is not asked about."""
+    plan = write_plan(tmp_path / "plan.json", one_api_plan(fleet, make_repo, "dry", {"region-mars": 1}))
+    proc = ocicopy_run("mirror", plan, "--dask", "tcp://127.0.0.1:9", "--dry-run", "--json", "-")
+    assert proc.returncode == 0, proc.stderr.decode()
+    report = stdout_report(proc)
+    assert report.dry_run and {d.action for d in report.deployments} == {MirrorAction.COPIED}
+
+
 def big_images(fleet: Fleet, make_repo: MakeRepo, services: tuple[str, ...], size: int) -> dict[str, str]:
     """One image per service with a layer of ``size`` random bytes; its reference by service."""
     refs = {}
@@ -171,7 +193,7 @@ def test_locality_resources_run_a_mirror_on_its_workers(
     """eu's writes on the worker offering region-eu; the other mirrors anywhere; the source read once per group."""
     data = one_api_plan(fleet, make_repo, "loc", {"region-eu": 1})
     with DaskProcesses(workers=[{}, {"region-eu": 1}], log_dir=tmp_path) as dask:
-        mark = fleet.source.mark()
+        mark, eu_mark = fleet.source.mark(), fleet.mirrors["eu"].mark()
         proc = ocicopy_run("mirror", write_plan(tmp_path / "plan.json", data), "--dask", dask.address, "--json", "-")
         assert proc.returncode == 0, proc.stderr.decode()
     report = stdout_report(proc)
@@ -181,7 +203,7 @@ def test_locality_resources_run_a_mirror_on_its_workers(
     read = Counter(e.path.rsplit("/", 1)[-1] for e in blob_gets(fleet.source.requests(mark)) if e.status == 200)
     assert set(read.values()) == {2}, read  # two locality groups (region-eu, any): once each
     # the eu mirror was written only by the region-eu worker (w1): a worker's client names it in its User-Agent
-    writes = [e for e in fleet.mirrors["eu"].requests(mark) if e.method in ("PUT", "POST")]
+    writes = [e for e in fleet.mirrors["eu"].requests(eu_mark) if e.method in ("PUT", "POST")]
     eu_agents = {e.user_agent for e in writes if "/ocicopy-ledger/" not in e.path}  # the run saves its ledger
     assert eu_agents and all((a or "").endswith("(dask worker w1)") for a in eu_agents), eu_agents
 

@@ -119,7 +119,8 @@ def test_the_coarse_tasks_cover_the_graph_and_order_chains_after_their_blobs(run
     chains = {n.key: Chain("s/x@" + str(n.digest), f"{n.registry}/{n.repository}:t", n.digest or dg(0))
               for n in graph.of_kind("tag")}  # fmt: skip
     resources = {"region-eu": {"region-eu": 1.0}}
-    tasks = tasks_of(graph, chains, resources=resources)
+    fresh = {where(n.registry, n.repository) for n in graph.of_kind("tag")[::2]}  # some repositories new
+    tasks = tasks_of(graph, chains, resources=resources, fresh=fresh)
     blob_tasks = [t for t in tasks if isinstance(t, BlobTask)]
     chain_tasks = [t for t in tasks if isinstance(t, ChainTask)]
     assert len(blob_tasks) == len(graph.of_kind("read")) and len(chain_tasks) == len(graph.of_kind("tag"))
@@ -132,8 +133,11 @@ def test_the_coarse_tasks_cover_the_graph_and_order_chains_after_their_blobs(run
         read = graph.nodes[t.key]
         assert dict(t.resources) == resources.get(read.group, {})
         assert len({r[0].split("/", 1)[0] for r in t.placements}) == len(t.placements)  # one entry per registry
+        assert set(t.fresh) == {p for repos in t.placements for p in repos} & fresh
     by_key = {t.key: t for t in blob_tasks}
     for chain in chain_tasks:
+        tag = graph.nodes[chain.key]
+        assert chain.store == where(tag.registry, tag.repository) and chain.chain is chains[chain.key]
         assert all(d in by_key for d in chain.deps)
         needed = {graph.nodes[k] for k in closure(graph, chain.key) if graph.nodes[k].kind in ("upload", "mount")}
         for node in needed:  # every placement the tag waits for is done by one of the chain's blob tasks

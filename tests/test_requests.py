@@ -60,6 +60,8 @@ async def test_new_repositories_are_placed_into_without_heads(pair: Pair, make_r
     src_log, mirror_log = window.close()
     assert {d.action for d in report.deployments} == {MirrorAction.COPIED}
     assert [e for e in heads(src_log) if "/manifests/" in e.path] == []  # GET by tag instead
+    gets = [e for e in src_log if e.method == "GET" and "/manifests/" in e.path]
+    assert len(gets) == 2, gets  # each image's manifest once: the copy takes it from the run's resolution
     for service in ("api", "web"):
         log = for_repo(mirror_log, f"{prefix}/{service}")
         assert [(e.status) for e in _tag_lists(log)] == [404]  # asked once: NAME_UNKNOWN, a new repository
