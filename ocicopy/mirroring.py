@@ -41,7 +41,7 @@ from ocicopy.flight import SingleFlight
 from ocicopy.graph import BlobRef, Copy, GraphSummary, ManifestRef, compile_graph
 from ocicopy.ledger import SHARD_PREFIX, Ledger, new_run_id
 from ocicopy.location import LayoutReference, Location, parse_layout_reference, pinned
-from ocicopy.models import Manifest, ManifestInfo
+from ocicopy.models import Descriptor, Manifest, ManifestInfo
 from ocicopy.options import recompression
 from ocicopy.plan import Plan
 from ocicopy.planner import Target, ledger_repository, plan_targets
@@ -520,6 +520,29 @@ class Mirror:
         manifest, _ = await self.manifests.run(key, lambda: endpoint.manifest_get(str(digest)))
         return manifest
 
+    async def _tree(self, target: Target, top: Manifest) -> tuple[Manifest, list[Manifest]]:
+        """What a copy of ``top`` pushes (``top``, or its platform selection) and it with the manifests under it:
+        each fetched once per run (clusters share them), the children at once."""
+        assert target.source is not None
+        source = target.source
+        chosen = apply_selection(top, [parse_platform(p) for p in target.deployment.platforms])
+        manifest = chosen if isinstance(chosen, Manifest) else await self._child(source, chosen)
+        children = manifest.children()
+        fetched: list[Manifest | None] = [None] * len(children)
+
+        async def one(i: int) -> None:
+            fetched[i] = await self._child(source, children[i])
+
+        async with anyio.create_task_group() as tg:
+            for i in range(len(children)):
+                tg.start_soon(one, i)
+        return manifest, [manifest, *(m for m in fetched if m is not None)]
+
+    async def _child(self, source: Location, desc: Descriptor) -> Manifest:
+        """An index child of the source, fetched once per run, its size checked against ``desc``."""
+        manifest = await self._source_manifest(source, desc.digest)
+        return await fetch_child(self.client.endpoint(source), desc, {desc.digest: manifest})
+
     async def _source_manifest_by_tag(self, source: Location) -> Manifest:
         """The manifest the source tag points at now, fetched once per run (its digest from its bytes); a GET that
         answers what a HEAD would, where the bytes are needed anyway (the mirror lacks the image)."""
@@ -562,9 +585,7 @@ class Mirror:
         try:
             src, dst = self.client.endpoint(target.source), self.client.endpoint(target.destination)
             top = top or await self._source_manifest(target.source, source_digest)
-            chosen = apply_selection(top, [parse_platform(p) for p in target.deployment.platforms])
-            manifest = chosen if isinstance(chosen, Manifest) else await fetch_child(src, chosen)
-            fetched = [manifest] + [await fetch_child(src, child) for child in manifest.children()]
+            manifest, fetched = await self._tree(target, top)
             tree = _graph_ref(manifest, fetched) if self.compress is None else ManifestRef(source_digest, 0)
             await self._probe(target.destination)
             resources = self.plan.target.dask_resources or {}
@@ -651,9 +672,7 @@ class Mirror:
         self.predicted.add(str(target.destination))
         endpoint = self.client.endpoint(target.source)
         top = top or await self._source_manifest(target.source, source_digest)
-        chosen = apply_selection(top, [parse_platform(p) for p in target.deployment.platforms])
-        manifest = chosen if isinstance(chosen, Manifest) else await fetch_child(endpoint, chosen)
-        manifests = [manifest] + [await fetch_child(endpoint, child) for child in manifest.children()]
+        manifest, manifests = await self._tree(target, top)
         dest = self.client.endpoint(target.destination)
         assert target.destination.tag is not None
         self.state.planned.append(

@@ -8,9 +8,10 @@ Mirror tag (:func:`mirror_tag`) for a source image
     character outside ``[A-Za-z0-9_.-]`` turned into ``-`` (so ``ghcr.io/acme/api:1.4.2`` reads
     ``ghcr.io-acme-api-1.4.2``), leading ``-``/``.`` dropped (a tag starts with a word character: an IPv6
     registry ``[::1]:5000`` reads ``1--5000``), cut to fit, and ``hash`` is the first 24 hex digits (96 bits)
-    of the SHA-256 of the normalised source reference. At most 128 characters, valid tag grammar, the same
-    for the same source on every machine, and distinct sources get distinct tags (the readable part is for
-    people; the hash decides; a collision needs 2^48 sources).
+    of the SHA-256 of the normalised source reference (with a platform selection, followed by a newline and
+    ``platforms=`` and the sorted, normalised platforms: ``linux/amd64,linux/arm64/v8``). At most 128 characters,
+    valid tag grammar, the same for the same source on every machine, and distinct sources (or selections of one)
+    get distinct tags (the readable part is for people; the hash decides; a collision needs 2^48 sources).
 
 Build key (:func:`build_key`) for a build from git
     ``build-v1-`` + SHA-256 over canonical JSON (sorted keys, no spaces, UTF-8) of
@@ -26,11 +27,13 @@ import hashlib
 import json
 import posixpath
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from ocicopy.location import LayoutReference, Location, parse_layout_reference
 from ocicopy.plan import BuildSpec, Deployment, Mode, Plan
+from ocicopy.platforms import parse_platform
 from ocicopy.reference import Reference
 
 MAX_TAG: Final = 128
@@ -39,9 +42,9 @@ BUILD_KEY_VERSION: Final = 1
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-def mirror_tag(source: Location) -> str:
+def mirror_tag(source: Location, platforms: Sequence[str] = ()) -> str:
     """The mirror tag of a source image reference (see the module docstring); an OCI layout source reads
-    ``oci-<path>``."""
+    ``oci-<path>``. A platform selection is another image (a child, or a subset index): its own tag."""
     readable = source.name if isinstance(source, Reference) else f"oci{source.path}"
     if source.tag is not None:
         readable += f":{source.tag}"
@@ -49,7 +52,10 @@ def mirror_tag(source: Location) -> str:
         readable += f"@{source.digest.algorithm}-{source.digest.hex[:12]}"
     # A tag must start with [A-Za-z0-9_]: an IPv6 registry ("[::1]:5000") would start with "-".
     readable = _UNSAFE.sub("-", readable).lstrip("-.")[: MAX_TAG - HASH_HEX - 2] or "_"
-    digest = hashlib.sha256(str(source).encode()).hexdigest()[:HASH_HEX]
+    key = str(source)
+    if platforms:
+        key += "\nplatforms=" + ",".join(sorted({str(parse_platform(p)) for p in platforms}))
+    digest = hashlib.sha256(key.encode()).hexdigest()[:HASH_HEX]
     return f"{readable}--{digest}"
 
 
@@ -105,7 +111,8 @@ def plan_targets(plan: Plan) -> list[Target]:
             targets.append(Target(i, d, destination(plan, repo, key), build_key=key))
         else:
             assert d.source is not None
-            targets.append(Target(i, d, destination(plan, repo, mirror_tag(d.source)), d.source))
+            tag = mirror_tag(d.source, d.platforms)
+            targets.append(Target(i, d, destination(plan, repo, tag), d.source))
     return targets
 
 

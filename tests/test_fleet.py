@@ -236,3 +236,36 @@ def test_a_fleet_with_a_layout_mirror_and_a_build(
     assert skopeo_digest(edge.destination) == images.digest("api", "v1")  # oci:DIR:TAG, a layout skopeo reads
     eu = got[("eu", "api")]
     assert eu.pinned is not None and skopeo_digest(pinned_ref(eu.pinned)) == images.digest("api", "v1")
+
+
+def test_an_index_for_every_cluster_is_fetched_from_the_source_once(
+    fleet: Fleet, make_repo: MakeRepo, ocicopy_run: Run, tmp_path: Path
+) -> None:
+    """A two-platform index to the three clusters (two with a platform selection of it): its index and each child
+    manifest leave the source once in the run, every cluster's copy taking what resolving fetched."""
+    from harness import images as im
+
+    repo = make_repo("idx")
+    amd = im.make_image([im.layer(12_001, 3000)], platform=("linux", "amd64", None))
+    arm = im.make_image([im.layer(12_002, 3000)], platform=("linux", "arm64", "v8"))
+    index = im.make_index([amd, arm])
+    im.push(fleet.source, repo, "v1", index)  # with its children
+    image = f"{fleet.source.host}/{repo}:v1"
+    deployments = [
+        {"service": "api", "environment": "prod", "image": image, "clusters": ["eu"]},
+        {"service": "api", "environment": "arm", "image": image, "platforms": ["linux/arm64/v8"]},
+    ]
+    mark = fleet.source.mark()
+    proc = ocicopy_run(
+        "mirror", write_plan(tmp_path / "plan.json", fleet_plan(fleet, new_prefix("idx"), deployments)), "--json", "-"
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    report = stdout_report(proc)
+    assert len(report.deployments) == 4 and {d.action for d in report.deployments} == {MirrorAction.COPIED}
+    asked = Counter(e.path for e in manifest_gets(fleet.source.requests(mark)))
+    children = {f"/v2/{repo}/manifests/{im.sha256(c.manifest)}" for c in (amd, arm)}
+    assert set(asked) == {f"/v2/{repo}/manifests/v1"} | children and set(asked.values()) == {1}, asked
+    for d in report.deployments:
+        assert d.pinned is not None
+        want = im.sha256(index.manifest) if d.environment == "prod" else im.sha256(arm.manifest)
+        assert skopeo_digest(pinned_ref(d.pinned)) == want

@@ -140,6 +140,20 @@ def test_mirror_tag_follows_the_documented_form(ref: Reference) -> None:
     assert tag == f"{readable(ref)}--{hashlib.sha256(str(ref).encode()).hexdigest()[:24]}"
 
 
+PLATFORMS = st.lists(st.sampled_from(["linux/amd64", "linux/arm64/v8", "linux/arm/v7", "windows/amd64"]), max_size=4)
+
+
+@given(references(), PLATFORMS, PLATFORMS)
+def test_a_platform_selection_has_its_own_tag(ref: Reference, one: list[str], other: list[str]) -> None:
+    """A selection is another image: tags equal exactly when the selected sets are (order and repeats aside);
+    no selection keeps the source's tag. (Was: one tag for both, so the second deployment pinned the first's.)"""
+    assert (mirror_tag(ref, one) == mirror_tag(ref, other)) == (set(one) == set(other))
+    assert mirror_tag(ref, [*reversed(one), *one]) == mirror_tag(ref, one)
+    assert mirror_tag(ref, []) == mirror_tag(ref)
+    check_tag(mirror_tag(ref, one))
+    assert mirror_tag(ref, one).rsplit("--", 1)[0] == mirror_tag(ref).rsplit("--", 1)[0]  # the same readable part
+
+
 @given(references())
 def test_mirror_tag_is_deterministic(ref: Reference) -> None:
     again = parse_reference(str(ref), default_tag=None)
