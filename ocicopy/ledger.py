@@ -45,6 +45,8 @@ import anyio
 
 from ocicopy.digest import Digest, is_digest
 from ocicopy.errors import InputError, OcicopyError, unwrap_group
+from ocicopy.history import TagRecord, decode_tags, encode_tags
+from ocicopy.history import merge as merge_records
 from ocicopy.models import (
     OCI_EMPTY,
     OCI_INDEX,
@@ -102,6 +104,7 @@ class LedgerDoc:
     blobs: dict[Digest, list[str]] = field(default_factory=dict)
     converted: dict[Digest, Conversion] = field(default_factory=dict)
     repositories: set[str] = field(default_factory=set)
+    tags: dict[str, TagRecord] = field(default_factory=dict)  # mirror history, by "repository:tag"
     folded: set[str] = field(default_factory=set)  # shard tags whose entries this document holds
     run: str | None = None  # the run that wrote it (a shard)
 
@@ -115,8 +118,15 @@ class LedgerDoc:
         del repos[MAX_REPOS_PER_BLOB:]
         return True
 
+    def record_tag(self, record: TagRecord) -> None:
+        known = self.tags.get(record.key)
+        self.tags[record.key] = merge_records(known, record) if known is not None else record
+        self.repositories.add(record.repository)
+
     def merge(self, other: LedgerDoc) -> None:
         """Add ``other``'s entries; this document's come first where order matters (blob locations)."""
+        for record in other.tags.values():
+            self.record_tag(record)
         for source, conversion in other.converted.items():
             self.converted.setdefault(source, conversion)
         for digest, repos in other.blobs.items():
@@ -133,6 +143,8 @@ class LedgerDoc:
             doc: dict[str, Any] = {"version": FORMAT, "blobs": blobs, "repositories": sorted(self.repositories)}
             if self.converted:
                 doc["converted"] = {k: _conversion_entry(c) for k, c in self.converted.items()}
+            if self.tags:
+                doc["tags"] = encode_tags(self.tags.values())
             if self.folded:
                 doc["folded"] = sorted(self.folded)
             if self.run is not None:
@@ -153,10 +165,14 @@ class LedgerDoc:
         }
         folded = {t for t in doc.get("folded") or [] if isinstance(t, str) and _valid(validate_tag, t)}
         run = doc.get("run")
+        tags = decode_tags(doc.get("tags"))
         return cls(
             blobs=blobs,
             converted=_conversions(doc),
-            repositories=repositories | {r for repos in blobs.values() for r in repos},
+            repositories=repositories
+            | {r for repos in blobs.values() for r in repos}
+            | {t.repository for t in tags.values()},
+            tags=tags,
             folded=folded,
             run=run if isinstance(run, str) and len(run) <= 100 else None,
         )
@@ -186,7 +202,7 @@ class Ledger:
 
     @property
     def added(self) -> bool:
-        return bool(self.mine.blobs or self.mine.converted)
+        return bool(self.mine.blobs or self.mine.converted or self.mine.tags)
 
     async def candidates(self, host: str, digest: Digest) -> Sequence[str]:
         """Repositories of ``host`` that held ``digest`` (a :data:`~ocicopy.blobs.MountHints` callable)."""
@@ -203,6 +219,16 @@ class Ledger:
     def record(self, digest: Digest, repository: str) -> None:
         if self.mine.record(digest, repository):
             self.known.record(digest, repository)
+
+    def record_tag(self, record: TagRecord) -> None:
+        """This run wrote a mirror tag (:mod:`ocicopy.history`)."""
+        self.mine.record_tag(record)
+        self.known.record_tag(record)
+
+    async def history(self) -> dict[str, TagRecord]:
+        """Every mirror tag ocicopy recorded writing in this mirror, by ``repository:tag``."""
+        await self.load()
+        return dict(self.known.tags)
 
     def record_conversion(self, conversion: Conversion) -> None:
         if self.known.converted.get(conversion.source) != conversion:

@@ -39,6 +39,7 @@ from ocicopy.executor import (
 )
 from ocicopy.flight import SingleFlight
 from ocicopy.graph import BlobRef, Copy, GraphSummary, ManifestRef, compile_graph
+from ocicopy.history import TagRecord, deployment_key
 from ocicopy.ledger import SHARD_PREFIX, Ledger, new_run_id
 from ocicopy.location import LayoutReference, Location, parse_layout_reference, pinned
 from ocicopy.models import Descriptor, Manifest, ManifestInfo
@@ -449,6 +450,7 @@ class Mirror:
         if info is None:
             return None
         copy = await self.client.copy_resolved(output, target.destination, info.digest, check_destination=False)
+        self._record_tag(target, copy.digest, None)
         _count(result, copy)
         result.warnings.append(f"pushed from the builder's layout {output}")
         return info
@@ -492,6 +494,8 @@ class Mirror:
         copy, leader = await self.copies.run(str(dest), lambda: self._defer(target, source_digest, top, check))
         await slot.take()  # the referrers and the report within the deployment limit again
         result.pinned = pinned(dest, copy.digest)
+        if copy.action is not CopyAction.SKIPPED:  # this run wrote the tag (this deployment's copy, or another's)
+            self._record_tag(target, copy.digest, mirrored.digest if mirrored is not None else None)
         await self._referrers(target, copy.digest, result)
         if not leader or copy.action is CopyAction.SKIPPED:
             result.action = MirrorAction.SKIPPED  # mirrored by another deployment of this run, or already there
@@ -503,6 +507,23 @@ class Mirror:
             result.warnings.append(
                 f"source tag {source.tag!r} moved: the mirror had {mirrored.digest}, now {copy.digest} (mutable tag)"
             )
+
+    def _record_tag(self, target: Target, digest: Digest, previous: Digest | None) -> None:
+        """The mirror history (:mod:`ocicopy.history`): this run wrote ``digest`` at the target's mirror tag."""
+        dest = target.destination
+        if self.ledger is None or not isinstance(dest, Reference) or dest.tag is None:
+            return
+        d = target.deployment
+        self.ledger.record_tag(
+            TagRecord(
+                dest.repository,
+                dest.tag,
+                digest,
+                float(int(time.time())),
+                frozenset({deployment_key(self.cluster, d.service, d.environment)}),
+                (previous,) if previous is not None and previous != digest else (),
+            )
+        )
 
     def _trusted(self, source: Location) -> bool:
         return bool(self.immutable and source.digest is None and source.tag and self.immutable.fullmatch(source.tag))
