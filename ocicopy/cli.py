@@ -241,6 +241,34 @@ def _mirror_parsers(sub: Any) -> None:
     _common(p)
 
     p = sub.add_parser(
+        "prune",
+        help="remove mirror tags ocicopy made that nothing keeps",
+        description="Remove, from the plan's mirror repositories, the mirror tags ocicopy recorded writing that no "
+        "deployment, lock file, --keep-last or --older-than keeps (deleted by digest, children after their index, "
+        "referrers with their subject). Tags ocicopy did not make are never touched. Exit 0 when done, 1 when a "
+        "mirror or repository failed or --max-delete refused the prune, 2 on usage errors.",
+    )
+    p.add_argument("plan", metavar="PLAN", help="plan file: JSON, or YAML when named .yaml/.yml (needs PyYAML)")
+    p.add_argument(
+        "--lock", action="append", default=[], metavar="LOCK", help="keep every digest this lock file pins; repeatable"
+    )
+    p.add_argument("--keep-last", type=int, default=0, metavar="N", help="keep the N most recent tags per deployment")
+    p.add_argument("--older-than", metavar="DURATION", help="remove only tags written longer ago (90d, 12h, 2w)")
+    p.add_argument(
+        "--max-delete",
+        default=None,
+        metavar="N|P%",
+        help="refuse a prune removing more tags than this (default 25%% of ocicopy's tags in the mirrors)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list what would go and the bytes it frees; delete nothing")
+    p.add_argument("--json", metavar="REPORT", help="write the report as JSON to REPORT ('-' for stdout)")
+    p.add_argument(
+        "--cluster", action="append", default=[], metavar="NAME", help="only this cluster of the plan; repeatable"
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no summary")
+    _common(p)
+
+    p = sub.add_parser(
         "build-key",
         help="print the build key of build inputs",
         description="Print the build key (the mirror tag of a build) for the given inputs.",
@@ -542,6 +570,62 @@ async def _lookup(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- prune
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from ocicopy.errors import InputError
+    from ocicopy.plan import load_plan
+    from ocicopy.pruning import DEFAULT_MAX_DELETE, PruneOptions, parse_duration, parse_max_delete
+
+    _check_output("--json", args.json, args.plan)
+    if args.keep_last < 0:
+        raise InputError(f"--keep-last must be 0 or more (got {args.keep_last})")
+    for lock in args.lock:
+        from ocicopy.report import read_lock
+
+        read_lock(lock)  # a bad lock file: exit 2 before any request
+    options = PruneOptions(
+        locks=args.lock,
+        keep_last=args.keep_last,
+        older_than=parse_duration(args.older_than) if args.older_than is not None else None,
+        max_delete=parse_max_delete(args.max_delete if args.max_delete is not None else DEFAULT_MAX_DELETE),
+        dry_run=args.dry_run,
+    )
+    plan = load_plan(args.plan).only_clusters(args.cluster)
+    client_options = plan.client_options(_client_options(args, {}))
+    return _run(_prune_session, args, plan, client_options, options)
+
+
+async def _prune_session(args: argparse.Namespace, plan: Plan, options: ClientOptions, prune: Any) -> int:
+    from ocicopy.client import Client
+    from ocicopy.display import prune_lines
+    from ocicopy.pruning import run_prune
+    from ocicopy.report import write_atomic
+
+    async with Client(options) as client:
+        report = await run_prune(client, plan, prune)
+    if args.json == "-":
+        print(report.model_dump_json(indent=2))
+    elif args.json:
+        write_atomic(args.json, report.model_dump_json(indent=2) + "\n")
+    out = sys.stderr if args.json == "-" else sys.stdout
+    if report.refused:
+        print(f"ocicopy: error: {report.refused}", file=sys.stderr)
+    for name, cluster in report.clusters.items():
+        for warning in cluster.warnings:
+            print(f"ocicopy: warning: {name}: {warning}", file=sys.stderr)
+        if cluster.error:
+            print(f"ocicopy: error: {name}: {cluster.error}", file=sys.stderr)
+        for repo in cluster.repositories:
+            if repo.error:
+                print(f"ocicopy: error: {name}: {repo.repository}: {repo.error}", file=sys.stderr)
+    if not args.quiet:
+        for line in prune_lines(report):
+            print(line, file=out)
+    return EXIT_OK if report.ok else EXIT_FAILURE
+
+
 # --------------------------------------------------------------------------- mirror, build-key
 
 
@@ -746,6 +830,7 @@ COMMANDS: Mapping[str, Callable[[argparse.Namespace], int]] = {
     "digest": _reader(_digest),
     "referrers": _reader(_referrers),
     "mirror": _mirror,
+    "prune": _prune,
     "build-key": _build_key,
     "lookup": _reader(_lookup),
 }

@@ -13,6 +13,7 @@ from ocicopy.result import BlobAction
 
 if TYPE_CHECKING:
     from ocicopy.digest import Digest
+    from ocicopy.pruning import PruneReport
     from ocicopy.report import DeploymentResult, MirrorReport
     from ocicopy.result import BlobResult, CopyResult
 
@@ -186,3 +187,26 @@ def _graph_line(report: MirrorReport) -> str:
         f"\ngraph: {n['read']} source reads ({human_bytes(g.bytes_from_source)}), {n['upload']} uploads "
         f"({human_bytes(g.bytes_to_mirrors)}), {n['mount']} mounts, {n['manifest']} manifest PUTs, {n['tag']} tags"
     )
+
+
+def prune_lines(report: PruneReport) -> list[str]:
+    """What a prune removed (or, a dry run, would remove), per repository, then the totals."""
+    lines = []
+    would = "would remove" if report.dry_run else "removed"
+    for name, cluster in report.clusters.items():
+        for repo in cluster.repositories:
+            for tag, digest in sorted(repo.removed.items()):
+                lines.append(f"{name}: {repo.repository}:{tag} {would} ({digest[:19]})")
+            for tag, why in sorted(repo.shared.items()):
+                lines.append(f"{name}: {repo.repository}:{tag} kept: its digest is also {why}'s")
+            extra = len(repo.deletes) - len(set(repo.removed.values()))
+            if extra > 0:
+                lines.append(
+                    f"{name}: {repo.repository}: {extra} more manifest(s) with them (children, referrers, revisions)"
+                )
+    lines.append(
+        f"{'dry run: ' if report.dry_run else ''}{report.tags_removed} tags {would}, {report.manifests_deleted} "
+        f"manifests {'to delete' if report.dry_run else 'deleted'}, {human_bytes(report.bytes_freed)} for the "
+        f"registry's garbage collection; {report.requests} requests in {report.seconds:.2f} s"
+    )
+    return lines
