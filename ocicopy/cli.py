@@ -574,37 +574,32 @@ async def _lookup(client: Client, args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from ocicopy.errors import InputError
     from ocicopy.plan import load_plan
-    from ocicopy.pruning import DEFAULT_MAX_DELETE, PruneOptions, parse_duration, parse_max_delete
+    from ocicopy.pruning import DEFAULT_MAX_DELETE, prune_options
 
     _check_output("--json", args.json, args.plan)
-    if args.keep_last < 0:
-        raise InputError(f"--keep-last must be 0 or more (got {args.keep_last})")
-    for lock in args.lock:
-        from ocicopy.report import read_lock
-
-        read_lock(lock)  # a bad lock file: exit 2 before any request
-    options = PruneOptions(
-        locks=args.lock,
-        keep_last=args.keep_last,
-        older_than=parse_duration(args.older_than) if args.older_than is not None else None,
-        max_delete=parse_max_delete(args.max_delete if args.max_delete is not None else DEFAULT_MAX_DELETE),
-        dry_run=args.dry_run,
+    args.max_delete = args.max_delete if args.max_delete is not None else DEFAULT_MAX_DELETE
+    prune_options(  # the flags first: a bad one is exit 2 before the plan is read
+        locks=args.lock, keep_last=args.keep_last, older_than=args.older_than, max_delete=args.max_delete
     )
     plan = load_plan(args.plan).only_clusters(args.cluster)
-    client_options = plan.client_options(_client_options(args, {}))
-    return _run(_prune_session, args, plan, client_options, options)
+    return _run(_prune_session, args, plan, plan.client_options(_client_options(args, {})))
 
 
-async def _prune_session(args: argparse.Namespace, plan: Plan, options: ClientOptions, prune: Any) -> int:
+async def _prune_session(args: argparse.Namespace, plan: Plan, options: ClientOptions) -> int:
     from ocicopy.client import Client
     from ocicopy.display import prune_lines
-    from ocicopy.pruning import run_prune
     from ocicopy.report import write_atomic
 
     async with Client(options) as client:
-        report = await run_prune(client, plan, prune)
+        report = await client.prune(
+            plan,
+            locks=args.lock,
+            keep_last=args.keep_last,
+            older_than=args.older_than,
+            max_delete=args.max_delete,
+            dry_run=args.dry_run,
+        )
     if args.json == "-":
         print(report.model_dump_json(indent=2))
     elif args.json:

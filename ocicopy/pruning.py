@@ -63,6 +63,7 @@ __all__ = [
     "RepositoryResult",
     "parse_duration",
     "parse_max_delete",
+    "prune_options",
     "run_prune",
 ]
 
@@ -121,6 +122,28 @@ class PruneOptions(BaseModel):
     max_delete: MaxDelete = parse_max_delete(DEFAULT_MAX_DELETE)
     dry_run: bool = False
     run_id: str | None = None
+
+
+def prune_options(
+    *,
+    locks: Sequence[str] = (),
+    keep_last: int = 0,
+    older_than: float | str | None = None,
+    max_delete: str = DEFAULT_MAX_DELETE,
+    dry_run: bool = False,
+) -> PruneOptions:
+    """Checked options (every lock file read): a bad value is one :class:`InputError`, before any request."""
+    from ocicopy.report import read_lock
+
+    if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0:
+        raise InputError(f"--keep-last must be 0 or more (got {keep_last!r})")
+    age = parse_duration(older_than) if isinstance(older_than, str) else older_than
+    if age is not None and (math.isnan(age) or age < 0):
+        raise InputError(f"--older-than must be 0 or more seconds (got {older_than!r})")
+    limit = parse_max_delete(max_delete)
+    for lock in locks:
+        read_lock(lock)
+    return PruneOptions(locks=list(locks), keep_last=keep_last, older_than=age, max_delete=limit, dry_run=dry_run)
 
 
 class RepositoryResult(BaseModel):

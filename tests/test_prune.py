@@ -176,7 +176,13 @@ def test_a_registry_that_refuses_deletes_is_said_so(
 def test_bad_prune_input_is_one_line_and_exit_2(
     ocicopy_run: Run, tmp_path: Path, args: tuple[str, ...], message: str
 ) -> None:
-    plan = write_plan(tmp_path / "plan.json", {"mirror": {"registry": "127.0.0.1:9", "prefix": "m"}, "deployments": []})
+    plan = write_plan(
+        tmp_path / "plan.json",
+        {
+            "mirror": {"registry": "127.0.0.1:9", "prefix": "m"},
+            "deployments": [{"service": "x", "image": "127.0.0.1:9/x:v1"}],
+        },
+    )
     proc = ocicopy_run("prune", plan, *args)
     assert proc.returncode == 2
     lines = proc.stderr.decode().strip().splitlines()
@@ -232,3 +238,33 @@ def test_an_index_goes_with_its_children_and_its_signature(
         for kept in releases[1]:
             assert im.get_manifest(mirror, mrepo, kept.digest).content
         assert _tag_digest(mirror, mrepo, fallback_tag(Digest(releases[1][0].digest))) is not None
+
+
+@pytest.mark.anyio
+async def test_the_library_prunes_what_the_plan_moved_past(
+    source: RegistryServer, make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    """``Client.prune``: after the plan moves from v1 to v2, v1's mirror tag goes (a dry run first: it stays);
+    a bad option is an :class:`InputError` before any request."""
+    from ocicopy import Client, ClientOptions
+    from ocicopy.errors import InputError
+    from ocicopy.plan import parse_plan
+
+    with start_registry(tmp_path / "mirror") as mirror:
+        repo, prefix = make_repo("lib"), new_prefix("plib")
+        for tag in ("v1", "v2"):
+            im.push(source, repo, tag, im.make_image([new_layer(1200)]))
+        async with Client(ClientOptions(use_docker_config=False)) as client:
+            for tag in ("v1", "v2"):
+                report = await client.mirror(parse_plan(_plan(source, mirror, prefix, f"{source.host}/{repo}:{tag}")))
+                assert report.ok, report
+            plan = parse_plan(_plan(source, mirror, prefix, f"{source.host}/{repo}:v2"))
+            with pytest.raises(InputError, match="--older-than"):
+                await client.prune(plan, older_than="later")
+            gone = _mirror_tag(source, repo, 1)
+            dry = await client.prune(plan, max_delete="100%", dry_run=True)
+            assert dry.tags_removed == 1 and _tag_digest(mirror, f"{prefix}/api", gone) is not None
+            done = await client.prune(plan, max_delete="100%")
+        (result,) = done.clusters["c1"].repositories
+        assert list(result.removed) == [gone] and _tag_digest(mirror, f"{prefix}/api", gone) is None
+        assert _tag_digest(mirror, f"{prefix}/api", _mirror_tag(source, repo, 2)) is not None
