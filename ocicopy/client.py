@@ -42,7 +42,7 @@ from ocicopy.tree import (
 if TYPE_CHECKING:
     from ocicopy.mirroring import MirrorProgress
     from ocicopy.plan import Mode, Plan
-    from ocicopy.pruning import PruneReport
+    from ocicopy.pruning import Confirm, PruneReport
     from ocicopy.report import MirrorReport
 
 #: Anything a reference argument may be: a string (``host/repo:tag``, ``oci:DIR:TAG``), or a parsed location.
@@ -412,11 +412,13 @@ class Client:
         max_delete: str = "25%",
         dry_run: bool = False,
         clusters: Sequence[str] = (),
+        confirm: Confirm | None = None,
     ) -> PruneReport:
         """Remove the mirror tags ocicopy made in ``plan``'s mirrors that nothing keeps (:mod:`ocicopy.pruning`):
         kept are the plan's tags, digests the ``locks`` pin, the ``keep_last`` most recent per deployment, tags
         younger than ``older_than`` (seconds, or ``"90d"``). ``max_delete`` (``N`` or ``P%``): a prune removing
-        more is refused (``report.refused``), nothing deleted. ``dry_run``: what would go, and the bytes."""
+        more is refused (``report.refused``), nothing deleted. ``dry_run``: what would go, and the bytes.
+        ``confirm``: an async callback shown that report before any DELETE; False deletes nothing."""
         from ocicopy.pruning import prune_options, run_prune
 
         self._check_open()
@@ -426,7 +428,7 @@ class Client:
         plan = plan.only_clusters(clusters)
         self.options = plan.client_options(self.options)
         self.transport.reconfigure(self.options)
-        return await run_prune(self, plan, options)
+        return await run_prune(self, plan, options, confirm)
 
     async def _source(self, src: Store, ref: Location) -> tuple[str | None, Digest]:
         """The tag and digest ``ref`` resolves to now (one HEAD; a layout without a tag: its only image), or an

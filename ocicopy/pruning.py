@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 import anyio
@@ -49,6 +49,7 @@ from ocicopy.reference import Reference, api_host
 from ocicopy.referrers import list_referrers
 from ocicopy.registry import Registry
 from ocicopy.repository import Endpoint
+from ocicopy.result import RegistryStats
 from ocicopy.subjects import fallback_tag, is_referrer_tag
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_DELETE",
     "ClusterPrune",
+    "Confirm",
     "MaxDelete",
     "PruneOptions",
     "PruneReport",
@@ -178,12 +180,17 @@ class PruneReport(BaseModel):
     bytes_freed: int = 0
     refused: str | None = None  # --max-delete stopped it: what it would have removed is listed, nothing went
     clusters: dict[str, ClusterPrune] = {}
+    registries: dict[str, RegistryStats] = {}
 
     @property
     def ok(self) -> bool:
         return self.refused is None and all(
             c.error is None and all(r.error is None for r in c.repositories) for c in self.clusters.values()
         )
+
+
+#: Asked before any DELETE with what would go: True to go ahead (``Client.prune(confirm=...)``).
+Confirm = Callable[[PruneReport], Awaitable[bool]]
 
 
 class _Mirror:
@@ -197,8 +204,9 @@ class _Mirror:
         self.report = ClusterPrune(mirror=plan.target.root)
 
 
-async def run_prune(client: Client, plan: Plan, options: PruneOptions) -> PruneReport:
-    """Prune every registry mirror of ``plan`` (module docstring)."""
+async def run_prune(client: Client, plan: Plan, options: PruneOptions, confirm: Confirm | None = None) -> PruneReport:
+    """Prune every registry mirror of ``plan`` (module docstring). ``confirm``: shown the report of what would go
+    (as a dry run's) before any DELETE; False: nothing is deleted (``refused`` says so)."""
     started, before = time.monotonic(), client.transport.stats.total_requests
     report = PruneReport(run_id=options.run_id or new_run_id(), dry_run=options.dry_run)
     pinned = frozenset(_pins(options.locks))
@@ -224,18 +232,26 @@ async def run_prune(client: Client, plan: Plan, options: PruneOptions) -> PruneR
             f"the prune would remove {removing} of ocicopy's {ours} mirror tags, more than --max-delete "
             f"{options.max_delete} allows ({limit}); nothing was deleted (check the plan, or raise --max-delete)"
         )
-    elif not options.dry_run:
+    elif not options.dry_run and confirm is not None:
+        _sum(report, mirrors, predicted=True)
+        if not await confirm(report):
+            report.refused = "not confirmed: nothing was deleted"
+    if not options.dry_run and report.refused is None:
         async with anyio.create_task_group() as tg:
             for m in mirrors:
                 tg.start_soon(_delete, m)
-    for m in mirrors:
-        _totals(m, options.dry_run or report.refused is not None)
-    report.tags_removed = sum(c.tags_removed for c in report.clusters.values())
-    report.manifests_deleted = sum(c.manifests_deleted for c in report.clusters.values())
-    report.bytes_freed = sum(c.bytes_freed for c in report.clusters.values())
+    _sum(report, mirrors, predicted=options.dry_run or report.refused is not None)
     report.seconds = round(time.monotonic() - started, 6)
     report.requests = client.transport.stats.total_requests - before
     return report
+
+
+def _sum(report: PruneReport, mirrors: list[_Mirror], predicted: bool) -> None:
+    for m in mirrors:
+        _totals(m, predicted)
+    report.tags_removed = sum(c.tags_removed for c in report.clusters.values())
+    report.manifests_deleted = sum(c.manifests_deleted for c in report.clusters.values())
+    report.bytes_freed = sum(c.bytes_freed for c in report.clusters.values())
 
 
 def _pins(locks: Sequence[str]) -> set[Digest]:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from harness import images as im
@@ -268,3 +269,65 @@ async def test_the_library_prunes_what_the_plan_moved_past(
         (result,) = done.clusters["c1"].repositories
         assert list(result.removed) == [gone] and _tag_digest(mirror, f"{prefix}/api", gone) is None
         assert _tag_digest(mirror, f"{prefix}/api", _mirror_tag(source, repo, 2)) is not None
+
+
+@pytest.mark.anyio
+async def test_a_mirror_run_during_the_prune_leaves_the_repository_alone(
+    source: RegistryServer, make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    """Prune and mirror runs interleaving: after prune decided (``confirm`` is told what would go), a real
+    ``ocicopy mirror`` process writes a new tag into the repository; prune checks the tags again and deletes
+    nothing there, saying why (and keeps its decision in the report)."""
+    import sys
+
+    from ocicopy import Client, ClientOptions
+    from ocicopy.plan import parse_plan
+
+    with start_registry(tmp_path / "mirror") as mirror:
+        repo, prefix = make_repo("race"), new_prefix("prace")
+        for tag in ("v1", "v2", "v3"):
+            im.push(source, repo, tag, im.make_image([new_layer(1100)]))
+        async with Client(ClientOptions(use_docker_config=False)) as client:
+            for tag in ("v1", "v2"):
+                report = await client.mirror(parse_plan(_plan(source, mirror, prefix, f"{source.host}/{repo}:{tag}")))
+                assert report.ok, report
+            later = write_plan(tmp_path / "v3.json", _plan(source, mirror, prefix, f"{source.host}/{repo}:v3"))
+            told: list[int] = []
+
+            async def meanwhile(what: PruneReport) -> bool:
+                told.append(what.tags_removed)
+                proc = await anyio.run_process([sys.executable, "-m", "ocicopy", "mirror", later], check=False)
+                assert proc.returncode == 0, proc.stderr.decode()
+                return True
+
+            plan = parse_plan(_plan(source, mirror, prefix, f"{source.host}/{repo}:v2"))
+            done = await client.prune(plan, max_delete="100%", confirm=meanwhile)
+        (result,) = done.clusters["c1"].repositories
+        assert told == [1] and list(result.removed) == [_mirror_tag(source, repo, 1)], (told, result)
+        assert result.error is not None and "changed during the prune" in result.error, result
+        assert result.deleted == [] and done.tags_removed == 0
+        assert _tag_digest(mirror, f"{prefix}/api", _mirror_tag(source, repo, 1)) is not None
+
+
+@pytest.mark.anyio
+async def test_an_unconfirmed_prune_deletes_nothing(
+    source: RegistryServer, make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    from ocicopy import Client, ClientOptions
+    from ocicopy.plan import parse_plan
+
+    with start_registry(tmp_path / "mirror") as mirror:
+        repo, prefix = make_repo("no"), new_prefix("pno")
+        for tag in ("v1", "v2"):
+            im.push(source, repo, tag, im.make_image([new_layer(900)]))
+        async with Client(ClientOptions(use_docker_config=False)) as client:
+            for tag in ("v1", "v2"):
+                await client.mirror(parse_plan(_plan(source, mirror, prefix, f"{source.host}/{repo}:{tag}")))
+
+            async def no(what: PruneReport) -> bool:
+                return what.tags_removed == 0
+
+            plan = parse_plan(_plan(source, mirror, prefix, f"{source.host}/{repo}:v2"))
+            done = await client.prune(plan, max_delete="100%", confirm=no)
+        assert done.refused == "not confirmed: nothing was deleted" and done.tags_removed == 1
+        assert _tag_digest(mirror, f"{prefix}/api", _mirror_tag(source, repo, 1)) is not None
