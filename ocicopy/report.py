@@ -27,6 +27,7 @@ from ocicopy.digest import Digest
 from ocicopy.graph import GraphSummary
 from ocicopy.plan import DEFAULT_CLUSTER as _DEFAULT_CLUSTER
 from ocicopy.plan import Mode
+from ocicopy.result import RegistryStats
 
 
 class MirrorAction(StrEnum):
@@ -95,6 +96,9 @@ class MirrorReport(BaseModel):
     clusters: dict[str, ClusterReport] = Field(default_factory=dict, description="per cluster, in plan order")
     deployments: list[DeploymentResult] = Field(description="one per (deployment, cluster), cluster by cluster")
     warnings: list[str] = Field(default_factory=list)
+    registries: dict[str, RegistryStats] = Field(
+        default_factory=dict, description="per registry host: requests, retries, throttling, the quota left"
+    )
     graph: GraphSummary | None = Field(default=None, description="a dry run: what the run's work graph predicts")
 
     @property

@@ -70,6 +70,27 @@ class Totals(BaseModel):
     requests: int = 0
 
 
+class RateLimit(BaseModel):
+    """A registry's pull quota as its last manifest answer told it (Docker Hub's ``ratelimit-*`` headers)."""
+
+    limit: int | None = None
+    remaining: int
+    window_seconds: int | None = Field(default=None, description="the quota's window (``w=``), e.g. 21600")
+    source: str | None = Field(default=None, description="what the quota is counted on (docker-ratelimit-source)")
+
+
+class RegistryStats(BaseModel):
+    """What one run asked of one registry host."""
+
+    requests: int = 0
+    retries: int = Field(default=0, description="requests sent again after a transient failure")
+    throttled: int = Field(default=0, description="answers 429 or 503 (pressure): each halved the in-flight limit")
+    rate_limit: RateLimit | None = Field(default=None, description="the quota left at the run's last manifest answer")
+    lowest_concurrency: int | None = Field(
+        default=None, description="the lowest in-flight limit the adaptive limit reached (None: never lowered)"
+    )
+
+
 class CopyResult(BaseModel):
     """The outcome of :meth:`ocicopy.Client.copy`."""
 
@@ -95,6 +116,7 @@ class CopyResult(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     seconds: float = 0.0
     requests: int = 0
+    registries: dict[str, RegistryStats] = Field(default_factory=dict, description="per registry host")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
