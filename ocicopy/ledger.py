@@ -1,5 +1,7 @@
 """A ledger kept in the mirror registry itself: where blobs are (so mounts work across runs and processes), which
-repositories ocicopy wrote, and the recompressions it made. Safe with any number of concurrent writers.
+repositories ocicopy wrote, the recompressions it made, and the mirror history (per mirror tag a run wrote: when,
+for which deployments, the digests it held before; :mod:`ocicopy.history`, what ``prune`` decides from). Safe with
+any number of concurrent writers.
 
 Why: a fresh process mirroring into a populated mirror knows nothing of where blobs already are, and the
 distribution API has no "which repositories hold this digest" query. Each run records what it placed or found
