@@ -192,7 +192,7 @@ def _graph_line(report: MirrorReport) -> str:
 def prune_lines(report: PruneReport) -> list[str]:
     """What a prune removed (or, a dry run, would remove), per repository, then the totals."""
     lines = []
-    would = "would remove" if report.dry_run else "removed"
+    would = "would go" if report.dry_run else "removed"
     for name, cluster in report.clusters.items():
         for repo in cluster.repositories:
             for tag, digest in sorted(repo.removed.items()):

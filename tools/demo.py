@@ -287,7 +287,43 @@ def fleet(source: RegistryServer, mirror: RegistryServer, tmp: Path) -> bool:
         say(f"  lock.json: {len(lock['deployments'])} entries, one per (deployment, cluster); every pin checked "
             f"with skopeo: {'ok' if ok else 'MISMATCH'}")  # fmt: skip
         ok &= fleet_on_dask(plan, report, work, env)
+        ok &= retention(plan, work, env)
     return ok
+
+
+def retention(plan: dict, work: Path, env: dict[str, str]) -> bool:
+    """api prod moves from 1.0 to 1.1; prune (a dry run, then for real) removes 1.0's mirror tags, nothing else."""
+    plan = json.loads(json.dumps(plan))
+    for m in plan["mirrors"].values():
+        m["prefix"] = "fleet"
+    plan["deployments"][0]["image"] = plan["deployments"][0]["image"].replace(":1.0", ":1.1")
+    (work / "release.json").write_text(json.dumps(plan, indent=2))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "ocicopy", *args]
+        return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=work, timeout=600, check=False)
+
+    run = cli("mirror", "release.json", "--lock", "release.lock", "-q")
+    if run.returncode != 0:
+        say(f"  ocicopy mirror release.json failed (exit {run.returncode}): {run.stderr.strip()[-400:]}")
+        return False
+    say("  api prod moves to 1.1: $ ocicopy mirror release.json --lock release.lock, then retention:")
+    ok = True
+    for args in (("--dry-run",), ("--max-delete", "100%")):
+        step = ("prune", "release.json", "--lock", "release.lock", *args)
+        run = cli(*step, "--json", "prune.json")
+        say(f"  $ ocicopy {' '.join(step)}")
+        for line in run.stdout.strip().splitlines():
+            say(f"    {line}")
+        if run.returncode != 0:
+            say(f"  ocicopy prune failed (exit {run.returncode}): {run.stderr.strip()[-400:]}")
+            return False
+        report = json.loads((work / "prune.json").read_text())
+        ok &= report["tags_removed"] == 2  # api:1.0 in prod-eu (its own repository) and in prod-us (shared)
+    lock = json.loads((work / "release.lock").read_text())
+    kept = all(skopeo_digest(_docker(e["pinned"])) == e["pinned"].split("@")[1] for e in lock["deployments"])
+    say(f"  every pin of release.lock still pulls (skopeo): {'ok' if kept else 'NO'}")
+    return ok and kept
 
 
 def fleet_on_dask(plan: dict, local: ocicopy.MirrorReport, work: Path, env: dict[str, str]) -> bool:
@@ -431,7 +467,7 @@ def main() -> int:
             say("a newcomer's day: TLS trust, inspect --json, a wrong platform, a lock file per deployment")
             ok &= newcomer(source, Path(tmp))
             say("")
-            say("a fleet: one plan, three clusters (three mirror registries), each source blob read once")
+            say("a fleet: one plan, three clusters (three mirror registries), each source blob read once; then a prune")
             ok &= fleet(source, mirror, Path(tmp))
     say("")
     say("all destinations byte-identical to what ocicopy reported" if ok else "MISMATCH: see above")
