@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from ocicopy.client import Client
     from ocicopy.credentials import Credentials
+    from ocicopy.display import Log
     from ocicopy.errors import InputError
     from ocicopy.options import ClientOptions, Recompression, RegistryConfig
     from ocicopy.plan import Plan
@@ -88,6 +89,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--no-docker-config",
         action="store_true",
         help="ignore the docker config ($DOCKER_CONFIG/config.json, else ~/.docker/config.json)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="stderr as 'ocicopy: error: ...' lines (text), or one JSON object per line (json: events, for pipelines)",
     )
     _debug(parser)
 
@@ -224,6 +231,12 @@ def _mirror_parsers(sub: Any) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="manifests only (HEAD/GET): predict actions and bytes")
     p.add_argument("--immutable-tags", metavar="REGEX", help="trust existing mirror tags for matching source tags")
+    p.add_argument(
+        "--min-pull-quota",
+        type=int,
+        metavar="N",
+        help="do not start a deployment whose manifest GETs would leave a source's announced pull quota below N",
+    )
     p.add_argument("--concurrency", type=int, default=32, metavar="N", help="deployments in flight (default 32)")
     p.add_argument(
         "--blob-concurrency", type=int, default=8, metavar="N", help="blobs in flight per mirror registry (default 8)"
@@ -462,7 +475,8 @@ async def _copy_session(
     from ocicopy.client import Client
     from ocicopy.display import TerminalProgress, copy_summary
 
-    progress = TerminalProgress() if sys.stderr.isatty() and not (args.quiet or args.json) else None
+    live = sys.stderr.isatty() and not (args.quiet or args.json or _log(args).json)
+    progress = TerminalProgress() if live else None
     async with Client(options, credentials=creds or None, progress=progress) as client:
         try:
             result = await client.copy(
@@ -477,11 +491,13 @@ async def _copy_session(
         finally:
             if progress is not None:
                 progress.close()
+    log = _log(args)
     for warning in result.warnings:
-        print(f"ocicopy: warning: {warning}", file=sys.stderr)
+        log.warning(warning)
+    log.event("copy", **result.model_dump(mode="json", exclude={"blobs", "manifests", "referrers"}))
     if args.json:
         print(result.model_dump_json(indent=2))
-    elif not args.quiet:
+    elif not (args.quiet or log.json):
         print(copy_summary(result))
     return EXIT_OK
 
@@ -605,17 +621,19 @@ async def _prune_session(args: argparse.Namespace, plan: Plan, options: ClientOp
     elif args.json:
         write_atomic(args.json, report.model_dump_json(indent=2) + "\n")
     out = sys.stderr if args.json == "-" else sys.stdout
+    log = _log(args)
     if report.refused:
-        print(f"ocicopy: error: {report.refused}", file=sys.stderr)
+        log.error(report.refused)
     for name, cluster in report.clusters.items():
         for warning in cluster.warnings:
-            print(f"ocicopy: warning: {name}: {warning}", file=sys.stderr)
+            log.warning(f"{name}: {warning}", cluster=name)
         if cluster.error:
-            print(f"ocicopy: error: {name}: {cluster.error}", file=sys.stderr)
+            log.error(f"{name}: {cluster.error}", cluster=name)
         for repo in cluster.repositories:
             if repo.error:
-                print(f"ocicopy: error: {name}: {repo.repository}: {repo.error}", file=sys.stderr)
-    if not args.quiet:
+                log.error(f"{name}: {repo.repository}: {repo.error}", cluster=name, repository=repo.repository)
+    log.event("prune", **report.model_dump(mode="json", exclude={"clusters"}), ok=report.ok)
+    if not (args.quiet or log.json):
         for line in prune_lines(report):
             print(line, file=out)
     return EXIT_OK if report.ok else EXIT_FAILURE
@@ -633,6 +651,8 @@ def _mirror(args: argparse.Namespace) -> int:
 
     if not 1 <= args.concurrency <= MAX_MIRROR_CONCURRENCY:
         raise InputError(f"--concurrency must be between 1 and {MAX_MIRROR_CONCURRENCY} (got {args.concurrency})")
+    if args.min_pull_quota is not None and args.min_pull_quota < 0:
+        raise InputError(f"--min-pull-quota must be 0 or more (got {args.min_pull_quota})")
     if args.immutable_tags is not None:
         try:
             re.compile(args.immutable_tags)
@@ -685,12 +705,21 @@ def _dask_client(args: argparse.Namespace) -> Iterator[Any]:
 
 async def _mirror_session(args: argparse.Namespace, plan: Plan, options: ClientOptions, dask: Any) -> int:
     from ocicopy.client import Client
-    from ocicopy.display import MirrorLines, MirrorTerminal
+    from ocicopy.display import MirrorJsonLines, MirrorLines, MirrorTerminal
 
     lines_to = sys.stderr if "-" in (args.json, args.lock) else sys.stdout  # stdout is the JSON's
-    live = sys.stderr.isatty() and not args.quiet
+    log = _log(args)
+    live = sys.stderr.isatty() and not args.quiet and not log.json
     total = sum(len(sub.deployments) for _, sub in plan.cluster_plans())
-    progress: Any = MirrorTerminal(total) if live else None if args.quiet else MirrorLines(lines_to)
+    progress: Any = (
+        MirrorJsonLines(log)
+        if log.json
+        else MirrorTerminal(total)
+        if live
+        else None
+        if args.quiet
+        else MirrorLines(lines_to)
+    )
     async with Client(options, progress=progress if live else None) as client:
         try:
             report = await client.mirror(
@@ -699,6 +728,7 @@ async def _mirror_session(args: argparse.Namespace, plan: Plan, options: ClientO
                 immutable_tags=args.immutable_tags,
                 concurrency=args.concurrency,
                 ledger=False if args.no_ledger else None,
+                min_pull_quota=args.min_pull_quota,
                 progress=progress,
                 dask=dask,
                 dask_shared_filesystem=args.workers is not None,
@@ -758,17 +788,20 @@ def _mirror_output(args: argparse.Namespace, report: MirrorReport, out: Any, liv
     elif args.lock:
         write_lock(report, args.lock)
     fleet = len(report.clusters) > 1
+    log = _log(args)
     for d in report.deployments:
         label = f"{d.service}/{d.environment}" + (f" in {d.cluster}" if fleet else "")
+        where = {"cluster": d.cluster, "service": d.service, "environment": d.environment}
         if live and not args.quiet:
             print(deployment_line(d), file=out)
         if d.error:  # on stderr too: progress may be hidden (-q) or on stdout, never the reason for exit 1
-            print(f"ocicopy: error: {label}: {d.error}", file=sys.stderr)
+            log.error(f"{label}: {d.error}", **where)
         for warning in d.warnings:
-            print(f"ocicopy: warning: {label}: {warning}", file=sys.stderr)
+            log.warning(f"{label}: {warning}", **where)
     for warning in report.warnings:
-        print(f"ocicopy: warning: {warning}", file=sys.stderr)
-    if not args.quiet:
+        log.warning(warning)
+    log.event("run", **report.model_dump(mode="json", exclude={"deployments", "graph"}), ok=report.ok)
+    if not (args.quiet or log.json):
         print(mirror_summary(report), file=out)
 
 
@@ -883,8 +916,18 @@ def _failed(args: argparse.Namespace, message: str, status: int) -> int:
         import traceback
 
         traceback.print_exc()
-    print(f"ocicopy: error: {_one_line(message)}", file=sys.stderr)
+    _log(args).error(message, exit=status)
     return status
+
+
+def _log(args: argparse.Namespace) -> Log:
+    """The command's stderr voice (``--log-format``)."""
+    from ocicopy.display import Log
+
+    log: Log | None = getattr(args, "log", None)
+    if log is None:
+        log = args.log = Log(getattr(args, "log_format", "text"))
+    return log
 
 
 def _unexpected(exc: BaseException) -> str:

@@ -210,7 +210,7 @@ class Client:
             raise InputError("--referrers with recompression: signatures and attestations name the source digests")
         if isinstance(d, LayoutReference):
             await self.layout(d).check_writable()  # before the source is asked anything
-        requests_before = self.transport.stats.total_requests
+        snapshot = self.transport.stats.snapshot()
         tag, source_digest = await self._source(self.endpoint(s), s)
         d = with_source_tag(d, s.with_tag(tag) if s.tag is None and tag is not None else s)
         if isinstance(d, Reference) and d.tag is None and d.digest is None:
@@ -233,7 +233,8 @@ class Client:
                         f"{len(left)} referrer(s) of the source index {source_digest} not copied: they refer to "
                         "the whole index, and the destination holds a platform selection of it"
                     )
-        result.requests = self.transport.stats.total_requests - requests_before
+        result.registries = self.transport.registry_stats(snapshot)
+        result.requests = sum(r.requests for r in result.registries.values())
         return result
 
     async def copy_resolved(
@@ -378,6 +379,7 @@ class Client:
         clusters: Sequence[str] = (),
         dask: Any = None,
         dask_shared_filesystem: bool = False,
+        min_pull_quota: int | None = None,
     ) -> MirrorReport:
         """Mirror every deployment of ``plan`` (see :mod:`ocicopy.mirroring`); never raises for one deployment.
 
@@ -387,6 +389,8 @@ class Client:
         ``dask``: a :class:`distributed.Client`: the copies run on its cluster as one work graph
         (:mod:`ocicopy.dask_executor`; the deployments resolve here); a lost scheduler: :class:`ExecutorError`.
         ``dask_shared_filesystem``: its workers see this machine's files (OCI layouts allowed).
+        ``min_pull_quota``: a deployment whose source manifest GETs would leave a registry's announced pull quota
+        (Docker Hub's ``ratelimit-remaining``) below this fails before sending them (:mod:`ocicopy.ratelimit`).
         """
         from ocicopy.mirroring import MirrorOptions, run_plan
 
@@ -394,7 +398,13 @@ class Client:
         plan = plan.with_mode(mode).only_clusters(clusters)
         self.options = plan.client_options(self.options)
         self.transport.reconfigure(self.options)
-        options = MirrorOptions(dry_run=dry_run, immutable_tags=immutable_tags, concurrency=concurrency, ledger=ledger)
+        options = MirrorOptions(
+            dry_run=dry_run,
+            immutable_tags=immutable_tags,
+            concurrency=concurrency,
+            ledger=ledger,
+            min_pull_quota=min_pull_quota,
+        )
         executor = None
         if dask is not None:
             from ocicopy.dask_executor import DaskExecutor
@@ -570,6 +580,7 @@ def mirror(
     credentials: Mapping[str, Credentials] | CredentialSource | None = None,
     progress: MirrorProgress | None = None,
     clusters: Sequence[str] = (),
+    min_pull_quota: int | None = None,
 ) -> MirrorReport:
     """Synchronous :meth:`Client.mirror` for scripts: ``ocicopy.mirror("plan.json")`` (a path is read with
     :func:`~ocicopy.plan.load_plan`); never raises for one deployment (see the report)."""
@@ -588,6 +599,7 @@ def mirror(
                 ledger=ledger,
                 progress=progress,
                 clusters=clusters,
+                min_pull_quota=min_pull_quota,
             )
 
     return anyio.run(run)

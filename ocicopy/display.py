@@ -210,3 +210,55 @@ def prune_lines(report: PruneReport) -> list[str]:
         f"registry's garbage collection; {report.requests} requests in {report.seconds:.2f} s"
     )
     return lines
+
+
+class Log:
+    """What the CLI says on stderr: ``ocicopy: error: ...`` lines, or with ``--log-format json`` one JSON object
+    per line (``time``, ``level``, ``event``, ``message`` and the event's fields) for a pipeline's log system."""
+
+    def __init__(self, format: str = "text", stream: TextIO | None = None) -> None:
+        self.json = format == "json"
+        self._stream = stream
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream or sys.stderr  # looked up at use: tests and redirections replace sys.stderr
+
+    def error(self, message: str, **fields: object) -> None:
+        self._say("error", message, fields)
+
+    def warning(self, message: str, **fields: object) -> None:
+        self._say("warning", message, fields)
+
+    def event(self, event: str, **fields: object) -> None:
+        """A structured event (a deployment finished, a run's summary): JSON logs only."""
+        if self.json:
+            self._emit("info", event, None, fields)
+
+    def _say(self, level: str, message: str, fields: dict[str, object]) -> None:
+        text = " ".join(message.split())
+        if self.json:
+            self._emit(level, level, text, fields)
+        else:
+            print(f"ocicopy: {level}: {text}", file=self.stream, flush=True)
+
+    def _emit(self, level: str, event: str, message: str | None, fields: dict[str, object]) -> None:
+        import json
+        from datetime import UTC, datetime
+
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        record: dict[str, object] = {"time": now, "level": level, "event": event}
+        if message is not None:
+            record["message"] = message
+        record.update(fields)
+        print(json.dumps(record, default=str, separators=(",", ":")), file=self.stream, flush=True)
+
+
+class MirrorJsonLines:
+    """``--log-format json`` progress: one ``deployment`` event per finished deployment."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+
+    def deployment_finished(self, result: DeploymentResult, done: int, total: int) -> None:
+        self.log.event("deployment", done=done, total=total, **result.model_dump(mode="json"))

@@ -25,12 +25,14 @@ defined here (other modules re-export the ones they raise, for their callers' co
     ├── InsecureRequestError            a request we refuse to make (TLS downgrade, foreign realm...)
     ├── ExecutorError                   the run's executor (a Dask cluster) was lost, or a task kept dying
     ├── RemoteError                     what a task met where it ran (a Dask worker), by its message
+    ├── QuotaError                      a deployment not started: it would go below --min-pull-quota
     ├── TransportError                  connection / TLS / timeout after retries
     │   ├── BrokenBody                  the connection broke while a body was read (retryable)
     │   ├── ReadGaveUp                  a blob read that failed on every resume (not retried again)
     │   └── TLSError                    a TLS handshake that failed: untrusted, refused, not TLS (not retried)
     └── RegistryError                   an HTTP answer we cannot use: status + spec error codes + request
         ├── AuthenticationError         401 / 403 after the auth dance
+        ├── QuotaExhaustedError         a 429 whose quota is spent, or whose wait is beyond the cap (not retried)
         └── NotFoundError               404, MANIFEST_UNKNOWN, BLOB_UNKNOWN, NAME_UNKNOWN
             └── UnknownReferenceError   a reference (tag, digest, layout) that does not resolve: one wording
 
@@ -269,6 +271,14 @@ def _entry(error: SpecError) -> str:
 
 class AuthenticationError(RegistryError):
     pass
+
+
+class QuotaExhaustedError(RegistryError):
+    """A 429 whose quota is spent (``ratelimit-remaining: 0``) or whose wait is beyond the retry cap."""
+
+
+class QuotaError(OcicopyError):
+    """A deployment not started: its manifest GETs would take a source's pull quota below ``--min-pull-quota``."""
 
 
 class NotFoundError(RegistryError):

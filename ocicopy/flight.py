@@ -59,5 +59,9 @@ class SingleFlight(Generic[T]):
             del self._slots[key]
         return slot.value, True
 
+    def has(self, key: Hashable) -> bool:
+        """A run of ``key`` is in flight (or, with ``keep_results``, its value is kept)."""
+        return key in self._slots
+
     def forget(self, key: Hashable) -> None:
         self._slots.pop(key, None)

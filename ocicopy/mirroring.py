@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -81,8 +83,12 @@ class MirrorOptions:
     concurrency: int = 32  # deployments in flight: mostly HEADs (blob transfers are bounded by the client)
     ledger: bool | None = None  # None: as the plan says
     run_id: str | None = None  # None: a new one (ledger.new_run_id)
+    min_pull_quota: int | None = None  # a source GET that would leave fewer pulls than this is not sent
 
     def __post_init__(self) -> None:
+        q = self.min_pull_quota
+        if q is not None and (isinstance(q, bool) or not isinstance(q, int) or q < 0):
+            raise InputError(f"--min-pull-quota must be a whole number, 0 or more (got {q!r})")
         c = self.concurrency
         if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= MAX_MIRROR_CONCURRENCY:
             raise InputError(f"mirror concurrency must be a whole number from 1 to {MAX_MIRROR_CONCURRENCY}, not {c!r}")
@@ -198,6 +204,7 @@ async def run_plan(
     (:class:`~ocicopy.dask_executor.DaskExecutor`). A dry run predicts the graph and runs nothing."""
     options = options or MirrorOptions()
     executor = executor or LocalExecutor()
+    snapshot = client.transport.stats.snapshot()
     clusters = plan.cluster_plans()
     total = sum(len(sub.deployments) for _, sub in clusters)
     state = RunState(options.run_id or new_run_id(), total, plan.is_fleet)
@@ -222,7 +229,7 @@ async def run_plan(
     done = [r for r in reports if r is not None]
     graph = compile_graph(state.planned).summary() if options.dry_run else None
     if not plan.is_fleet:
-        return done[0].model_copy(update={"graph": graph})
+        return done[0].model_copy(update={"graph": graph, "registries": client.transport.registry_stats(snapshot)})
     after = client.transport.stats.requests
     results = [d for r in done for d in r.deployments]
     modes = {r.mode for r in done}
@@ -245,6 +252,7 @@ async def run_plan(
         graph=graph,
         deployments=results,
         warnings=[f"{name}: {w}" for (name, _), r in zip(clusters, done, strict=True) for w in r.warnings],
+        registries=client.transport.registry_stats(snapshot),
     )
 
 
@@ -534,34 +542,58 @@ class Mirror:
             raise UnknownReferenceError(str(source))
         return info.digest
 
-    async def _source_manifest(self, source: Location, digest: Digest) -> Manifest:
-        """The source manifest at ``digest``, fetched once per run."""
+    async def _source_manifest(self, source: Location, digest: Digest, reserve: bool = True) -> Manifest:
+        """The source manifest at ``digest``, fetched once per run (``reserve``: its GET against the quota)."""
         endpoint = self.client.endpoint(source)
         key = (endpoint.host, endpoint.repository, digest)
-        manifest, _ = await self.manifests.run(key, lambda: endpoint.manifest_get(str(digest)))
+
+        async def get() -> Manifest:
+            async with self._pulls(source, 1 if reserve else 0):
+                return await endpoint.manifest_get(str(digest))
+
+        manifest, _ = await self.manifests.run(key, get)
         return manifest
+
+    @asynccontextmanager
+    async def _pulls(self, source: Location, count: int) -> AsyncIterator[None]:
+        """``count`` manifest GETs of ``source`` reserved against its registry's announced quota while they run
+        (``--min-pull-quota``; :class:`~ocicopy.ratelimit.QuotaError` before any is sent when too few are left)."""
+        floor = self.options.min_pull_quota
+        if floor is None or count == 0 or not isinstance(source, Reference):
+            yield
+            return
+        quota = self.client.transport.quota(api_host(source.registry))
+        if quota.last is None:  # a cold mirror's first source request would be this GET: learn the quota first
+            await self._head(source)  # by a HEAD, which Docker Hub does not count (REGISTRY-QUIRKS.md)
+        quota.reserve(count, floor)
+        try:
+            yield
+        finally:
+            quota.release(count)
 
     async def _tree(self, target: Target, top: Manifest) -> tuple[Manifest, list[Manifest]]:
         """What a copy of ``top`` pushes (``top``, or its platform selection) and it with the manifests under it:
-        each fetched once per run (clusters share them), the children at once."""
+        each fetched once per run (clusters share them), the children at once (their GETs reserved together)."""
         assert target.source is not None
         source = target.source
         chosen = apply_selection(top, [parse_platform(p) for p in target.deployment.platforms])
         manifest = chosen if isinstance(chosen, Manifest) else await self._child(source, chosen)
         children = manifest.children()
         fetched: list[Manifest | None] = [None] * len(children)
+        endpoint = self.client.endpoint(source)
+        new = sum(not self.manifests.has((endpoint.host, endpoint.repository, c.digest)) for c in children)
 
         async def one(i: int) -> None:
-            fetched[i] = await self._child(source, children[i])
+            fetched[i] = await self._child(source, children[i], reserve=False)
 
-        async with anyio.create_task_group() as tg:
+        async with self._pulls(source, new), anyio.create_task_group() as tg:
             for i in range(len(children)):
                 tg.start_soon(one, i)
         return manifest, [manifest, *(m for m in fetched if m is not None)]
 
-    async def _child(self, source: Location, desc: Descriptor) -> Manifest:
+    async def _child(self, source: Location, desc: Descriptor, reserve: bool = True) -> Manifest:
         """An index child of the source, fetched once per run, its size checked against ``desc``."""
-        manifest = await self._source_manifest(source, desc.digest)
+        manifest = await self._source_manifest(source, desc.digest, reserve)
         return await fetch_child(self.client.endpoint(source), desc, {desc.digest: manifest})
 
     async def _source_manifest_by_tag(self, source: Location) -> Manifest:
@@ -571,7 +603,8 @@ class Mirror:
         endpoint, tag = self.client.endpoint(source), source.tag
 
         async def get() -> Manifest:
-            return await get_manifest(endpoint, tag, source)
+            async with self._pulls(source, 1):
+                return await get_manifest(endpoint, tag, source)
 
         manifest, _ = await self.manifests.run(str(source), get)
         return manifest

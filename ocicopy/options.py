@@ -86,6 +86,9 @@ class Limits(_Frozen):
     )
     chunk_size: int = Field(default=16 * MiB, ge=1024, description="PATCH chunk size when chunks are needed")
     max_redirects: int = Field(default=5, ge=0, le=20)
+    in_flight: int = Field(
+        default=64, ge=1, le=1024, description="requests in flight to one host at most; halved on 429/503, regrown"
+    )
 
 
 class Timeouts(_Frozen):

@@ -207,7 +207,7 @@ class _Mirror:
 async def run_prune(client: Client, plan: Plan, options: PruneOptions, confirm: Confirm | None = None) -> PruneReport:
     """Prune every registry mirror of ``plan`` (module docstring). ``confirm``: shown the report of what would go
     (as a dry run's) before any DELETE; False: nothing is deleted (``refused`` says so)."""
-    started, before = time.monotonic(), client.transport.stats.total_requests
+    started, snapshot = time.monotonic(), client.transport.stats.snapshot()
     report = PruneReport(run_id=options.run_id or new_run_id(), dry_run=options.dry_run)
     pinned = frozenset(_pins(options.locks))
     mirrors: list[_Mirror] = []
@@ -242,7 +242,8 @@ async def run_prune(client: Client, plan: Plan, options: PruneOptions, confirm: 
                 tg.start_soon(_delete, m)
     _sum(report, mirrors, predicted=options.dry_run or report.refused is not None)
     report.seconds = round(time.monotonic() - started, 6)
-    report.requests = client.transport.stats.total_requests - before
+    report.registries = client.transport.registry_stats(snapshot)
+    report.requests = sum(r.requests for r in report.registries.values())
     return report
 
 

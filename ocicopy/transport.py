@@ -3,7 +3,9 @@ redirects, capped reads, TLS trust per host (:mod:`ocicopy.tls`).
 
 Every request names the registry host, a path built from validated values, and the :class:`Scopes` it needs.
 The transport runs the host's auth flow (``Authorization`` learnt from the registry's 401 challenge), retries
-what :mod:`ocicopy.retry` calls retryable with one :class:`~ocicopy.retry.Retrying` loop, follows redirects only
+what :mod:`ocicopy.retry` calls retryable with one :class:`~ocicopy.retry.Retrying` loop (a quota spent for
+hours is not retried), keeps each host's requests in flight under its adaptive limit and notes the pull quota its
+answers announce (:mod:`ocicopy.ratelimit`), follows redirects only
 where asked (blob GETs) and never carries credentials to another host, and turns every unusable answer into a
 :class:`RegistryError` (status + spec error codes + request, never a secret).
 """
@@ -32,12 +34,15 @@ from ocicopy.errors import (
     InputError,
     InsecureRequestError,
     NotFoundError,
+    QuotaExhaustedError,
     RegistryError,
     SpecError,
     TLSError,
     TransportError,
 )
 from ocicopy.options import ClientOptions
+from ocicopy.ratelimit import PRESSURE, AdaptiveLimit, Quota, exhausted, parse_rate_limit
+from ocicopy.result import RegistryStats
 from ocicopy.retry import NO_RETRY, Retrying, is_retryable_status, parse_retry_after
 from ocicopy.wire import drain, parse_error_body, read_capped, redact
 
@@ -55,16 +60,22 @@ if isinstance(getattr(httpcore2.AsyncHTTP11Connection, "READ_NUM_BYTES", None), 
 
 @dataclass
 class Stats:
-    """Counters the engine reports: requests made, per host."""
+    """Counters the engine reports, per host: requests made, retries, answers saying "slow down" (429/503)."""
 
     requests: dict[str, int] = field(default_factory=dict)
+    retries: dict[str, int] = field(default_factory=dict)
+    throttled: dict[str, int] = field(default_factory=dict)
 
-    def count(self, host: str) -> None:
-        self.requests[host] = self.requests.get(host, 0) + 1
+    def count(self, host: str, counter: str = "requests") -> None:
+        counts: dict[str, int] = getattr(self, counter)
+        counts[host] = counts.get(host, 0) + 1
 
     @property
     def total_requests(self) -> int:
         return sum(self.requests.values())
+
+    def snapshot(self) -> Stats:
+        return Stats(dict(self.requests), dict(self.retries), dict(self.throttled))
 
 
 class Transport:
@@ -90,6 +101,8 @@ class Transport:
         self._auth: dict[str, HostAuth] = {}
         self._creds_cache: dict[str, Credentials | None] = {}
         self._paused_until: dict[str, float] = {}
+        self._adaptive: dict[str, AdaptiveLimit] = {}
+        self._quotas: dict[str, Quota] = {}
         self.stats = Stats()
 
     def reconfigure(self, options: ClientOptions) -> None:
@@ -192,6 +205,37 @@ class Transport:
             )
         return self._auth[host]
 
+    def quota(self, host: str) -> Quota:
+        """``host``'s pull quota as its answers announce it (:mod:`ocicopy.ratelimit`)."""
+        if host not in self._quotas:
+            self._quotas[host] = Quota(host)
+        return self._quotas[host]
+
+    def adaptive(self, host: str) -> AdaptiveLimit:
+        """``host``'s in-flight limit: halved on 429/503, grown back on success."""
+        if host not in self._adaptive:
+            self._adaptive[host] = AdaptiveLimit(self.options.limits.in_flight)
+        return self._adaptive[host]
+
+    def registry_stats(self, since: Stats) -> dict[str, RegistryStats]:
+        """Per host, what was asked since ``since`` (a :meth:`Stats.snapshot`), with its quota and lowest limit."""
+        out: dict[str, RegistryStats] = {}
+        for host, count in sorted(self.stats.requests.items()):
+            requests = count - since.requests.get(host, 0)
+            if requests <= 0:
+                continue
+            throttled = self.stats.throttled.get(host, 0) - since.throttled.get(host, 0)
+            limit = self._adaptive.get(host)
+            quota = self._quotas.get(host)
+            out[host] = RegistryStats(
+                requests=requests,
+                retries=self.stats.retries.get(host, 0) - since.retries.get(host, 0),
+                throttled=throttled,
+                rate_limit=quota.last if quota is not None else None,
+                lowest_concurrency=limit.lowest if limit is not None and throttled else None,
+            )
+        return out
+
     # -- public verbs -------------------------------------------------------------------------------------
 
     async def request(
@@ -227,6 +271,7 @@ class Transport:
                 ) from None
             except BrokenBody as exc:
                 attempt.retry(exc)
+                self.stats.count(host, "retries")
         raise AssertionError("unreachable: every try returns or raises")
 
     @asynccontextmanager
@@ -268,14 +313,21 @@ class Transport:
     ) -> httpx2.Response:
         replayable = content is None or isinstance(content, bytes)
         async for attempt in Retrying(self.options.retry if replayable else NO_RETRY):
+            if attempt.number > 1:
+                self.stats.count(host, "retries")
             await self._host_pause(host)
             hdrs = {"User-Agent": self.options.user_agent, **headers}
             request = httpx2.Request(method, url, headers=hdrs, content=content)
-            try:
-                response = await self._authorized(host, request, scopes, replayable, follow_redirects)
-            except httpx2.TransportError as exc:  # TLS failures are not: _pool_send made them ours (not retried)
-                attempt.retry(_transport_error(method, url, exc))
-                continue
+            async with self.adaptive(host).slot() as slot:
+                try:
+                    response = await self._authorized(host, request, scopes, replayable, follow_redirects)
+                except httpx2.TransportError as exc:  # TLS failures are not: _pool_send made them ours (not retried)
+                    attempt.retry(_transport_error(method, url, exc))
+                    continue
+                slot.answered(response.status_code)
+            quota = parse_rate_limit(response.headers)
+            if quota is not None:
+                self.quota(host).observe(quota)
             if response.status_code in expect:
                 return response
             body = await read_capped(response, self.options.limits.error_body_bytes, "error body")
@@ -285,9 +337,14 @@ class Transport:
                 raise RegistryError(400, method, redact(url), errors, f"{host} speaks https: drop --plain-http {host}")
             challenge = parse_challenge(response.headers.get("www-authenticate"))
             error = await self._registry_error(method, host, url, response.status_code, errors, scopes, challenge)
+            if response.status_code in PRESSURE:
+                self.stats.count(host, "throttled")
             if not is_retryable_status(response.status_code, tuple(e.code for e in errors)):
                 raise error
             retry_after = parse_retry_after(response.headers.get("retry-after"))
+            spent = exhausted(host, response.status_code, quota, retry_after, self.options.retry.max_retry_after)
+            if spent is not None:  # a quota spent for hours: waiting minutes would not help (Docker Hub: 6 h)
+                raise QuotaExhaustedError(response.status_code, method, redact(url), errors, spent)
             attempt.retry(error, retry_after)
             if retry_after is not None:  # the registry asked this client to wait: every request to the host
                 self._paused_until[host] = max(self._paused_until.get(host, 0.0), time.monotonic() + attempt.wait)
