@@ -6,7 +6,9 @@ state in memory. Unlike :mod:`harness.registry` (the real CNCF registry), it can
 
 * :class:`Quirks` switches vendor behaviour (no mounts, 401 on a declined mount, no manifest HEAD, no
   ``Range``, 201 on PATCH, a chunk minimum, no referrers API, a manifest size cap, mounts that manifests do not
-  see (ECR-like), and CNCF distribution's blob-link race under concurrent writers); mutable at runtime;
+  see (ECR-like), repositories that exist only where a predicate says so (ECR, which creates none on push),
+  Docker Hub's pull quota (:class:`PullQuota`), and CNCF distribution's blob-link race under concurrent
+  writers); mutable at runtime;
 * ``before`` hooks see each request first and may answer it themselves (a :class:`Response`, e.g. 503 or
   429 + ``Retry-After``, or ``Response(drop=True)`` to close the connection unanswered) or sleep to slow it;
 * ``after`` hooks see each request with the response about to be sent (and may mutate that response);
@@ -83,6 +85,30 @@ class Quirks:
     #: that name it answer 400 DIGEST_INVALID + MANIFEST_BLOB_UNKNOWN (detail: the digest), though the blob is
     #: there (HEAD 200). Placing it again restarts the count: re-placing at once feeds the race.
     link_race: int = 0
+    #: Docker Hub's pull quota (REGISTRY-QUIRKS.md, "Docker Hub"): see :class:`PullQuota`.
+    pull_quota: PullQuota | None = None
+    #: ECR-like: a repository exists only where this answers True (e.g. "does moto hold it?"); every request
+    #: naming another one answers 404 NAME_UNKNOWN, pushes included (ECR creates no repository on push).
+    ecr_repositories: Callable[[str], bool] | None = None
+
+
+@dataclass
+class PullQuota:
+    """Docker Hub's quota: every manifest GET spends one pull, HEADs are free; both announce what is left
+    (``ratelimit-limit: 100;w=21600``, ``ratelimit-remaining: N;w=21600``); a GET with nothing left answers 429
+    TOOMANYREQUESTS with a ``Retry-After`` of the window. ``left`` is mutable (tests refill or drain it)."""
+
+    left: int
+    limit: int = 100
+    window: int = 21600
+    spent: int = 0
+
+    def headers(self, left: int | None = None) -> dict[str, str]:
+        remaining = self.left if left is None else left
+        return {
+            "ratelimit-limit": f"{self.limit};w={self.window}",
+            "ratelimit-remaining": f"{remaining};w={self.window}",
+        }
 
 
 @dataclass
@@ -577,10 +603,21 @@ class FakeRegistry:
             return Response(404, {"Content-Type": "text/plain; charset=utf-8"}, b"404 page not found\n")
         if not REPO_NAME_RE.fullmatch(name) or len(name) > 255:
             return Response.error(400, "NAME_INVALID", "invalid repository name")
+        exists = self.quirks.ecr_repositories
+        if exists is not None and not exists(name):
+            return _head_safe(
+                req,
+                Response.error(
+                    404, "NAME_UNKNOWN", f"The repository with name '{name}' does not exist in the registry"
+                ),
+            )
         store = self._store
         with store.lock:
             if kind == "manifest":
                 assert ref is not None
+                quota = self.quirks.pull_quota
+                if quota is not None and req.method in ("GET", "HEAD"):
+                    return self._counted(req, name, ref, quota)
                 return self._manifest(req, name, ref)
             if kind == "blob":
                 assert ref is not None
@@ -593,6 +630,23 @@ class FakeRegistry:
             return self._referrers(req, name, ref)
 
     # manifests
+
+    def _counted(self, req: Request, name: str, ref: str, quota: PullQuota) -> Response:
+        """A manifest GET/HEAD under Docker Hub's pull quota (the store lock is held)."""
+        if req.method == "GET" and quota.left <= 0:
+            return Response.error(
+                429,
+                "TOOMANYREQUESTS",
+                "You have reached your pull rate limit.",
+                {**quota.headers(0), "Retry-After": str(quota.window)},
+            )
+        response = self._manifest(req, name, ref)
+        if req.method == "GET" and response.status < 400:
+            quota.left -= 1
+            quota.spent += 1
+        if response.status < 400:
+            response.headers.update(quota.headers())
+        return response
 
     def _manifest(self, req: Request, name: str, ref: str) -> Response:
         store = self._store

@@ -36,6 +36,11 @@ Model:
   ``slowloris``  the rest of the response is forwarded, intact, at ``rate_bytes_per_s``.
   ``garbage``    the rest of the response is replaced by as many random bytes (same length, wrong content).
 
+  ``respond``    the request never reaches the server: the proxy answers it itself with ``status`` (a spec error
+                 body, ``headers`` added, ``Connection: close``) and closes the connection: a load balancer
+                 or CDN answering 429/503 in front of a registry. For requests without a body (GET, HEAD,
+                 POST of a mount or a session); ``after_bytes`` does not apply.
+
   A fault is consumed even if the response ends before ``after_bytes`` (it then never fires). ``garbage``
   and ``slowloris`` last until the client's next request on the connection.
 - :attr:`FaultProxy.stats`: ``connections`` (accepted), ``requests`` (request starts seen),
@@ -47,12 +52,14 @@ Model:
 from __future__ import annotations
 
 import contextlib
+import http
+import json
 import os
 import socket
 import struct
 import threading
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import anyio
@@ -62,7 +69,7 @@ from harness.loopserver import LoopbackServer, parse_target
 
 __all__ = ["MATCH_WINDOW", "Fault", "FaultKind", "FaultProxy"]
 
-FaultKind = Literal["reset", "truncate", "stall", "slowloris", "garbage", "none"]
+FaultKind = Literal["reset", "truncate", "stall", "slowloris", "garbage", "respond", "none"]
 
 READ_SIZE = 64 * 1024
 """Largest chunk read from a socket at once."""
@@ -89,6 +96,19 @@ class Fault:
     """For ``stall``: how long the connection stays open and silent before it closes."""
     rate_bytes_per_s: float = 64
     """For ``slowloris``."""
+    status: int = 429
+    """For ``respond``: the status answered (e.g. 429 or 503)."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """For ``respond``: headers added to the answer (e.g. ``Retry-After``)."""
+
+    def answer(self) -> bytes:
+        """The whole HTTP/1.1 response a ``respond`` fault sends."""
+        code = {429: "TOOMANYREQUESTS", 503: "UNAVAILABLE"}.get(self.status, "UNKNOWN")
+        body = json.dumps({"errors": [{"code": code, "message": f"injected {self.status}", "detail": None}]})
+        lines = [f"HTTP/1.1 {self.status} {http.HTTPStatus(self.status).phrase}", "Content-Type: application/json"]
+        lines += [f"{k}: {v}" for k, v in self.headers.items()]
+        lines += [f"Content-Length: {len(body)}", "Connection: close", "", body]
+        return "\r\n".join(lines).encode()
 
     def __post_init__(self) -> None:
         if self.kind not in get_args(FaultKind):
@@ -103,6 +123,8 @@ class Fault:
             raise ValueError(f"stall_seconds must be >= 0, got {self.stall_seconds}")
         if not self.rate_bytes_per_s > 0:
             raise ValueError(f"rate_bytes_per_s must be > 0, got {self.rate_bytes_per_s}")
+        if not 400 <= self.status <= 599:
+            raise ValueError(f"status must be an HTTP error (400-599), got {self.status}")
 
 
 @dataclass
@@ -200,7 +222,7 @@ class FaultProxy(LoopbackServer):
             conn = _Conn()
             async with upstream, anyio.create_task_group() as tg:
                 scope = tg.cancel_scope
-                tg.start_soon(self._guard, self._up(client, upstream, conn), scope)
+                tg.start_soon(self._guard, self._up(client, upstream, conn, scope), scope)
                 tg.start_soon(self._guard, self._down(client, upstream, conn, scope), scope)
         # both directions ended, one failed, or a fault ended the connection: both sockets are closed
 
@@ -212,8 +234,11 @@ class FaultProxy(LoopbackServer):
         except _ERRORS:
             connection.cancel()
 
-    async def _up(self, client: SocketStream, upstream: SocketStream, conn: _Conn) -> None:
-        """Client → server: forward everything; hold each request's start until its fault is chosen."""
+    async def _up(
+        self, client: SocketStream, upstream: SocketStream, conn: _Conn, connection: anyio.CancelScope
+    ) -> None:
+        """Client → server: forward everything (but a ``respond`` fault's request); hold each request's start
+        until its fault is chosen."""
         head = bytearray()
         holding = False
         while True:
@@ -234,6 +259,12 @@ class FaultProxy(LoopbackServer):
                     continue
                 self._arm(conn, bytes(head))
                 data, holding = bytes(head), False
+                if conn.fault is not None and conn.fault.kind == "respond":
+                    conn.fired = True
+                    self.stats["faults_triggered"] += 1
+                    await self._send_down(client, conn.fault.answer())
+                    connection.cancel()  # the answer said Connection: close
+                    return
             await self._send_up(upstream, data)
 
     async def _send_up(self, upstream: SocketStream, data: bytes) -> None:

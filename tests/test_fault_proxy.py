@@ -308,6 +308,22 @@ async def test_client_to_server_bytes_always_pass() -> None:
             assert proxy.stats["bytes_up"] >= len(body)
 
 
+async def test_respond_answers_without_the_server() -> None:
+    """A ``respond`` fault answers the matching request itself (the server never sees it) and closes the
+    connection; the next request passes."""
+    fault = Fault("respond", status=429, headers={"Retry-After": "1"}, match=b"GET /bytes/10 ")
+    with anyio.fail_after(DEADLINE):
+        async with proxied(fault) as (proxy, server):
+            async with RawConn.open(proxy.host) as conn:
+                data, how = await conn.get(10)
+                assert (await conn.response())[1] == "eof"  # Connection: close, then closed
+            assert how == "complete" and data.startswith(b"HTTP/1.1 429 Too Many Requests\r\n"), data
+            assert b"Retry-After: 1\r\n" in data and b'"code": "TOOMANYREQUESTS"' in data
+            assert server.seen == [] and proxy.stats["bytes_up"] == 0
+            assert await get_once(proxy.host, 10) == (head_for(10) + payload(10), "complete")
+            assert len(server.seen) == 1
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -318,6 +334,7 @@ async def test_client_to_server_bytes_always_pass() -> None:
         {"kind": "reset", "match": b""},
         {"kind": "stall", "stall_seconds": -1},
         {"kind": "slowloris", "rate_bytes_per_s": 0},
+        {"kind": "respond", "status": 302},
     ],
 )
 def test_bad_faults_are_refused(kwargs: dict[str, object]) -> None:
@@ -549,3 +566,49 @@ async def test_manifest_body_broken_once_is_retried(
         await _copy(proxy, registry2, src_repo, dst_repo)
         assert proxy.stats["faults_triggered"] == 1
     assert _tag_digest(registry2, dst_repo, "v1") == image.digest
+
+
+# --------------------------------------------------------------------------- pressure in front of a registry
+
+
+async def test_503s_from_a_proxy_halve_the_source_limit_and_the_copy_completes(
+    registry: RegistryServer, registry2: RegistryServer, make_repo: MakeRepo
+) -> None:
+    """A load balancer in front of the (real) source answers 503 to the first three blob GETs: each is retried,
+    the source's in-flight limit is cut (once per round), the copy completes byte-exact, and the report counts
+    the throttled answers on the source only."""
+    src_repo, dst_repo, image = make_repo("src"), make_repo("dst"), _image()
+    im.push(registry, src_repo, "v1", image)
+    with anyio.fail_after(60), FaultProxy(registry.host) as proxy:
+        proxy.add(Fault("respond", status=503, match=f"GET /v2/{src_repo}/blobs/".encode(), times=3))
+        async with _client(proxy.host, registry2.host) as client:
+            result = await client.copy(f"{proxy.host}/{src_repo}:v1", f"{registry2.host}/{dst_repo}:v1")
+        assert proxy.stats["faults_triggered"] == 3
+    stats = result.registries[proxy.host]
+    assert stats.throttled == 3 and stats.retries >= 3, stats
+    assert stats.lowest_concurrency is not None and stats.lowest_concurrency < ocicopy.Limits().in_flight, stats
+    assert result.registries[registry2.host].throttled == 0
+    assert _tag_digest(registry2, dst_repo, "v1") == image.digest
+    for blob in [image.config, *image.layers]:
+        assert im.get_blob(registry2, dst_repo, im.sha256(blob)) == blob
+
+
+async def test_a_spent_quota_from_a_proxy_fails_fast(
+    registry: RegistryServer, registry2: RegistryServer, make_repo: MakeRepo
+) -> None:
+    """429 with ``ratelimit-remaining: 0`` (Docker Hub's answer once the quota is spent) on the manifest GET:
+    one request, no retry, an error naming the window, nothing written."""
+    src_repo, dst_repo, image = make_repo("src"), make_repo("dst"), _image()
+    im.push(registry, src_repo, "v1", image)
+    spent = {"ratelimit-limit": "100;w=21600", "ratelimit-remaining": "0;w=21600"}
+    mark = registry2.mark()
+    with anyio.fail_after(60), FaultProxy(registry.host) as proxy:
+        proxy.add(
+            Fault("respond", status=429, headers=spent, match=f"GET /v2/{src_repo}/manifests/".encode(), times=-1)
+        )
+        with pytest.raises(ocicopy.QuotaExhaustedError) as caught:
+            await _copy(proxy, registry2, src_repo, dst_repo)
+        assert proxy.stats["faults_triggered"] == 1
+    assert "refills over 6h" in str(caught.value), caught.value
+    assert _tag_digest(registry2, dst_repo, "v1") is None
+    assert not [e for e in registry2.requests(mark) if e.method in ("PUT", "PATCH", "POST")]

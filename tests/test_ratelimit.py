@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import ocicopy
 from harness import images
-from harness.fake_registry import FakeRegistry, Quirks, is_blob_upload, is_manifest_get
+from harness.fake_registry import FakeRegistry, PullQuota, Quirks, is_blob_upload, is_manifest_get
 from ocicopy.errors import QuotaError, QuotaExhaustedError
 from ocicopy.ratelimit import AdaptiveLimit, Quota, describe, exhausted, parse_rate_limit
 from ocicopy.result import RateLimit
@@ -131,35 +131,6 @@ async def test_the_limit_holds_requests_back() -> None:
 # --------------------------------------------------------------------------- the fake registry as Docker Hub
 
 
-def hub_quota(fake: FakeRegistry, left: int, limit: int = 100, window: int = 21600) -> list[int]:
-    """Docker Hub's quota on ``fake``: every manifest GET spends one, HEADs are free; both announce what is left;
-    a GET with nothing left answers 429 TOOMANYREQUESTS (with ``Retry-After`` of the window). Returns the counter."""
-    state = [left]
-
-    def before(req):  # type: ignore[no-untyped-def]
-        from harness.fake_registry import Response
-
-        if is_manifest_get(req):
-            if state[0] <= 0:
-                return Response.error(
-                    429,
-                    "TOOMANYREQUESTS",
-                    "You have reached your pull rate limit.",
-                    {"ratelimit-limit": f"{limit};w={window}", "ratelimit-remaining": f"0;w={window}"},
-                )
-            state[0] -= 1
-        return None
-
-    def after(req, response) -> None:  # type: ignore[no-untyped-def]
-        if req.kind == "manifest" and req.method in ("GET", "HEAD") and response.status < 400:
-            response.headers["ratelimit-limit"] = f"{limit};w={window}"
-            response.headers["ratelimit-remaining"] = f"{state[0]};w={window}"
-
-    fake.before(before)
-    fake.after(after)
-    return state
-
-
 def client_for(*fakes: FakeRegistry, **limits: int) -> ocicopy.Client:
     retry = ocicopy.RetryPolicy(attempts=5, base_delay=0.001, max_delay=0.002)
     hosts = frozenset(f.host for f in fakes)
@@ -186,12 +157,12 @@ def plan_of(source: FakeRegistry, mirror: FakeRegistry, *images_: str) -> ocicop
 async def test_the_report_says_what_quota_is_left() -> None:
     with FakeRegistry() as source, FakeRegistry() as mirror:
         source.seed("lib/app", "v1", images.make_image([images.layer(4101, 2000)]))
-        left = hub_quota(source, 50)
+        quota = source.quirks.pull_quota = PullQuota(50)
         async with client_for(source, mirror) as client:
             report = await client.mirror(plan_of(source, mirror, "lib/app:v1"), ledger=False)
     assert report.ok, report
     stats = report.registries[source.host]
-    assert stats.rate_limit is not None and stats.rate_limit.remaining == left[0] == 49  # one GET spent
+    assert stats.rate_limit is not None and stats.rate_limit.remaining == quota.left == 49  # one GET spent
     assert stats.rate_limit.limit == 100 and stats.rate_limit.window_seconds == 21600
     assert stats.requests == sum(1 for r in source.requests if r.kind != "v2")
     assert report.registries[mirror.host].rate_limit is None  # the mirror announces nothing
@@ -207,15 +178,15 @@ async def test_min_pull_quota_does_not_start_a_deployment_below_it() -> None:
     with FakeRegistry() as source, FakeRegistry() as mirror:
         source.seed("lib/multi", "v1", images.make_index(children))
         source.seed("lib/one", "v1", images.make_image([images.layer(4300, 900)]))
-        left = hub_quota(source, 4)
+        quota = source.quirks.pull_quota = PullQuota(4)
         async with client_for(source, mirror) as client:
             first = await client.mirror(plan_of(source, mirror, "lib/one:v1"), ledger=False, min_pull_quota=2)
-            assert first.ok and left[0] == 3, first
+            assert first.ok and quota.left == 3, first
             report = await client.mirror(plan_of(source, mirror, "lib/multi:v1"), ledger=False, min_pull_quota=2)
     (d,) = report.deployments
     assert d.action is ocicopy.MirrorAction.FAILED and d.error is not None
     assert "not started" in d.error and "--min-pull-quota 2" in d.error and "window 6h" in d.error, d.error
-    assert left[0] == 2  # the index's GET, then no child's
+    assert quota.left == 2  # the index's GET, then no child's
     assert not [t for t in mirror.tags("m/s0") if "multi" in t]
     assert len([r for r in mirror.requests if is_blob_upload(r) and r.method == "PUT"]) == 2  # lib/one's only
 
@@ -224,12 +195,12 @@ async def test_min_pull_quota_does_not_start_a_deployment_below_it() -> None:
 async def test_a_spent_quota_fails_fast_with_its_window() -> None:
     with FakeRegistry() as source, FakeRegistry() as mirror:
         source.seed("lib/app", "v1", images.make_image([images.layer(4401, 900)]))
-        hub_quota(source, 0)
+        source.quirks.pull_quota = PullQuota(0)
         async with client_for(source, mirror) as client:
             with pytest.raises(QuotaExhaustedError) as caught:
                 await client.copy(f"{source.host}/lib/app:v1", f"{mirror.host}/m/app:v1")
     message = str(caught.value)
-    assert "pull rate limit exhausted" in message and "refills over 6h" in message, message
+    assert "pull rate limit exhausted" in message and "retry after 6h" in message, message
     assert len([r for r in source.requests if is_manifest_get(r)]) == 1  # not retried
     assert mirror.tags("m/app") == []
 
@@ -258,7 +229,7 @@ def test_min_pull_quota_flag(tmp_path: Path) -> None:
     exit 2 in one line."""
     with FakeRegistry(Quirks()) as source, FakeRegistry() as mirror:
         source.seed("lib/app", "v1", images.make_image([images.layer(4601, 900)]))
-        hub_quota(source, 1)
+        source.quirks.pull_quota = PullQuota(1)
         plan = tmp_path / "plan.json"
         plan.write_text(json.dumps({
             "mirror": {"registry": mirror.host, "prefix": "m"},
