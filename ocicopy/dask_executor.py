@@ -14,7 +14,11 @@ as coarse tasks (:mod:`ocicopy.executor`: a blob fan-out per source digest, a ma
   never on the worker's own event loop; blob bytes go straight from the source to the mirrors, never through
   the scheduler; a task's result is a few hundred bytes;
 - per-registry limits hold across workers: a task takes a lease of ``ocicopy/<run id>/<registry>`` (a
-  :class:`distributed.Semaphore` of ``blob_concurrency`` leases) for each registry it writes;
+  :class:`distributed.Semaphore` of ``blob_concurrency`` leases) for each registry it writes; and so does the
+  adaptive limit (:mod:`ocicopy.ratelimit`): a worker throttled by a registry (429/503) halves its limit for
+  that host and tells every worker of the run (``Client.run``, from a thread: the task is not held), which
+  lowers its own to it; each grows back on its own successes. The workers' request counts, retries, throttled
+  answers and lowest limits reach the run's report (:meth:`DaskExecutor.registry_stats`);
 - credentials never travel: the plugin carries the client options without passwords and the plan's registry
   settings (environment variable *names*); each worker reads its passwords, docker config and credential
   helpers where it runs.
@@ -27,6 +31,7 @@ finished is in the mirrors and a rerun skips it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -43,9 +48,13 @@ from ocicopy.errors import ExecutorError, InputError, OcicopyError
 from ocicopy.executor import Outcome, PlacementResult, Task, failure, group_of, run_task
 from ocicopy.options import ClientOptions, revalidated
 from ocicopy.plan import Plan, RegistrySettings, registry_options
+from ocicopy.ratelimit import merge_stats
+from ocicopy.result import RegistryStats
 
 if TYPE_CHECKING:
     from ocicopy.client import Client
+
+_log = logging.getLogger("ocicopy.dask")
 
 __all__ = ["DaskExecutor", "OcicopyPlugin", "local_cluster", "plugin_name", "semaphore_name"]
 
@@ -69,10 +78,13 @@ def without_secrets(options: ClientOptions) -> ClientOptions:
 class OcicopyPlugin(WorkerPlugin):
     """One ocicopy :class:`~ocicopy.Client` per worker process, on an event loop thread of its own."""
 
-    def __init__(self, options: ClientOptions, registries: Mapping[str, RegistrySettings], version: str) -> None:
+    def __init__(
+        self, options: ClientOptions, registries: Mapping[str, RegistrySettings], version: str, run_id: str = ""
+    ) -> None:
         self.options = without_secrets(options)
         self.registries = dict(registries)
         self.version = version
+        self.run_id = run_id
         self.semaphores: dict[str, distributed.Semaphore] = {}
 
     def setup(self, worker: distributed.Worker) -> None:
@@ -90,6 +102,36 @@ class OcicopyPlugin(WorkerPlugin):
         from ocicopy.client import Client
 
         self.client: Client = self.portal.call(lambda: Client(options))
+        self.worker = worker
+        self.client.transport.on_cut = self._tell_peers
+
+    def _tell_peers(self, host: str, limit: int) -> None:
+        """A cut of ``host``'s limit here (on the client's loop): every worker of the run lowers its own to it. Sent
+        from a thread of its own, so that neither the loop nor the task waits for the scheduler."""
+
+        def send() -> None:
+            try:
+                dask = self.worker._get_client()
+                dask.run(_adopt, self.run_id, host, limit, self.worker.address, wait=False, on_error="ignore")
+            except Exception as exc:  # a peer gone, a run ending: the cut stays local
+                _log.warning("ocicopy: the cut of %s to %d was not sent to the other workers: %s", host, limit, exc)
+
+        threading.Thread(target=send, name=f"ocicopy-cut-{host}", daemon=True).start()
+
+    def adopt(self, host: str, limit: int) -> None:
+        """A peer's cut of ``host`` (from :func:`_adopt`, on the worker's loop): applied on the client's loop."""
+        with contextlib.suppress(Exception):  # tearing down
+            self.portal.start_task_soon(self._adopt, host, limit)
+
+    async def _adopt(self, host: str, limit: int) -> None:
+        self.client.transport.adaptive(host).adopt(limit)
+
+    def registry_stats(self) -> dict[str, RegistryStats]:
+        """What this worker asked of each registry for the run (its client is the run's own)."""
+        from ocicopy.transport import Stats
+
+        stats: dict[str, RegistryStats] = self.portal.call(lambda: self.client.transport.registry_stats(Stats()))
+        return stats
 
     def teardown(self, worker: distributed.Worker) -> None:
         if not hasattr(self, "client"):
@@ -114,6 +156,26 @@ class OcicopyPlugin(WorkerPlugin):
             yield
 
 
+def _plugin(dask_worker: distributed.Worker, run_id: str) -> OcicopyPlugin | None:
+    plugin = dask_worker.plugins.get(plugin_name(run_id))
+    return plugin if isinstance(plugin, OcicopyPlugin) else None
+
+
+async def _adopt(run_id: str, host: str, limit: int, origin: str, dask_worker: distributed.Worker) -> None:
+    """On every worker (``Client.run``; a coroutine: distributed sends ``wait=False`` runs only to those): a
+    peer's cut of ``host``'s limit (the run ended here: nothing)."""
+    plugin = _plugin(dask_worker, run_id)
+    if plugin is not None and dask_worker.address != origin:
+        plugin.adopt(host, limit)
+
+
+def _worker_stats(run_id: str, dask_worker: distributed.Worker) -> dict[str, dict[str, Any]]:
+    plugin = _plugin(dask_worker, run_id)
+    if plugin is None or not hasattr(plugin, "client"):
+        return {}
+    return {host: s.model_dump() for host, s in plugin.registry_stats().items()}
+
+
 def _run(task: Task, run_id: str, limit: int, *done: object) -> PlacementResult | Outcome:
     """A task on a worker (``done``: its dependencies' results: a chain takes their placements as done)."""
     plugin = distributed.get_worker().plugins[plugin_name(run_id)]
@@ -133,6 +195,7 @@ class DaskExecutor:
         self.shared_filesystem = shared_filesystem
         self.run_id = ""
         self.limit = 8
+        self.workers_stats: dict[str, RegistryStats] = {}
 
     def key(self, node: str) -> str:
         return f"ocicopy/{self.run_id}/{node}"
@@ -170,7 +233,7 @@ class DaskExecutor:
                     f"mirror {name!r} asks for Dask worker resources {wanted}: no live worker of {where} offers them"
                     f" (offered: {', '.join(offered) or 'none'})"
                 )
-        plugin = OcicopyPlugin(options, plan.registries, ocicopy.__version__)
+        plugin = OcicopyPlugin(options, plan.registries, ocicopy.__version__, self.run_id)
         try:
             self.dask.register_plugin(plugin, name=plugin_name(self.run_id))
         except OcicopyError as exc:  # raised by a worker's setup (its version, its environment)
@@ -217,7 +280,8 @@ class DaskExecutor:
         lost = ""
         try:
             futures = self.dask.get(graph, keys, sync=False)
-            for future in distributed.as_completed(futures):
+            # the run's client, not the default one (a caller may hold several, set_as_default=False)
+            for future in distributed.as_completed(futures, loop=self.dask.loop):
                 task = by_key[future.key]
                 try:
                     results[task.key] = future.result()
@@ -240,9 +304,20 @@ class DaskExecutor:
         self._close(tasks)
         return results
 
+    def registry_stats(self) -> dict[str, RegistryStats]:
+        """What the workers asked of each registry in the run (added up; gathered when the run ended)."""
+        return self.workers_stats
+
     def _close(self, tasks: list[Task]) -> None:
-        """The run's state off the cluster: its client on every worker (pools, loop thread; a worker gone since
-        took its own) and its semaphores on the scheduler."""
+        """The run's state off the cluster: the workers' stats gathered, then its client on every worker (pools,
+        loop thread; a worker gone since took its own) and its semaphores on the scheduler."""
+        with contextlib.suppress(Exception):  # a worker lost since: its counts are lost with it
+            per_worker = self.dask.run(_worker_stats, self.run_id, on_error="ignore")
+            self.workers_stats = merge_stats(
+                {h: RegistryStats.model_validate(s) for h, s in part.items()}
+                for part in per_worker.values()
+                if isinstance(part, dict)
+            )
         with contextlib.suppress(Exception):
             self.dask.unregister_worker_plugin(plugin_name(self.run_id))
         for host in sorted({h for t in tasks for h in t.registries}):

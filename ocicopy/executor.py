@@ -36,7 +36,7 @@ from ocicopy.models import Descriptor, Manifest, parse_manifest
 from ocicopy.options import Recompression
 from ocicopy.platforms import parse_platform
 from ocicopy.repository import Endpoint
-from ocicopy.result import BlobAction, BlobResult, CopyResult
+from ocicopy.result import BlobAction, BlobResult, CopyResult, RegistryStats
 from ocicopy.store import Store
 from ocicopy.transform import Conversion
 
@@ -174,6 +174,10 @@ class Executor(Protocol):
 
     async def run(self, client: Client, tasks: Sequence[Task]) -> dict[str, PlacementResult | Outcome]:
         """Run ``tasks`` (each after its ``deps``); every task's result by key."""
+        ...
+
+    def registry_stats(self) -> dict[str, RegistryStats]:
+        """After :meth:`run`: what other processes (workers) asked of each registry; the client's own not included."""
         ...
 
 
@@ -379,6 +383,9 @@ class LocalExecutor:
 
     async def prepare(self, client: Client, plan: Plan, run_id: str) -> None:
         return None
+
+    def registry_stats(self) -> dict[str, RegistryStats]:
+        return {}  # the tasks ran on the run's own client: its stats are the run's
 
     async def run(self, client: Client, tasks: Sequence[Task]) -> dict[str, PlacementResult | Outcome]:
         done = {t.key: anyio.Event() for t in tasks}

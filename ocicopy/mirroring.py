@@ -49,6 +49,7 @@ from ocicopy.options import recompression
 from ocicopy.plan import Plan
 from ocicopy.planner import Target, ledger_repository, plan_targets
 from ocicopy.platforms import apply_selection, parse_platform
+from ocicopy.ratelimit import merge_stats
 from ocicopy.reference import Reference, api_host, validate_tag
 from ocicopy.referrers import ReferrersOutcome
 from ocicopy.report import (
@@ -228,9 +229,21 @@ async def run_plan(
             tg.start_soon(_execute, client, executor, state.deferred)
     done = [r for r in reports if r is not None]
     graph = compile_graph(state.planned).summary() if options.dry_run else None
+    workers = executor.registry_stats()  # on Dask: the workers' requests (this client's are counted below)
+    registries = merge_stats([client.transport.registry_stats(snapshot), workers])
     if not plan.is_fleet:
-        return done[0].model_copy(update={"graph": graph, "registries": client.transport.registry_stats(snapshot)})
-    after = client.transport.stats.requests
+        totals = done[0].totals
+        worked = sum(s.requests for s in workers.values())
+        return done[0].model_copy(
+            update={
+                "graph": graph,
+                "registries": registries,
+                "totals": totals.model_copy(update={"requests": totals.requests + worked}),
+            }
+        )
+    after = dict(client.transport.stats.requests)
+    for worked_on, stats in workers.items():
+        after[worked_on] = after.get(worked_on, 0) + stats.requests
     results = [d for r in done for d in r.deployments]
     modes = {r.mode for r in done}
     per_cluster = {}
@@ -252,7 +265,7 @@ async def run_plan(
         graph=graph,
         deployments=results,
         warnings=[f"{name}: {w}" for (name, _), r in zip(clusters, done, strict=True) for w in r.warnings],
-        registries=client.transport.registry_stats(snapshot),
+        registries=registries,
     )
 
 

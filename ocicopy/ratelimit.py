@@ -10,21 +10,23 @@
   the retry policy's cap is not retried: the window is in the message (Docker Hub's window is 6 hours).
 * :class:`AdaptiveLimit`: requests in flight to one host, additive increase / multiplicative decrease: a 429 or
   503 halves the limit (once per round of requests: the answers to requests sent before the cut do not cut it
-  again), each success adds ``1/limit`` (one per round), between 1 and the ceiling (``Limits.in_flight``). It
-  holds in one process (a client); on Dask each worker process adapts on its own.
+  again), each success adds ``1/limit`` (one per round), between 1 and the ceiling (``Limits.in_flight``). On
+  Dask it holds across the workers: a cut on one worker is sent to every worker of the run, which lowers its own
+  limit for that host to it (:meth:`AdaptiveLimit.adopt`; :mod:`ocicopy.dask_executor`); each grows back on its
+  own successes. :func:`merge_stats` adds up what the workers saw.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Final
 
 import anyio
 
 from ocicopy.errors import QuotaError
-from ocicopy.result import RateLimit
+from ocicopy.result import RateLimit, RegistryStats
 
 #: Answers that mean "slow down" to the adaptive limit (distribution spec: 429 TOOMANYREQUESTS; 503 from
 #: load balancers and ECR's per-action TPS limits).
@@ -134,6 +136,8 @@ class AdaptiveLimit:
         self.ceiling = ceiling
         self.limit = float(ceiling)
         self.lowest: int | None = None  # lowest limit reached; None: never lowered
+        self.peer_cuts = 0  # cuts adopted from another process (a Dask worker throttled by this host)
+        self.on_cut: Callable[[int], None] | None = None  # told the new limit after each cut of its own
         self.in_flight = 0
         self._round = 0  # bumped at each cut: answers to requests of an earlier round do not cut again
         self._freed = anyio.Event()
@@ -161,8 +165,21 @@ class AdaptiveLimit:
     def pressure(self, round_: int) -> None:
         if round_ != self._round:
             return  # sent before the last cut: that cut already answered this pressure
+        self._lower(self.limit / 2)
+        if self.on_cut is not None:
+            self.on_cut(self.current)
+
+    def adopt(self, limit: int) -> bool:
+        """Another process's cut (a peer throttled by this host): go down to ``limit`` if above it."""
+        if limit >= self.current:
+            return False
+        self._lower(float(limit))
+        self.peer_cuts += 1
+        return True
+
+    def _lower(self, limit: float) -> None:
         self._round += 1
-        self.limit = max(1.0, self.limit / 2)
+        self.limit = max(1.0, limit)
         self.lowest = self.current if self.lowest is None else min(self.lowest, self.current)
 
     def success(self) -> None:
@@ -184,3 +201,26 @@ class Slot:
             self._limit.pressure(self._round)
         elif status < 400:
             self._limit.success()
+
+
+def merge_stats(parts: Iterable[Mapping[str, RegistryStats]]) -> dict[str, RegistryStats]:
+    """Several processes' registry stats as one (a Dask run: the client's and each worker's): counts added, the
+    lowest limit the lowest of all, the quota the one with the least left."""
+    out: dict[str, RegistryStats] = {}
+    for part in parts:
+        for host, s in part.items():
+            if host not in out:
+                out[host] = s
+                continue
+            o = out[host]
+            lows = [x for x in (o.lowest_concurrency, s.lowest_concurrency) if x is not None]
+            quotas = [q for q in (o.rate_limit, s.rate_limit) if q is not None]
+            out[host] = RegistryStats(
+                requests=o.requests + s.requests,
+                retries=o.retries + s.retries,
+                throttled=o.throttled + s.throttled,
+                peer_cuts=o.peer_cuts + s.peer_cuts,
+                rate_limit=min(quotas, key=lambda q: q.remaining) if quotas else None,
+                lowest_concurrency=min(lows) if lows else None,
+            )
+    return dict(sorted(out.items()))

@@ -84,7 +84,12 @@ class RegistryStats(BaseModel):
 
     requests: int = 0
     retries: int = Field(default=0, description="requests sent again after a transient failure")
-    throttled: int = Field(default=0, description="answers 429 or 503 (pressure): each halved the in-flight limit")
+    throttled: int = Field(
+        default=0, description="answers 429 or 503 (pressure): they halve the in-flight limit, once per round"
+    )
+    peer_cuts: int = Field(
+        default=0, description="on Dask: halvings taken from another worker's throttled answers (summed over workers)"
+    )
     rate_limit: RateLimit | None = Field(default=None, description="the quota left at the run's last manifest answer")
     lowest_concurrency: int | None = Field(
         default=None, description="the lowest in-flight limit the adaptive limit reached (None: never lowered)"

@@ -16,7 +16,7 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,6 +104,8 @@ class Transport:
         self._adaptive: dict[str, AdaptiveLimit] = {}
         self._quotas: dict[str, Quota] = {}
         self.stats = Stats()
+        #: told ``(host, new limit)`` after each cut of a host's adaptive limit (a Dask worker tells its peers)
+        self.on_cut: Callable[[str, int], None] | None = None
 
     def reconfigure(self, options: ClientOptions) -> None:
         """Adopt new settings (e.g. a plan's registries); credentials are looked up again, and a host whose TLS
@@ -214,7 +216,8 @@ class Transport:
     def adaptive(self, host: str) -> AdaptiveLimit:
         """``host``'s in-flight limit: halved on 429/503, grown back on success."""
         if host not in self._adaptive:
-            self._adaptive[host] = AdaptiveLimit(self.options.limits.in_flight)
+            limit = self._adaptive[host] = AdaptiveLimit(self.options.limits.in_flight)
+            limit.on_cut = lambda current: self.on_cut(host, current) if self.on_cut is not None else None
         return self._adaptive[host]
 
     def registry_stats(self, since: Stats) -> dict[str, RegistryStats]:
@@ -226,13 +229,15 @@ class Transport:
                 continue
             throttled = self.stats.throttled.get(host, 0) - since.throttled.get(host, 0)
             limit = self._adaptive.get(host)
+            peer_cuts = limit.peer_cuts if limit is not None else 0
             quota = self._quotas.get(host)
             out[host] = RegistryStats(
                 requests=requests,
                 retries=self.stats.retries.get(host, 0) - since.retries.get(host, 0),
                 throttled=throttled,
+                peer_cuts=peer_cuts,
                 rate_limit=quota.last if quota is not None else None,
-                lowest_concurrency=limit.lowest if limit is not None and throttled else None,
+                lowest_concurrency=limit.lowest if limit is not None and (throttled or peer_cuts) else None,
             )
         return out
 

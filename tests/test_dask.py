@@ -330,3 +330,72 @@ def test_two_pipelines_share_one_dask_cluster(
             assert d.pinned is not None and skopeo_digest(pinned_ref(d.pinned)) == d.source_digest
     assert refused.returncode == 2, refused.stderr.decode()
     assert "mirror 'eu' is an OCI layout" in refused.stderr.decode() and not (tmp_path / "edge").exists()
+
+
+def test_a_cut_on_one_worker_holds_on_every_worker(tmp_path: Path) -> None:
+    """The adaptive limit across workers: the source answers 503 to one blob GET of worker w0 (eu's group); w1
+    (us's group) is not let through to the source until it has taken that cut from its peer. The report adds the
+    workers' counts up: the source's requests as the source saw them, one throttled answer, the peer's cut."""
+    import distributed
+
+    from harness import images as im
+    from harness.fake_registry import FakeRegistry, Request, fail, is_blob_get
+
+    image = im.make_image([im.layer(9100 + i, 2000) for i in range(6)])
+    with FakeRegistry() as source, FakeRegistry() as eu, FakeRegistry() as us:
+        source.seed("lib/app", "v1", image)
+
+        def worker(r: Request, name: str) -> bool:
+            return is_blob_get(r) and (r.headers.get("user-agent") or "").endswith(f"(dask worker {name})")
+
+        source.before(fail(1, 503, when=lambda r: worker(r, "w0")))
+        plan = parse_plan({
+            "version": 2,
+            "mirrors": {
+                "eu": {"registry": eu.host, "prefix": "m", "mode": "cluster", "dask_resources": {"region-eu": 1}},
+                "us": {"registry": us.host, "prefix": "m", "mode": "cluster", "dask_resources": {"region-us": 1}},
+            },
+            "registries": {h: {"plain_http": True} for h in (source.host, eu.host, us.host)},
+            "deployments": [{"service": "app", "environment": "prod", "image": f"{source.host}/lib/app:v1"}],
+        })  # fmt: skip
+        with (
+            DaskProcesses(workers=[{"region-eu": 1}, {"region-us": 1}], log_dir=tmp_path) as cluster,
+            distributed.Client(cluster.address, set_as_default=False) as dask,
+        ):
+            w1 = next(a for a, w in dask.scheduler_info(n_workers=-1)["workers"].items() if w["name"] == "w1")
+            held: list[int] = []
+
+            def peer_cuts() -> int:
+                host = source.host
+                seen = dask.run(
+                    lambda dask_worker: [
+                        p.client.transport.adaptive(host).peer_cuts
+                        for n, p in dask_worker.plugins.items()
+                        if n.startswith("ocicopy/") and hasattr(p, "client")
+                    ],
+                    workers=[w1],
+                )
+                return sum(sum(v) for v in seen.values())
+
+            def hold(r: Request) -> None:
+                if worker(r, "w1") and not held:
+                    deadline = time.monotonic() + 60
+                    while (cuts := peer_cuts()) == 0 and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    held.append(cuts)
+
+            source.before(hold)
+
+            async def main() -> MirrorReport:
+                async with Client() as client:
+                    return await client.mirror(plan, dask=dask, ledger=False)
+
+            report = anyio.run(main)
+    assert {d.action for d in report.deployments} == {MirrorAction.COPIED}, [d.error for d in report.deployments]
+    assert held and held[0] >= 1, "w1 never took w0's cut"
+    stats = report.registries[source.host]
+    assert stats.throttled == 1 and stats.peer_cuts >= 1, stats
+    assert stats.lowest_concurrency is not None and stats.lowest_concurrency <= 32, stats
+    assert stats.requests == len(source.requests), (stats, len(source.requests))
+    assert report.registries[eu.host].requests == len(eu.requests)
+    assert report.totals.requests == sum(len(f.requests) for f in (source, eu, us))
