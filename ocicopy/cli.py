@@ -99,6 +99,23 @@ def _common(parser: argparse.ArgumentParser) -> None:
     _debug(parser)
 
 
+def _metrics_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics",
+        metavar="FILE",
+        help="write the run's Prometheus metrics to FILE (*.prom, for node exporter's textfile collector; needs "
+        "ocicopy[metrics])",
+    )
+    parser.add_argument(
+        "--metrics-push", metavar="URL", help="push the run's metrics to the Pushgateway at URL (http://HOST:9091)"
+    )
+    parser.add_argument(
+        "--metrics-instance",
+        metavar="NAME",
+        help="with --metrics-push: the 'instance' grouping key (one group per pipeline; default: none)",
+    )
+
+
 def _creds_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--creds", metavar="USER:PASSWORD", help="credentials for the registry")
     parser.add_argument(
@@ -208,6 +225,7 @@ def _copy_parser(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, no summary")
+    _metrics_flags(p)
     _common(p)
 
 
@@ -251,6 +269,7 @@ def _mirror_parsers(sub: Any) -> None:
         "--workers", type=int, metavar="N", help="run the copies on a local Dask cluster of N worker processes"
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, no summary")
+    _metrics_flags(p)
     _common(p)
 
     p = sub.add_parser(
@@ -279,6 +298,7 @@ def _mirror_parsers(sub: Any) -> None:
         "--cluster", action="append", default=[], metavar="NAME", help="only this cluster of the plan; repeatable"
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no summary")
+    _metrics_flags(p)
     _common(p)
 
     p = sub.add_parser(
@@ -491,6 +511,7 @@ async def _copy_session(
         finally:
             if progress is not None:
                 progress.close()
+    args.report = result
     log = _log(args)
     for warning in result.warnings:
         log.warning(warning)
@@ -616,6 +637,7 @@ async def _prune_session(args: argparse.Namespace, plan: Plan, options: ClientOp
             max_delete=args.max_delete,
             dry_run=args.dry_run,
         )
+    args.report = report
     if args.json == "-":
         print(report.model_dump_json(indent=2))
     elif args.json:
@@ -736,6 +758,7 @@ async def _mirror_session(args: argparse.Namespace, plan: Plan, options: ClientO
         finally:
             if live:
                 progress.close()
+    args.report = report
     _mirror_output(args, report, lines_to, live)
     return EXIT_OK if report.ok else EXIT_FAILURE
 
@@ -867,6 +890,65 @@ COMMANDS: Mapping[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit status. Errors: one stderr line, after the traceback with ``--debug``."""
     args = build_parser().parse_args(argv)
+    if all(getattr(args, flag, None) is None for flag in ("metrics", "metrics_push", "metrics_instance")):
+        return _main(args)
+    import time
+
+    from ocicopy.errors import OcicopyError
+
+    try:
+        _check_metrics(args)
+    except OcicopyError as exc:
+        return _failed(args, str(exc), EXIT_USAGE)
+    started = time.monotonic()
+    status = 130
+    try:
+        status = _main(args)
+    finally:
+        _send_metrics(args, status, time.monotonic() - started)
+    return status
+
+
+def _check_metrics(args: argparse.Namespace) -> None:
+    from ocicopy.errors import InputError
+    from ocicopy.metrics import check_targets
+
+    if args.metrics_instance is not None and args.metrics_push is None:
+        raise InputError("--metrics-instance is the Pushgateway's grouping key: add --metrics-push URL")
+    check_targets(args.metrics, args.metrics_push)
+    if args.metrics is None:
+        return
+    for flag in ("--json", "--lock"):
+        given = getattr(args, flag[2:], None)
+        for other in given if isinstance(given, list) else [given]:  # prune's --lock: several lock files
+            if isinstance(other, str) and other != "-" and _same_file(args.metrics, other):
+                raise InputError(f"--metrics {args.metrics} and {flag} {other} name one file: give each its own")
+
+
+def _send_metrics(args: argparse.Namespace, status: int, seconds: float) -> None:
+    """The run's metrics written and pushed, whatever its end (a failed run says so, its last success kept).
+    A metrics file or push that fails is a warning: the run's status stays its own."""
+    import time
+
+    from ocicopy import metrics
+
+    report = getattr(args, "report", None)
+    previous = metrics.previous_success(args.metrics) if args.metrics is not None else None
+    run = metrics.Run(args.command, report, status, time.time(), round(seconds, 6), previous)
+    if args.metrics is not None:
+        try:
+            metrics.write_metrics(metrics.metrics_of(run), args.metrics)
+        except OSError as exc:
+            _log(args).warning(f"--metrics {args.metrics}: not written: {exc}")
+    if args.metrics_push is not None:
+        try:
+            registry = metrics.metrics_of(run, include_last_success=run.success)
+            metrics.push_metrics(registry, args.metrics_push, args.command, args.metrics_instance)
+        except OSError as exc:  # urllib's URLError and HTTPError are OSErrors
+            _log(args).warning(f"--metrics-push {args.metrics_push}: not pushed: {_one_line(str(exc))}")
+
+
+def _main(args: argparse.Namespace) -> int:
     from ocicopy.errors import InputError, OcicopyError, unwrap_group
 
     try:
