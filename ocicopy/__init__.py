@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name is imported o
     from ocicopy.errors import (
         AuthenticationError,
         ClosedClientError,
+        CloudError,
         DigestMismatchError,
         InputError,
         LayoutError,
@@ -46,7 +47,15 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name is imported o
     from ocicopy.layout import Layout
     from ocicopy.location import LayoutReference, Location, parse_layout_reference, parse_location, pinned
     from ocicopy.models import Descriptor, Manifest
-    from ocicopy.options import ClientOptions, Limits, Recompression, RegistryConfig, Timeouts
+    from ocicopy.options import (
+        ClientOptions,
+        EcrConfig,
+        EcrRepositorySettings,
+        Limits,
+        Recompression,
+        RegistryConfig,
+        Timeouts,
+    )
     from ocicopy.plan import BuildSpec, Deployment, MirrorSettings, Mode, Plan, load_plan, parse_plan
     from ocicopy.planner import build_key, mirror_tag
     from ocicopy.reference import Reference, parse_reference
@@ -70,6 +79,7 @@ _LAZY: dict[str, str] = {
     "InputError": "ocicopy.errors",
     "LayoutError": "ocicopy.errors",
     "ClosedClientError": "ocicopy.errors",
+    "CloudError": "ocicopy.errors",
     "ManifestError": "ocicopy.errors",
     "NotFoundError": "ocicopy.errors",
     "OcicopyError": "ocicopy.errors",
@@ -90,6 +100,8 @@ _LAZY: dict[str, str] = {
     "Descriptor": "ocicopy.models",
     "Manifest": "ocicopy.models",
     "ClientOptions": "ocicopy.options",
+    "EcrConfig": "ocicopy.options",
+    "EcrRepositorySettings": "ocicopy.options",
     "Limits": "ocicopy.options",
     "Recompression": "ocicopy.options",
     "RegistryConfig": "ocicopy.options",
@@ -127,6 +139,7 @@ __all__ = [
     "Client",
     "ClientOptions",
     "ClosedClientError",
+    "CloudError",
     "CopyAction",
     "CopyResult",
     "Credentials",
@@ -135,6 +148,8 @@ __all__ = [
     "Descriptor",
     "Digest",
     "DigestMismatchError",
+    "EcrConfig",
+    "EcrRepositorySettings",
     "Endpoint",
     "InputError",
     "Layout",

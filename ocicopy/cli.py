@@ -223,6 +223,11 @@ def _copy_parser(sub: Any) -> None:
         metavar="TYPE",
         help="with --referrers: only referrers of this artifactType; repeatable",
     )
+    p.add_argument(
+        "--create-repositories",
+        action="store_true",
+        help="make the destination repository first where the registry needs it (Amazon ECR; needs ocicopy[aws])",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, no summary")
     _metrics_flags(p)
@@ -258,6 +263,11 @@ def _mirror_parsers(sub: Any) -> None:
     p.add_argument("--concurrency", type=int, default=32, metavar="N", help="deployments in flight (default 32)")
     p.add_argument(
         "--blob-concurrency", type=int, default=8, metavar="N", help="blobs in flight per mirror registry (default 8)"
+    )
+    p.add_argument(
+        "--create-repositories",
+        action="store_true",
+        help="make repositories before the first push where the registry needs it (Amazon ECR; needs ocicopy[aws])",
     )
     p.add_argument("--no-ledger", action="store_true", help="do not read or write the blob ledger")
     p.add_argument("--no-mount", action="store_true", help="never mount blobs across repositories (upload instead)")
@@ -507,6 +517,7 @@ async def _copy_session(
                 compress=compress,
                 referrers=args.referrers,
                 artifact_types=args.artifact_type,
+                create_repository=args.create_repositories,
             )
         finally:
             if progress is not None:
@@ -751,6 +762,7 @@ async def _mirror_session(args: argparse.Namespace, plan: Plan, options: ClientO
                 concurrency=args.concurrency,
                 ledger=False if args.no_ledger else None,
                 min_pull_quota=args.min_pull_quota,
+                create_repositories=args.create_repositories,
                 progress=progress,
                 dask=dask,
                 dask_shared_filesystem=args.workers is not None,

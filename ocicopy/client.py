@@ -18,10 +18,10 @@ from ocicopy.errors import ClosedClientError, InputError, UnknownReferenceError,
 from ocicopy.layout import Layout
 from ocicopy.location import LayoutReference, Location, LocationLike, as_location, with_source_tag
 from ocicopy.models import IMAGE_CONFIG_TYPES, Descriptor, ImageManifest, Manifest, ManifestInfo
-from ocicopy.options import ClientOptions, Recompression, recompression, revalidated
+from ocicopy.options import ClientOptions, EcrRepositorySettings, Recompression, recompression, revalidated
 from ocicopy.platforms import PlatformSpec, apply_selection, parse_platform
 from ocicopy.progress import NoProgress, Progress
-from ocicopy.reference import Reference, validate_repository
+from ocicopy.reference import Reference, api_host, validate_repository
 from ocicopy.referrers import ReferrerCopier, ReferrersOutcome, list_referrers
 from ocicopy.registry import Registry
 from ocicopy.repository import Endpoint
@@ -191,6 +191,7 @@ class Client:
         compress: Recompression | str | None = None,
         referrers: bool = False,
         artifact_types: Sequence[str] = (),
+        create_repository: bool | EcrRepositorySettings = False,
     ) -> CopyResult:
         """Copy an image, index or artifact from ``src`` to ``dst`` (registry references or ``oci:PATH[:TAG]``).
 
@@ -199,7 +200,9 @@ class Client:
         index (a new digest, reported as ``transformed``). ``mount_from`` names further repositories of the
         destination registry to mount blobs from. ``compress="zstd"`` (or a :class:`Recompression`) recompresses
         gzip layers (a new digest, ``transformed``). ``referrers`` also copies signatures, SBOMs and
-        attestations (only those of the ``artifact_types`` given, when given).
+        attestations (only those of the ``artifact_types`` given, when given). ``create_repository``: make the
+        destination repository first where the registry needs it (Amazon ECR; :meth:`ensure_repository`), with
+        these :class:`EcrRepositorySettings` when given.
         """
         s, d = as_location(src), as_location(dst, default_tag=None)
         specs = list(dict.fromkeys(p if isinstance(p, PlatformSpec) else parse_platform(p) for p in platforms))
@@ -218,6 +221,9 @@ class Client:
                 f"{dst} names no tag and {src} has none to give it: add :TAG to the destination "
                 f"(or @{source_digest} to push by digest only)"
             )
+        if create_repository is not False and isinstance(d, Reference):
+            made = create_repository if isinstance(create_repository, EcrRepositorySettings) else None
+            await self.ensure_repository(d.registry, d.repository, made)
         result = await self.copy_resolved(s, d, source_digest, specs, mount_from, compress=settings)
         if referrers or artifact_types:
             subjects = [m.digest for m in result.manifests]
@@ -236,6 +242,18 @@ class Client:
         result.registries = self.transport.registry_stats(snapshot)
         result.requests = sum(r.requests for r in result.registries.values())
         return result
+
+    async def ensure_repository(
+        self, registry: str, repository: str, settings: EcrRepositorySettings | None = None
+    ) -> bool:
+        """Make ``repository`` where the registry needs it before a push: Amazon ECR (recognised by its host name
+        or a registry's ``ecr`` setting; :mod:`ocicopy.ecr`), with ``settings``. True if it was made now. Other
+        registries make repositories on push: nothing to do (False)."""
+        self._check_open()
+        config = self.transport.ecr_config(api_host(registry))
+        if config is None:
+            return False
+        return await self.transport.ecr.ensure(config, repository, settings)
 
     async def copy_resolved(
         self,
@@ -380,6 +398,7 @@ class Client:
         dask: Any = None,
         dask_shared_filesystem: bool = False,
         min_pull_quota: int | None = None,
+        create_repositories: bool = False,
     ) -> MirrorReport:
         """Mirror every deployment of ``plan`` (see :mod:`ocicopy.mirroring`); never raises for one deployment.
 
@@ -391,11 +410,13 @@ class Client:
         ``dask_shared_filesystem``: its workers see this machine's files (OCI layouts allowed).
         ``min_pull_quota``: a deployment whose source manifest GETs would leave a registry's announced pull quota
         (Docker Hub's ``ratelimit-remaining``) below this fails before sending them (:mod:`ocicopy.ratelimit`).
+        ``create_repositories``: as the plan's setting on every registry mirror (repositories made before the
+        first push where the registry needs it: Amazon ECR).
         """
         from ocicopy.mirroring import MirrorOptions, run_plan
 
         self._check_open()
-        plan = plan.with_mode(mode).only_clusters(clusters)
+        plan = plan.with_mode(mode).only_clusters(clusters).with_created_repositories(create_repositories)
         self.options = plan.client_options(self.options)
         self.transport.reconfigure(self.options)
         options = MirrorOptions(

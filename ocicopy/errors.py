@@ -21,6 +21,7 @@ defined here (other modules re-export the ones they raise, for their callers' co
     │   ├── WindowTooLargeError         zstd frame window over the cap
     │   └── NotConvertibleError         not a gzip layer
     ├── CredentialError                 docker config / credential helper failure
+    ├── CloudError                      a cloud control plane (Amazon ECR's API) refused or failed a call
     ├── LayoutError                     a file-system error in an OCI layout: the path and the OS's reason
     ├── InsecureRequestError            a request we refuse to make (TLS downgrade, foreign realm...)
     ├── ExecutorError                   the run's executor (a Dask cluster) was lost, or a task kept dying
@@ -173,6 +174,16 @@ class NotConvertibleError(CompressionError):
 
 class CredentialError(OcicopyError):
     pass
+
+
+class CloudError(OcicopyError):
+    """A cloud registry's control plane (Amazon ECR's API: CreateRepository, GetAuthorizationToken...) refused
+    or failed a call: ``operation`` and the service's error ``code`` (``AccessDeniedException``...), or
+    ``NoCredentials`` when the AWS credential chain found none."""
+
+    def __init__(self, operation: str, code: str, message: str) -> None:
+        self.operation, self.code = operation, code
+        super().__init__(message)
 
 
 class LayoutError(OcicopyError):

@@ -410,6 +410,8 @@ class Mirror:
         for conversion in self.client.trees.conversions.made_here():
             self.ledger.record_conversion(conversion)
         try:
+            if self.plan.target.registry is not None and self.ledger.added:
+                await self._ensure_repository(self.plan.target.registry, ledger_repository(self.plan))
             await self.ledger.save()
         except OcicopyError as exc:
             return [f"the blob ledger was not updated (mounts in later runs may upload instead): {exc}"]
@@ -470,6 +472,8 @@ class Mirror:
         info = await self.client.endpoint(output).manifest_head(target.build_key)
         if info is None:
             return None
+        if isinstance(target.destination, Reference):
+            await self._ensure_repository(target.destination.registry, target.destination.repository)
         copy = await self.client.copy_resolved(output, target.destination, info.digest, check_destination=False)
         self._record_tag(target, copy.digest, None)
         _count(result, copy)
@@ -654,6 +658,7 @@ class Mirror:
             top = top or await self._source_manifest(target.source, source_digest)
             manifest, fetched = await self._tree(target, top)
             tree = _graph_ref(manifest, fetched) if self.compress is None else ManifestRef(source_digest, 0)
+            await self._ensure_repository(dst.host, dst.repository)  # before the graph writes there
             await self._probe(target.destination)
             resources = self.plan.target.dask_resources or {}
             copy = Copy(
@@ -686,6 +691,11 @@ class Mirror:
             for blob in parked.result.blobs:
                 self.ledger.record(blob.digest, target.destination.repository)
         return parked.result
+
+    async def _ensure_repository(self, registry: str, repository: str) -> None:
+        """``create_repositories``: the repository made first where the registry needs it (Amazon ECR)."""
+        if self.plan.target.create_repositories:
+            await self.client.ensure_repository(registry, repository, self.plan.target.ecr)
 
     async def _hints(self, host: str, manifests: list[Manifest]) -> dict[Digest, tuple[str, ...]]:
         """Where the ledger says a chain's blobs may be mounted from, by digest (with a recompression: by the

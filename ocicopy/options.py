@@ -56,6 +56,34 @@ class _Frozen(_Settings):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+#: An AWS region: ``eu-west-3``, ``us-gov-west-1``, ``cn-north-1``, ``us-iso-east-1``...
+AWS_REGION = r"[a-z]{2}(-[a-z]+)+-\d{1,2}"
+
+
+class EcrConfig(_Frozen):
+    """An Amazon ECR registry (:mod:`ocicopy.ecr`): its region and account. Recognised from the host name
+    (``ACCOUNT.dkr.ecr.REGION.amazonaws.com``), or given on a registry (a proxy, a loopback test)."""
+
+    region: str = Field(pattern=f"^{AWS_REGION}$", description="the AWS region, e.g. eu-west-3")
+    registry_id: str | None = Field(
+        default=None, pattern=r"^\d{12}$", description="the AWS account id (default: the credentials' account)"
+    )
+
+
+class EcrRepositorySettings(_Frozen):
+    """How ocicopy creates an ECR repository (``create_repositories``). Tags stay mutable: a mirror tag may be
+    written again (a moved source tag, a rebuilt platform selection). No lifecycle policy unless given: an ECR
+    lifecycle rule expires images by count or age, including ones that prune and the lock files keep."""
+
+    scan_on_push: bool = Field(default=False, description="ECR's basic scan of each pushed image")
+    lifecycle_policy: dict[str, Any] | None = Field(
+        default=None, description="an ECR lifecycle policy document ({'rules': [...]}), set on creation"
+    )
+    kms_key: str | None = Field(
+        default=None, min_length=1, description="encrypt with this KMS key (default: ECR's AES-256)"
+    )
+
+
 class RegistryConfig(_Frozen):
     """Settings for one registry host (``host[:port]``)."""
 
@@ -72,6 +100,9 @@ class RegistryConfig(_Frozen):
         min_length=1,
         description="a certs.d-style directory for this host (*.crt CAs, NAME.cert + NAME.key client certificate); "
         "replaces the certs.d directories (skopeo's --src-cert-dir)",
+    )
+    ecr: EcrConfig | None = Field(
+        default=None, description="this host is Amazon ECR (beyond its host name): repositories and tokens via AWS"
     )
 
 

@@ -28,6 +28,7 @@ from pydantic import (
 
 from ocicopy.errors import InputError, InvalidReferenceError, PlanError, validation_words
 from ocicopy.location import Location, parse_layout_reference, parse_location
+from ocicopy.options import EcrConfig, EcrRepositorySettings
 from ocicopy.platforms import parse_platform
 from ocicopy.reference import api_host, parse_reference, validate_repository
 
@@ -134,6 +135,13 @@ class MirrorSettings(_Strict):
     artifact_types: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=list, description="only referrers of these artifactTypes"
     )
+    create_repositories: StrictBool = Field(
+        default=False,
+        description="create each repository before the first push where the registry needs it (Amazon ECR)",
+    )
+    ecr: EcrRepositorySettings | None = Field(
+        default=None, description="with create_repositories: how ECR repositories are made (scan on push...)"
+    )
     dask_resources: dict[Annotated[str, Field(min_length=1, max_length=128)], Annotated[float, Field(gt=0)]] | None = (
         Field(
             default=None,
@@ -163,6 +171,10 @@ class MirrorSettings(_Strict):
             raise ValueError("compress_level needs compress: zstd")
         if self.artifact_types and not self.referrers:
             raise ValueError("artifact_types filters referrers: add referrers: true")
+        if self.ecr is not None and not self.create_repositories:
+            raise ValueError("ecr sets how repositories are created: add create_repositories: true")
+        if self.create_repositories and self.layout is not None:
+            raise ValueError("create_repositories is for a registry mirror (a layout makes its own directories)")
         return self
 
     @property
@@ -199,6 +211,9 @@ class RegistrySettings(_Strict):
         default=None,
         min_length=1,
         description="certs.d-style directory for this host, replacing the certs.d roots (relative: to the plan file)",
+    )
+    ecr: EcrConfig | None = Field(
+        default=None, description="this host is Amazon ECR (region, registry_id), beyond what its name says"
     )
 
     @field_validator("password_env")
@@ -504,6 +519,16 @@ class Plan(_Strict):
             mirror["mode"] = chosen.value
         return parse_plan(data)
 
+    def with_created_repositories(self, create: bool = True) -> Plan:
+        """The plan with ``create_repositories`` set on every registry mirror (``--create-repositories``)."""
+        if not create:
+            return self
+        data = self.model_dump(mode="json", exclude_none=True)
+        for mirror in [data["mirror"]] if "mirror" in data else data["mirrors"].values():
+            if "registry" in mirror:
+                mirror["create_repositories"] = True
+        return parse_plan(data)
+
     def client_options(self, base: ClientOptions | None = None, env: Mapping[str, str] | None = None) -> ClientOptions:
         """Client settings for this plan's registries; passwords are read from the environment now."""
         return registry_options(self.registries, base, env)
@@ -539,6 +564,7 @@ def registry_options(
             password=password if password is not None else given.password,
             ca_file=settings.ca_file or given.ca_file,
             cert_dir=settings.cert_dir or given.cert_dir,
+            ecr=settings.ecr or given.ecr,
         )
     return revalidated(base, registries=registries)
 

@@ -28,6 +28,7 @@ import httpx2
 from ocicopy import tls
 from ocicopy.auth import TOKEN_REQUEST, Challenge, HostAuth, Scopes, parse_challenge
 from ocicopy.credentials import Credentials, CredentialSource
+from ocicopy.ecr import EcrAccounts, ecr_target
 from ocicopy.errors import (
     AuthenticationError,
     BrokenBody,
@@ -40,7 +41,7 @@ from ocicopy.errors import (
     TLSError,
     TransportError,
 )
-from ocicopy.options import ClientOptions
+from ocicopy.options import ClientOptions, EcrConfig
 from ocicopy.ratelimit import PRESSURE, AdaptiveLimit, Quota, exhausted, parse_rate_limit
 from ocicopy.result import RegistryStats
 from ocicopy.retry import NO_RETRY, Retrying, is_retryable_status, parse_retry_after
@@ -104,6 +105,7 @@ class Transport:
         self._adaptive: dict[str, AdaptiveLimit] = {}
         self._quotas: dict[str, Quota] = {}
         self.stats = Stats()
+        self.ecr = EcrAccounts()  # Amazon ECR's API (tokens, repositories), for hosts that are ECR
         #: told ``(host, new limit)`` after each cut of a host's adaptive limit (a Dask worker tells its peers)
         self.on_cut: Callable[[str, int], None] | None = None
 
@@ -206,6 +208,10 @@ class Transport:
                 token_body_limit=self.options.limits.token_body_bytes,
             )
         return self._auth[host]
+
+    def ecr_config(self, host: str) -> EcrConfig | None:
+        """The ECR registry ``host`` is: its explicit ``ecr`` setting, else what its name says; None: not ECR."""
+        return self.options.registry(host).ecr or ecr_target(host)
 
     def quota(self, host: str) -> Quota:
         """``host``'s pull quota as its answers announce it (:mod:`ocicopy.ratelimit`)."""
@@ -458,6 +464,9 @@ class Transport:
                 self._creds_cache[host] = await self._credentials.get(host)
             else:
                 self._creds_cache[host] = None
+            if self._creds_cache[host] is None and (ecr := self.ecr_config(host)) is not None:
+                # no docker credential (nor helper) covers this ECR host: its token from the AWS chain
+                self._creds_cache[host] = await self.ecr.credentials(ecr)
         return self._creds_cache[host]
 
     # -- errors ----------------------------------------------------------------------------------------------
@@ -478,7 +487,11 @@ class Transport:
             hint = await self.auth(host).refusal_hint(status, challenge, scopes)
             return AuthenticationError(status, method, shown, errors, hint)
         if status == 404 or codes & {"MANIFEST_UNKNOWN", "BLOB_UNKNOWN", "NAME_UNKNOWN"}:
-            return NotFoundError(status, method, shown, errors)
+            hint = ""
+            if "NAME_UNKNOWN" in codes and method in ("POST", "PUT", "PATCH") and self.ecr_config(host) is not None:
+                # Amazon ECR creates no repository on push (REGISTRY-QUIRKS.md, "Amazon ECR")
+                hint = "ECR creates no repository on push: set create_repositories: true (or --create-repositories)"
+            return NotFoundError(status, method, shown, errors, hint)
         return RegistryError(status, method, shown, errors)
 
 
