@@ -85,6 +85,9 @@ class Quirks:
     #: that name it answer 400 DIGEST_INVALID + MANIFEST_BLOB_UNKNOWN (detail: the digest), though the blob is
     #: there (HEAD 200). Placing it again restarts the count: re-placing at once feeds the race.
     link_race: int = 0
+    #: > 0: a rate limiter in front of the registry: a request arriving while this many are in flight already
+    #: answers 429 TOOMANYREQUESTS (``Retry-After: 0``), as a per-client concurrency limit of a CDN does.
+    max_in_flight: int = 0
     #: Docker Hub's pull quota (REGISTRY-QUIRKS.md, "Docker Hub"): see :class:`PullQuota`.
     pull_quota: PullQuota | None = None
     #: ECR-like: a repository exists only where this answers True (e.g. "does moto hold it?"); every request
@@ -150,6 +153,7 @@ class Request:
     response_headers: dict[str, str] = field(default_factory=dict)
     end: int | None = None
     hooked: bool = False  # answered by a ``before`` hook
+    busy: int = 0  # requests in flight when it arrived, itself included
     body: bytes = field(default=b"", repr=False)
 
     @property
@@ -565,7 +569,9 @@ class FakeRegistry:
         with self._lock:
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
-            return Request(method, parts.path, parts.query, headers, next(self._counter), remote)
+            req = Request(method, parts.path, parts.query, headers, next(self._counter), remote)
+            req.busy = self._in_flight  # this one included
+            return req
 
     def _finish(self, req: Request) -> None:
         with self._lock:
@@ -582,6 +588,8 @@ class FakeRegistry:
             if response is not None:
                 req.hooked = True
                 break
+        if response is None and (limit := self.quirks.max_in_flight) and req.busy > limit:
+            response = Response.error(429, "TOOMANYREQUESTS", "too many requests in flight", {"Retry-After": "0"})
         if response is None:
             try:
                 response = self._handle(req)

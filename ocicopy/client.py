@@ -565,6 +565,7 @@ def copy(
     compress: Recompression | str | None = None,
     referrers: bool = False,
     artifact_types: Sequence[str] = (),
+    create_repository: bool | EcrRepositorySettings = False,
     options: ClientOptions | None = None,
     plain_http: Iterable[str] = (),
     credentials: Mapping[str, Credentials] | CredentialSource | None = None,
@@ -583,6 +584,7 @@ def copy(
                 compress=compress,
                 referrers=referrers,
                 artifact_types=artifact_types,
+                create_repository=create_repository,
             )
 
     return anyio.run(run)

@@ -1,29 +1,32 @@
 """Amazon ECR's control plane (``pip install "ocicopy[aws]"``: boto3, the AWS credential chain).
 
-ECR refuses a push into a repository that does not exist (404 ``NAME_UNKNOWN``; REGISTRY-QUIRKS.md, "Amazon
-ECR"), and its registry token comes from the ECR API, not from a token server. So, for a host that is ECR
-(:func:`ecr_target`: ``ACCOUNT.dkr.ecr.REGION.amazonaws.com``, or an explicit ``ecr: {region, registry_id}`` on
-the registry, :class:`~ocicopy.options.EcrConfig`):
+ECR refuses a push into a repository that does not exist (404 ``NAME_UNKNOWN``; REGISTRY-QUIRKS.md, "Repositories
+that must exist first"), and its registry token comes from the ECR API, not from a token server. So, for a host
+that is ECR (:func:`ecr_target`: ``ACCOUNT.dkr.ecr.REGION.amazonaws.com`` and the other partitions' names, or an
+explicit ``ecr: {region, registry_id}`` on the registry, :class:`~ocicopy.options.EcrConfig`):
 
 - :meth:`EcrAccounts.ensure` creates a repository before the first push into it (``create_repositories``):
   ``DescribeRepositories`` first (ECR's API has per-account rate limits: one call per repository per process,
   then cached), ``CreateRepository`` when missing, with mutable tags, the plan's scan-on-push, KMS key and
-  lifecycle policy (none unless given). ``RepositoryAlreadyExistsException`` is success: another pipeline made
-  it meanwhile. Concurrent callers for one repository make one call.
+  lifecycle policy (none unless given; set only on a repository made here). ``RepositoryAlreadyExistsException``
+  is success: another pipeline made it meanwhile. Concurrent callers for one repository make one call.
 - :meth:`EcrAccounts.credentials` answers the registry's Basic challenge with ``GetAuthorizationToken`` (user
   ``AWS``, valid 12 hours, cached until shortly before its expiry), when no docker credential covers the host
-  (:class:`~ocicopy.transport.Transport` asks it last).
+  (:class:`~ocicopy.transport.Transport` asks it last, as ``ChainCredentials(docker, ecr)`` would).
 
 boto3 is imported on first use and every call runs in a worker thread (boto3 is synchronous). Credentials come
 from the AWS chain (environment, profile, SSO, instance or pod role); endpoints too: ``AWS_ENDPOINT_URL_ECR``
-(or ``AWS_ENDPOINT_URL``) points the API elsewhere (a VPC endpoint, moto in the tests).
+(or ``AWS_ENDPOINT_URL``) points the API elsewhere (a VPC endpoint, moto in the tests): boto3 reads them itself.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import functools
 import json
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -38,50 +41,61 @@ from ocicopy.reference import validate_repository
 
 __all__ = ["EcrAccounts", "ecr_target"]
 
-#: ECR's registry host names (commercial, FIPS, China partitions).
+#: ECR's registry host names: ``ACCOUNT.dkr.ecr[-fips].REGION.SUFFIX`` in the commercial, China, GovCloud and
+#: ISO partitions, and the dual-stack (IPv6) ``ACCOUNT.dkr-ecr.REGION.on.aws``. The suffixes are those of
+#: AWS's own ECR credential providers (kubernetes/cloud-provider-aws, cmd/ecr-credential-provider) and of
+#: docs.aws.amazon.com/AmazonECR/latest/userguide/ecr-requests.html (dual-stack). No port: ECR has none.
 ECR_HOST: Final = re.compile(
-    rf"(?P<account>\d{{12}})\.dkr\.ecr(?:-fips)?\.(?P<region>{AWS_REGION})\.amazonaws\.com(?:\.cn)?"
+    rf"(?P<account>\d{{12}})\."
+    rf"(?:dkr\.ecr(?:-fips)?\.(?P<region>{AWS_REGION})"
+    r"\.(?:amazonaws\.com(?:\.cn)?|c2s\.ic\.gov|sc2s\.sgov\.gov|cloud\.adc-e\.uk|csp\.hci\.ic\.gov)"
+    rf"|dkr-ecr(?:-fips)?\.(?P<dual>{AWS_REGION})\.on\.(?:aws|amazonwebservices\.com\.cn))"
 )
 #: A token is used until this long before ECR says it expires (tokens last 12 hours).
 TOKEN_MARGIN: Final = 300.0
 #: ...and at least this long, whatever the expiry says (a skewed clock must not make every request ask again).
 TOKEN_FLOOR: Final = 60.0
 
+_Repo = tuple[str | None, str, str]  # (account, region, repository)
+_Account = tuple[str | None, str]  # (account, region)
+
 
 def ecr_target(host: str) -> EcrConfig | None:
-    """The ECR registry ``host`` names (``123456789012.dkr.ecr.eu-west-3.amazonaws.com``), or None."""
+    """The ECR registry ``host`` names (``123456789012.dkr.ecr.eu-west-3.amazonaws.com``), or None (any other
+    host, one with a port, ECR Public's ``public.ecr.aws``)."""
     found = ECR_HOST.fullmatch(host.lower())
     if found is None:
         return None
-    return EcrConfig(region=found["region"], registry_id=found["account"])
+    return EcrConfig(region=found["region"] or found["dual"], registry_id=found["account"])
 
 
 class EcrAccounts:
-    """One boto3 ECR client per (region, account), the repositories already ensured, the tokens held; for one
-    :class:`~ocicopy.Client` (its lifetime)."""
+    """One boto3 ECR client per region, the repositories already ensured and the tokens held, per account; for
+    one :class:`~ocicopy.Client` (its lifetime). ``endpoint_url`` overrides boto3's (which honours
+    ``AWS_ENDPOINT_URL_ECR``); ``factory(region)`` replaces boto3's client altogether (tests)."""
 
-    def __init__(self, factory: Callable[[str], Any] | None = None) -> None:
-        self._factory = factory or _boto3_client
+    def __init__(self, factory: Callable[[str], Any] | None = None, *, endpoint_url: str | None = None) -> None:
+        self._factory = factory or functools.partial(_boto3_client, endpoint_url=endpoint_url)
         self._clients: dict[str, Any] = {}
-        self._ensured: set[tuple[str | None, str, str]] = set()
-        self._locks: dict[tuple[str | None, str, str], anyio.Lock] = {}
-        self._tokens: dict[tuple[str | None, str], tuple[Credentials, float]] = {}
-        self._token_lock = anyio.Lock()
+        self._clients_lock = threading.Lock()  # clients are made in worker threads
+        self._ensured: set[_Repo] = set()
+        self._locks: dict[_Repo, anyio.Lock] = {}
+        self._tokens: dict[_Account, tuple[Credentials, float]] = {}
+        self._token_locks: dict[_Account, anyio.Lock] = {}
         self.created: list[str] = []  # repositories this client created (``region/account/name``), in order
 
     async def ensure(self, config: EcrConfig, repository: str, settings: EcrRepositorySettings | None = None) -> bool:
-        """``repository`` exists in the ECR registry ``config`` (made now if it was missing: True)."""
+        """``repository`` exists in the ECR registry ``config`` (made now if it was missing: True). Known ones are
+        not asked again; a failure is not remembered (the next call asks)."""
         validate_repository(repository)  # before any call: the name goes into the API request
         key = (config.registry_id, config.region, repository)
         if key in self._ensured:
             return False
-        lock = self._locks.setdefault(key, anyio.Lock())
-        async with lock:
+        async with self._locks.setdefault(key, anyio.Lock()):
             if key in self._ensured:
                 return False
-            created = await anyio.to_thread.run_sync(
-                self._ensure, config, repository, settings or EcrRepositorySettings()
-            )
+            made = settings or EcrRepositorySettings()
+            created = await anyio.to_thread.run_sync(self._ensure, config, repository, made)
             self._ensured.add(key)
         if created:
             self.created.append(f"{config.region}/{config.registry_id or 'default'}/{repository}")
@@ -89,24 +103,17 @@ class EcrAccounts:
 
     def _ensure(self, config: EcrConfig, repository: str, settings: EcrRepositorySettings) -> bool:
         ecr = self._client(config.region)
+        errors = _aws_errors()
         account = {"registryId": config.registry_id} if config.registry_id else {}
         try:
             ecr.describe_repositories(repositoryNames=[repository], **account)
             return False
-        except Exception as exc:
+        except errors as exc:
             if _code(exc) != "RepositoryNotFoundException":
                 raise _cloud_error("DescribeRepositories", repository, exc) from None
-        create: dict[str, Any] = {
-            "repositoryName": repository,
-            "imageTagMutability": "MUTABLE",  # mirror tags are written again (a moved source tag)
-            "imageScanningConfiguration": {"scanOnPush": settings.scan_on_push},
-            **account,
-        }
-        if settings.kms_key is not None:
-            create["encryptionConfiguration"] = {"encryptionType": "KMS", "kmsKey": settings.kms_key}
         try:
-            ecr.create_repository(**create)
-        except Exception as exc:
+            ecr.create_repository(**_create_request(repository, settings), **account)
+        except errors as exc:
             if _code(exc) == "RepositoryAlreadyExistsException":
                 return False  # made by another pipeline since our Describe: as good
             raise _cloud_error("CreateRepository", repository, exc) from None
@@ -114,14 +121,15 @@ class EcrAccounts:
             text = json.dumps(settings.lifecycle_policy, separators=(",", ":"))
             try:
                 ecr.put_lifecycle_policy(repositoryName=repository, lifecyclePolicyText=text, **account)
-            except Exception as exc:
-                raise _cloud_error("PutLifecyclePolicy", repository, exc) from None
+            except errors as exc:  # the repository stays; a later run finds it and puts nothing: say so
+                raise _cloud_error("PutLifecyclePolicy", repository, exc, " (the repository was created "
+                                   "without it: set it with aws ecr put-lifecycle-policy)") from None  # fmt: skip
         return True
 
     async def credentials(self, config: EcrConfig) -> Credentials:
         """The registry token (user ``AWS``) from ``GetAuthorizationToken``, cached until shortly before expiry."""
         key = (config.registry_id, config.region)
-        async with self._token_lock:
+        async with self._token_locks.setdefault(key, anyio.Lock()):
             held = self._tokens.get(key)
             if held is not None and held[1] > time.time():
                 return held[0]
@@ -131,22 +139,53 @@ class EcrAccounts:
 
     def _token(self, config: EcrConfig) -> tuple[Credentials, float]:
         ecr = self._client(config.region)
+        what = config.registry_id or config.region
         account = {"registryIds": [config.registry_id]} if config.registry_id else {}
         try:
-            data = ecr.get_authorization_token(**account)["authorizationData"][0]
-            user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
-        except Exception as exc:
-            raise _cloud_error("GetAuthorizationToken", config.registry_id or config.region, exc) from None
+            answer = ecr.get_authorization_token(**account)
+        except _aws_errors() as exc:
+            raise _cloud_error("GetAuthorizationToken", what, exc) from None
+        data = (answer.get("authorizationData") or [{}])[0]
+        creds = _decode_token(data.get("authorizationToken"))
+        if creds is None:  # raised here, outside ``except``: a decoding error would hold the token's bytes
+            raise CloudError("GetAuthorizationToken", "MalformedToken", f"ECR GetAuthorizationToken for {what}: "
+                             "the answer holds no base64 user:password token")  # fmt: skip
         expires = data.get("expiresAt")
-        return Credentials(user, password), expires.timestamp() if hasattr(expires, "timestamp") else 0.0
+        return creds, expires.timestamp() if hasattr(expires, "timestamp") else 0.0
 
     def _client(self, region: str) -> Any:
-        if region not in self._clients:
-            self._clients[region] = self._factory(region)
-        return self._clients[region]
+        with self._clients_lock:
+            if region not in self._clients:
+                self._clients[region] = self._factory(region)
+            return self._clients[region]
 
 
-def _boto3_client(region: str) -> Any:
+def _create_request(repository: str, settings: EcrRepositorySettings) -> dict[str, Any]:
+    """``CreateRepository``'s arguments: tags mutable (a mirror tag is written again: a moved source tag, a new
+    platform selection), the scan and encryption settings given."""
+    request: dict[str, Any] = {
+        "repositoryName": repository,
+        "imageTagMutability": "MUTABLE",
+        "imageScanningConfiguration": {"scanOnPush": settings.scan_on_push},
+    }
+    if settings.kms_key is not None:
+        request["encryptionConfiguration"] = {"encryptionType": "KMS", "kmsKey": settings.kms_key}
+    return request
+
+
+def _decode_token(token: object) -> Credentials | None:
+    """``AWS:password`` from the base64 ``authorizationToken``, or None when it is not that."""
+    if not isinstance(token, str):
+        return None
+    try:
+        text: str | None = base64.b64decode(token, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        text = None
+    user, colon, password = (text or "").partition(":")
+    return Credentials(user, password) if colon and user and password else None
+
+
+def _boto3_client(region: str, endpoint_url: str | None = None) -> Any:
     try:
         import boto3  # type: ignore[import-untyped]
     except ImportError:
@@ -155,7 +194,16 @@ def _boto3_client(region: str) -> Any:
             "helper, docker-credential-ecr-login, for the token)"
         ) from None
     # A session of its own: boto3's default one is not thread-safe, and caches the credentials it first found.
-    return boto3.session.Session().client("ecr", region_name=region)  # AWS_ENDPOINT_URL_ECR is boto3's own
+    # Without endpoint_url, boto3 honours AWS_ENDPOINT_URL_ECR / AWS_ENDPOINT_URL itself (botocore >= 1.31).
+    return boto3.session.Session().client("ecr", region_name=region, endpoint_url=endpoint_url)
+
+
+@functools.cache
+def _aws_errors() -> tuple[type[Exception], ...]:
+    """What botocore raises for a refused or failed call (boto3 is installed once a client exists)."""
+    from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+
+    return ClientError, BotoCoreError
 
 
 def _code(exc: BaseException) -> str:
@@ -166,12 +214,13 @@ def _code(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _cloud_error(operation: str, what: str, exc: BaseException) -> CloudError:
+def _cloud_error(operation: str, what: str, exc: BaseException, after: str = "") -> CloudError:
+    """One line: the operation, the repository (or account), the service's code and message (no secrets)."""
     code = _code(exc)
     if code in ("NoCredentialsError", "PartialCredentialsError"):
         return CloudError(
             operation, "NoCredentials", f"ECR {operation} for {what}: no AWS credentials found (environment, "
-            "profile, SSO, instance or pod role)",
+            f"profile, SSO, instance or pod role){after}",
         )  # fmt: skip
     text = " ".join(str(exc).split())
-    return CloudError(operation, code, f"ECR {operation} for {what}: {code}: {text[:300]}")
+    return CloudError(operation, code, f"ECR {operation} for {what}: {code}: {text[:300]}{after}")

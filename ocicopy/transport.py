@@ -464,10 +464,12 @@ class Transport:
                 self._creds_cache[host] = await self._credentials.get(host)
             else:
                 self._creds_cache[host] = None
-            if self._creds_cache[host] is None and (ecr := self.ecr_config(host)) is not None:
-                # no docker credential (nor helper) covers this ECR host: its token from the AWS chain
-                self._creds_cache[host] = await self.ecr.credentials(ecr)
-        return self._creds_cache[host]
+        found = self._creds_cache[host]
+        if found is None and (ecr := self.ecr_config(host)) is not None:
+            # no docker credential (nor helper) covers this ECR host: its token from the AWS chain, asked each time
+            # (EcrAccounts holds it until shortly before its 12-hour expiry: a long run gets a fresh one)
+            return await self.ecr.credentials(ecr)
+        return found
 
     # -- errors ----------------------------------------------------------------------------------------------
 

@@ -14,7 +14,9 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -26,27 +28,49 @@ import ocicopy
 from harness import images as im
 from harness.fake_registry import FakeRegistry, Request, Response
 from harness.moto_server import ACCOUNT, REGION, MotoServer
+from harness.registry import free_port
+from ocicopy import ecr as ecr_module
 from ocicopy.ecr import EcrAccounts, ecr_target
 from ocicopy.errors import CloudError, InvalidReferenceError, SettingsError
 from ocicopy.options import EcrConfig, EcrRepositorySettings
 
 # --------------------------------------------------------------------------- pure
 
-regions = st.from_regex(r"(eu|us|ap|sa|ca|me|af|cn)-(west|east|north|south|central|southeast|gov-west)-[1-9]",
-                        fullmatch=True)  # fmt: skip
+regions = st.from_regex(r"(eu|us|ap|sa|ca|me|af|cn)-(west|east|north|south|central|southeast|gov-west|iso-east"
+                        r"|isob-east|isoe-west)-[1-9]", fullmatch=True)  # fmt: skip
 accounts = st.from_regex(r"\d{12}", fullmatch=True)
+#: every (service label, domain) ECR answers on: IPv4 names per partition, and the dual-stack (IPv6) names
+ECR_NAMES = [
+    *((service, domain) for service in ("dkr.ecr", "dkr.ecr-fips")
+      for domain in ("amazonaws.com", "amazonaws.com.cn", "c2s.ic.gov", "sc2s.sgov.gov", "cloud.adc-e.uk",
+                     "csp.hci.ic.gov")),
+    ("dkr-ecr", "on.aws"), ("dkr-ecr-fips", "on.aws"), ("dkr-ecr", "on.amazonwebservices.com.cn"),
+]  # fmt: skip
+ecr_hosts = st.builds(lambda a, r, n: f"{a}.{n[0]}.{r}.{n[1]}", accounts, regions, st.sampled_from(ECR_NAMES))
 
 
-@given(accounts, regions, st.sampled_from(["dkr.ecr", "dkr.ecr-fips"]), st.sampled_from(["", ".cn"]))
-def test_an_ecr_host_names_its_region_and_account(account: str, region: str, service: str, suffix: str) -> None:
-    assert ecr_target(f"{account}.{service}.{region}.amazonaws.com{suffix}") == EcrConfig(
-        region=region, registry_id=account
-    )
+@given(accounts, regions, st.sampled_from(ECR_NAMES), st.booleans())
+def test_an_ecr_host_names_its_region_and_account(
+    account: str, region: str, name: tuple[str, str], upper: bool
+) -> None:
+    host = f"{account}.{name[0]}.{region}.{name[1]}"
+    assert ecr_target(host.upper() if upper else host) == EcrConfig(region=region, registry_id=account)
+
+
+@given(ecr_hosts, st.integers(min_value=0, max_value=65535))
+def test_an_ecr_host_with_a_port_is_not_ecr(host: str, port: int) -> None:
+    assert ecr_target(host) is not None and ecr_target(f"{host}:{port}") is None
+
+
+@given(ecr_hosts, st.sampled_from(["", "x.", "-", "1"]), st.sampled_from(["", ".", ".evil.example", "/v2/", "x"]))
+def test_an_ecr_host_inside_another_name_is_not_ecr(host: str, before: str, after: str) -> None:
+    if before or after:
+        assert ecr_target(before + host + after) is None
 
 
 @given(st.text(max_size=80))
 def test_other_hosts_are_not_ecr(text: str) -> None:
-    if ".dkr.ecr" not in text:
+    if ".dkr.ecr" not in text and ".dkr-ecr" not in text:
         assert ecr_target(text) is None
 
 
@@ -56,6 +80,10 @@ def test_other_hosts_are_not_ecr(text: str) -> None:
         "123456789012.dkr.ecr.eu-west-3.amazonaws.com:443",  # a port: not ECR's name
         "12345678901.dkr.ecr.eu-west-3.amazonaws.com",  # 11 digits
         "123456789012.dkr.ecr.eu-west-3.amazonaws.com.evil.example",
+        "123456789012.dkr.ecr.eu-west-3.on.aws",  # the dual-stack name is dkr-ecr
+        "123456789012.dkr-ecr.eu-west-3.amazonaws.com",
+        "123456789012.dkr.ecr.Europe.amazonaws.com",  # not a region
+        "api.ecr.eu-west-3.amazonaws.com",  # the API, not the registry
         "public.ecr.aws",  # ECR Public: anonymous pulls, another API
         "ghcr.io",
     ],
@@ -212,6 +240,101 @@ def test_the_token_comes_from_get_authorization_token(aws: MotoServer) -> None:
     assert creds.username == "AWS" and creds.password not in repr(creds)
     anyio.run(accounts.credentials, ECR)
     assert spy.calls == ["get_authorization_token"]  # cached (moto's expiry is in the past: the floor holds)
+
+
+def test_known_repositories_are_not_asked_again_by_that_client_only(aws: MotoServer) -> None:
+    """Shown by moto's state, not by counting: deleted behind the client's back, a repository it ensured is not
+    made again by it (it does not ask); a new client (another run) asks and makes it again."""
+    accounts, ecr = EcrAccounts(), aws.client()
+    assert anyio.run(accounts.ensure, ECR, "cache/api") is True
+    ecr.delete_repository(repositoryName="cache/api")
+    assert anyio.run(accounts.ensure, ECR, "cache/api") is False
+    assert "cache/api" not in names(ecr)
+    assert anyio.run(EcrAccounts().ensure, ECR, "cache/api") is True
+    assert "cache/api" in names(ecr)
+
+
+def names(ecr: Any) -> set[str]:
+    return {r["repositoryName"] for r in ecr.describe_repositories()["repositories"]}
+
+
+@pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL_ECR", "AWS_ENDPOINT_URL", None])
+def test_the_endpoint_comes_from_boto3s_own_settings_or_is_given(
+    aws: MotoServer, monkeypatch: pytest.MonkeyPatch, variable: str | None
+) -> None:
+    """boto3 reads AWS_ENDPOINT_URL_ECR (and AWS_ENDPOINT_URL) itself; ``endpoint_url`` is the explicit form.
+    Without any of them the client would go to AWS (and fail: the test credentials are fake)."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL_ECR")
+    if variable is not None:
+        monkeypatch.setenv(variable, aws.url)
+    accounts = EcrAccounts() if variable else EcrAccounts(endpoint_url=aws.url)
+    name = f"endpoint/{(variable or 'given').lower().replace('_', '-')}"
+    assert anyio.run(accounts.ensure, ECR, name) is True
+    assert name in names(aws.client())
+    assert anyio.run(accounts.credentials, ECR).username == "AWS"
+
+
+def test_a_refused_or_failed_call_is_one_clear_line(aws: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # botocore refuses a lifecycle policy under 100 characters: the repository was made, the error says so
+    with pytest.raises(CloudError) as caught:
+        anyio.run(EcrAccounts().ensure, ECR, "refused/api", EcrRepositorySettings(lifecycle_policy={"rules": []}))
+    message = str(caught.value)
+    assert caught.value.operation == "PutLifecyclePolicy" and caught.value.code == "ParamValidationError"
+    assert "refused/api" in message and "created without it" in message and "\n" not in message
+    assert "refused/api" in names(aws.client())
+
+    closed = free_port()  # nothing listens there: botocore's connection error, after one attempt
+    monkeypatch.setenv("AWS_ENDPOINT_URL_ECR", f"http://127.0.0.1:{closed}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    for call in (lambda a: a.ensure(ECR, "down/api"), lambda a: a.credentials(ECR)):
+        with pytest.raises(CloudError) as failed:
+            anyio.run(call, EcrAccounts())
+        assert failed.value.code == "EndpointConnectionError", failed.value
+        assert str(closed) in str(failed.value) and "\n" not in str(failed.value)
+
+
+def test_without_boto3_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "boto3", None)  # ``import boto3`` raises ImportError
+    for call in (lambda a: a.ensure(ECR, "any/api"), lambda a: a.credentials(ECR)):
+        with pytest.raises(SettingsError, match=r"pip install \"ocicopy\[aws\]\""):
+            anyio.run(call, EcrAccounts())
+
+
+class Tokens:
+    """An ECR client that hands out ``AWS:secret-N`` tokens expiring at ``expires`` (None: no expiry given)."""
+
+    def __init__(self, expires: datetime | None, token: str | None = None) -> None:
+        self.expires, self.token, self.calls = expires, token, 0
+
+    def get_authorization_token(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls += 1
+        token = self.token or base64.b64encode(f"AWS:secret-{self.calls}".encode()).decode()
+        data: dict[str, Any] = {"authorizationToken": token}
+        if self.expires is not None:
+            data["expiresAt"] = self.expires
+        return {"authorizationData": [data]}
+
+
+def test_a_token_is_kept_until_shortly_before_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1_000_000.0]
+    monkeypatch.setattr(ecr_module, "time", SimpleNamespace(time=lambda: now[0]))
+    tokens = Tokens(datetime.fromtimestamp(now[0] + 3600, UTC))
+    accounts = EcrAccounts(lambda region: tokens)
+    assert anyio.run(accounts.credentials, ECR).password == "secret-1"
+    now[0] += 3600 - ecr_module.TOKEN_MARGIN - 1
+    assert anyio.run(accounts.credentials, ECR).password == "secret-1" and tokens.calls == 1
+    now[0] += 2  # within the margin: asked again
+    assert anyio.run(accounts.credentials, ECR).password == "secret-2" and tokens.calls == 2
+
+
+@pytest.mark.parametrize(
+    "token", ["not base64!", base64.b64encode(b"no-colon").decode(), base64.b64encode(b"\xff:x").decode()]
+)
+def test_a_malformed_token_is_refused_without_showing_it(token: str) -> None:
+    with pytest.raises(CloudError) as caught:
+        anyio.run(EcrAccounts(lambda region: Tokens(None, token)).credentials, ECR)
+    assert caught.value.code == "MalformedToken" and token not in str(caught.value)
+    assert caught.value.__context__ is None and caught.value.__cause__ is None  # nothing holds the token's bytes
 
 
 # --------------------------------------------------------------------------- the data plane: the fake as ECR

@@ -98,18 +98,24 @@ def test_a_fleet_mirror_writes_the_reports_numbers(
     assert value(found, "ocicopy_run_duration_seconds", command="mirror") > 0
 
 
+def good_and_bad(pair: Pair, make_repo: MakeRepo, tmp_path: Path, label: str) -> tuple[str, str]:
+    """Two plans of one deployment into one mirror prefix: its source tag exists (good), or does not (bad)."""
+    repo = make_repo(f"{label}-src")
+    im.push(pair.source, repo, "v1", new_image())
+    prefix = new_prefix(label)
+    plans = []
+    for name, tag in (("good", "v1"), ("bad", "nope")):
+        deployment = {"service": "app", "environment": "prod", "image": f"{pair.source.host}/{repo}:{tag}"}
+        plans.append(write_plan(tmp_path / f"{name}.json", plan_data(pair, prefix, [deployment])))
+    return plans[0], plans[1]
+
+
 def test_a_failed_run_keeps_the_last_success(
     pair: Pair, make_repo: MakeRepo, ocicopy_run: Proc, tmp_path: Path
 ) -> None:
     """Exit 1 (a source tag that does not exist): the run says it failed, which cluster, and the previous
     success's time stays in the file. A bad plan (exit 2) is a failed run too."""
-    repo = make_repo("met-src")
-    im.push(pair.source, repo, "v1", new_image())
-    prefix = new_prefix("metfail")
-    good = write_plan(tmp_path / "good.json", plan_data(pair, prefix, [
-        {"service": "app", "environment": "prod", "image": f"{pair.source.host}/{repo}:v1"}]))  # fmt: skip
-    bad = write_plan(tmp_path / "bad.json", plan_data(pair, prefix, [
-        {"service": "app", "environment": "prod", "image": f"{pair.source.host}/{repo}:nope"}]))  # fmt: skip
+    good, bad = good_and_bad(pair, make_repo, tmp_path, "metfail")
     prom = str(tmp_path / "m.prom")
     assert ocicopy_run("mirror", good, "--metrics", prom).returncode == 0
     success = value(samples(Path(prom).read_text()), LAST_SUCCESS, command="mirror")
@@ -218,13 +224,7 @@ def gateway_samples(gateway: Pushgateway, instance: str) -> Samples:
 def test_a_run_pushes_to_a_pushgateway(pair: Pair, make_repo: MakeRepo, ocicopy_run: Proc, tmp_path: Path) -> None:
     """A real gateway: the pushed values are the report's; a failed run's push keeps the gateway's last success
     (pushadd), and an unreachable gateway is a warning, not a failed run."""
-    repo = make_repo("met-push")
-    im.push(pair.source, repo, "v1", new_image())
-    prefix = new_prefix("metpush")
-    good = write_plan(tmp_path / "good.json", plan_data(pair, prefix, [
-        {"service": "app", "environment": "prod", "image": f"{pair.source.host}/{repo}:v1"}]))  # fmt: skip
-    bad = write_plan(tmp_path / "bad.json", plan_data(pair, prefix, [
-        {"service": "app", "environment": "prod", "image": f"{pair.source.host}/{repo}:nope"}]))  # fmt: skip
+    good, bad = good_and_bad(pair, make_repo, tmp_path, "metpush")
     with Pushgateway(tmp_path) as gateway:
         push = ["--metrics-push", gateway.url, "--metrics-instance", "ci-1"]
         proc = ocicopy_run("mirror", good, *push, "--json", "-")

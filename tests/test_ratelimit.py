@@ -250,3 +250,23 @@ def test_min_pull_quota_flag(tmp_path: Path) -> None:
         bad = subprocess.run([*run, "--min-pull-quota", "-1"], capture_output=True, check=False, timeout=60)
     assert bad.returncode == 2 and bad.stderr.decode().count("\n") == 1, bad.stderr.decode()
     assert "--min-pull-quota must be 0 or more" in bad.stderr.decode()
+
+
+@pytest.mark.anyio
+async def test_a_concurrency_limiter_is_met_by_backing_off() -> None:
+    """The fake's rate-limit switch: the mirror refuses (429) any request beyond 3 in flight. The copy of 16
+    layers completes byte-exact: the 429s cut the mirror's limit (lowest below the start), each refused request
+    was sent again (or, an upload's PUT, its upload started again), and the registry's own count of refusals is
+    the report's."""
+    layers = [images.layer(4700 + i, 3000) for i in range(16)]
+    image = images.make_image(layers)
+    with FakeRegistry() as source, FakeRegistry(Quirks(max_in_flight=3)) as mirror:
+        source.seed("lib/wide", "v1", image)
+        async with client_for(source, mirror, in_flight=16) as client:
+            result = await client.copy(f"{source.host}/lib/wide:v1", f"{mirror.host}/m/wide:v1")
+    refused = [r for r in mirror.requests if r.status == 429]
+    stats = result.registries[mirror.host]
+    assert result.digest == image.digest and mirror.manifest("m/wide", "v1") == image.manifest
+    assert all(mirror.blob("m/wide", images.sha256(b)) == b for b in image.blobs().values())
+    assert refused and stats.throttled == len(refused) and stats.retries >= 1, stats
+    assert stats.lowest_concurrency is not None and stats.lowest_concurrency < 16, stats

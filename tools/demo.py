@@ -303,12 +303,13 @@ def retention(plan: dict, work: Path, env: dict[str, str]) -> bool:
         argv = [sys.executable, "-m", "ocicopy", *args]
         return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=work, timeout=600, check=False)
 
-    run = cli("mirror", "release.json", "--lock", "release.lock", "-q")
+    run = cli("mirror", "release.json", "--lock", "release.lock", "-q", "--metrics", "ocicopy-mirror.prom")
     if run.returncode != 0:
         say(f"  ocicopy mirror release.json failed (exit {run.returncode}): {run.stderr.strip()[-400:]}")
         return False
-    say("  api prod moves to 1.1: $ ocicopy mirror release.json --lock release.lock, then retention:")
-    ok = True
+    say("  api prod moves to 1.1: $ ocicopy mirror release.json --lock release.lock --metrics ocicopy-mirror.prom")
+    ok = metrics_shown(work / "ocicopy-mirror.prom", ("ocicopy_deployments{", "ocicopy_last_success"))
+    say("  then retention:")
     for args in (("--dry-run",), ("--max-delete", "100%")):
         step = ("prune", "release.json", "--lock", "release.lock", *args)
         run = cli(*step, "--json", "prune.json")
@@ -324,6 +325,14 @@ def retention(plan: dict, work: Path, env: dict[str, str]) -> bool:
     kept = all(skopeo_digest(_docker(e["pinned"])) == e["pinned"].split("@")[1] for e in lock["deployments"])
     say(f"  every pin of release.lock still pulls (skopeo): {'ok' if kept else 'NO'}")
     return ok and kept
+
+
+def metrics_shown(path: Path, prefixes: tuple[str, ...]) -> bool:
+    """Some samples of a run's Prometheus textfile (the ones that are not zero), as node exporter would read them."""
+    lines = [ln for ln in path.read_text().splitlines() if ln.startswith(prefixes) and not ln.endswith(" 0.0")]
+    for line in lines:
+        say(f"    {line}")
+    return bool(lines)
 
 
 def fleet_on_dask(plan: dict, local: ocicopy.MirrorReport, work: Path, env: dict[str, str]) -> bool:
