@@ -945,7 +945,8 @@ def _send_metrics(args: argparse.Namespace, status: int, seconds: float) -> None
     from ocicopy import metrics
 
     report = getattr(args, "report", None)
-    previous = metrics.previous_success(args.metrics) if args.metrics is not None else None
+    # a failed run carries the last success over from the file it replaces (a success is its own)
+    previous = metrics.previous_success(args.metrics) if args.metrics is not None and status != 0 else None
     run = metrics.Run(args.command, report, status, time.time(), round(seconds, 6), previous)
     if args.metrics is not None:
         try:

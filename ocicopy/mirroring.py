@@ -232,15 +232,11 @@ async def run_plan(
     workers = executor.registry_stats()  # on Dask: the workers' requests (this client's are counted below)
     registries = merge_stats([client.transport.registry_stats(snapshot), workers])
     if not plan.is_fleet:
-        totals = done[0].totals
+        report = done[0]
         worked = sum(s.requests for s in workers.values())
-        return done[0].model_copy(
-            update={
-                "graph": graph,
-                "registries": registries,
-                "totals": totals.model_copy(update={"requests": totals.requests + worked}),
-            }
-        )
+        totals = report.totals.model_copy(update={"requests": report.totals.requests + worked})
+        alone = {name: c.model_copy(update={"totals": totals}) for name, c in report.clusters.items()}
+        return report.model_copy(update={"graph": graph, "registries": registries, "totals": totals, "clusters": alone})
     after = dict(client.transport.stats.requests)
     for worked_on, stats in workers.items():
         after[worked_on] = after.get(worked_on, 0) + stats.requests

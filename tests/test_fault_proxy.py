@@ -400,6 +400,13 @@ def _has_blob(server: RegistryServer, repo: str, digest: str) -> bool:
         return reg.blob_exists(digest)
 
 
+def _assert_copied(server: RegistryServer, repo: str, image: im.Image) -> None:
+    """``repo:v1`` on ``server`` is ``image``, every blob of it there byte-exact."""
+    assert _tag_digest(server, repo, "v1") == image.digest
+    for blob in [image.config, *image.layers]:
+        assert im.get_blob(server, repo, im.sha256(blob)) == blob
+
+
 def _open_uploads(server: RegistryServer, repo: str) -> list[str]:
     """Upload-session directories the registry still holds for ``repo`` (purging is off in the harness)."""
     uploads = Path(server.root) / "docker/registry/v2/repositories" / repo / "_uploads"
@@ -457,9 +464,7 @@ async def test_reset_mid_blob_is_retried(
         proxy.add(Fault("reset", after_bytes=after, match=_blob_get(src_repo, victim.digest), times=1))
         await _copy(proxy, registry2, src_repo, dst_repo)
         assert proxy.stats["faults_triggered"] == 1
-    assert _tag_digest(registry2, dst_repo, "v1") == image.digest
-    for blob in [image.config, *image.layers]:
-        assert im.get_blob(registry2, dst_repo, im.sha256(blob)) == blob
+    _assert_copied(registry2, dst_repo, image)
 
 
 async def test_truncate_every_time_fails_and_commits_nothing(
@@ -588,9 +593,7 @@ async def test_503s_from_a_proxy_halve_the_source_limit_and_the_copy_completes(
     assert stats.throttled == 3 and stats.retries >= 3, stats
     assert stats.lowest_concurrency is not None and stats.lowest_concurrency < ocicopy.Limits().in_flight, stats
     assert result.registries[registry2.host].throttled == 0
-    assert _tag_digest(registry2, dst_repo, "v1") == image.digest
-    for blob in [image.config, *image.layers]:
-        assert im.get_blob(registry2, dst_repo, im.sha256(blob)) == blob
+    _assert_copied(registry2, dst_repo, image)
 
 
 async def test_a_spent_quota_from_a_proxy_fails_fast(
