@@ -8,7 +8,8 @@ explicit ``ecr: {region, registry_id}`` on the registry, :class:`~ocicopy.option
 - :meth:`EcrAccounts.ensure` creates a repository before the first push into it (``create_repositories``):
   ``DescribeRepositories`` first (ECR's API has per-account rate limits: one call per repository per process,
   then cached), ``CreateRepository`` when missing, with mutable tags, the plan's scan-on-push, KMS key and
-  lifecycle policy (none unless given; set only on a repository made here). ``RepositoryAlreadyExistsException``
+  lifecycle policy (none unless given; set only on a repository made here, which is removed again, if still empty,
+  when its policy is refused). ``RepositoryAlreadyExistsException``
   is success: another pipeline made it meanwhile. Concurrent callers for one repository make one call.
 - :meth:`EcrAccounts.credentials` answers the registry's Basic challenge with ``GetAuthorizationToken`` (user
   ``AWS``, valid 12 hours, cached until shortly before its expiry), when no docker credential covers the host
@@ -121,10 +122,22 @@ class EcrAccounts:
             text = json.dumps(settings.lifecycle_policy, separators=(",", ":"))
             try:
                 ecr.put_lifecycle_policy(repositoryName=repository, lifecyclePolicyText=text, **account)
-            except errors as exc:  # the repository stays; a later run finds it and puts nothing: say so
-                raise _cloud_error("PutLifecyclePolicy", repository, exc, " (the repository was created "
-                                   "without it: set it with aws ecr put-lifecycle-policy)") from None  # fmt: skip
+            except errors as exc:
+                raise _cloud_error(
+                    "PutLifecyclePolicy", repository, exc, self._undo(ecr, repository, account)
+                ) from None
         return True
+
+    @staticmethod
+    def _undo(ecr: Any, repository: str, account: dict[str, str]) -> str:
+        """Remove a repository made a moment ago whose policy failed, so the next run makes it whole (a later run
+        finds an existing repository and sets nothing on it). Without ``force`` ECR deletes only an empty one: a
+        pipeline that pushed into it meanwhile keeps it. What happened, for the error."""
+        try:
+            ecr.delete_repository(repositoryName=repository, **account)
+        except _aws_errors():
+            return " (the repository was created without it: set it with aws ecr put-lifecycle-policy)"
+        return " (the repository was removed again: the next run makes it with its policy)"
 
     async def credentials(self, config: EcrConfig) -> Credentials:
         """The registry token (user ``AWS``) from ``GetAuthorizationToken``, cached until shortly before expiry."""

@@ -275,13 +275,33 @@ def test_the_endpoint_comes_from_boto3s_own_settings_or_is_given(
 
 
 def test_a_refused_or_failed_call_is_one_clear_line(aws: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    # botocore refuses a lifecycle policy under 100 characters: the repository was made, the error says so
+    # botocore refuses a lifecycle policy under 100 characters: the repository just made is removed again (still
+    # empty), so the next run makes it with its policy instead of finding it and setting nothing
+    accounts = EcrAccounts()
     with pytest.raises(CloudError) as caught:
-        anyio.run(EcrAccounts().ensure, ECR, "refused/api", EcrRepositorySettings(lifecycle_policy={"rules": []}))
+        anyio.run(accounts.ensure, ECR, "refused/api", EcrRepositorySettings(lifecycle_policy={"rules": []}))
     message = str(caught.value)
     assert caught.value.operation == "PutLifecyclePolicy" and caught.value.code == "ParamValidationError"
-    assert "refused/api" in message and "created without it" in message and "\n" not in message
-    assert "refused/api" in names(aws.client())
+    assert "refused/api" in message and "removed again" in message and "\n" not in message
+    assert "refused/api" not in names(aws.client())
+    policy = {"rules": [{"rulePriority": 1, "description": "untagged after 14 days", "action": {"type": "expire"},
+                         "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed",
+                                       "countUnit": "days", "countNumber": 14}}]}  # fmt: skip
+    assert anyio.run(accounts.ensure, ECR, "refused/api", EcrRepositorySettings(lifecycle_policy=policy)) is True
+    got = aws.client().get_lifecycle_policy(repositoryName="refused/api")["lifecyclePolicyText"]
+    assert json.loads(got) == policy
+
+    # a pipeline pushed into it between our CreateRepository and the failed policy: it is kept, the error says so
+    racing, spy = counting(aws)
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2,
+                                      "digest": "sha256:" + "4" * 64}, "layers": []})  # fmt: skip
+    spy.before["put_lifecycle_policy"] = lambda: aws.client().put_image(
+        repositoryName="pushed/api", imageManifest=manifest, imageTag="v1"
+    )
+    with pytest.raises(CloudError, match="created without it: set it with aws ecr put-lifecycle-policy"):
+        anyio.run(racing.ensure, ECR, "pushed/api", EcrRepositorySettings(lifecycle_policy={"rules": []}))
+    assert spy.calls[-1] == "delete_repository" and "pushed/api" in names(aws.client())
 
     closed = free_port()  # nothing listens there: botocore's connection error, after one attempt
     monkeypatch.setenv("AWS_ENDPOINT_URL_ECR", f"http://127.0.0.1:{closed}")
