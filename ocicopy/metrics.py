@@ -206,21 +206,12 @@ def _copy(g: _Gauges, result: CopyResult) -> None:
     t = result.totals
     for action in BLOB_ACTIONS:
         g.set("ocicopy_blobs", getattr(t, f"blobs_{action}"), cluster="", action=action)
-    read = sum(_read(b) for b in result.blobs)
+    read = sum(b.bytes_from_source for b in result.blobs)
     g.set("ocicopy_bytes_from_source", read, cluster="")
     g.set("ocicopy_bytes_to_mirror", t.bytes_sent, cluster="")
     g.set("ocicopy_failures", 0, cluster="")
     g.set("ocicopy_run_bytes_from_source", read)
     g.set("ocicopy_run_requests", result.requests)
-
-
-def _read(blob: Any) -> int:
-    """Source bytes a copy's blob read: all of a copied one, what a recompression read (0: converted earlier)."""
-    from ocicopy.result import BlobAction
-
-    if blob.action is BlobAction.RECOMPRESSED:
-        return int(blob.bytes_read)
-    return int(blob.size) if blob.action is BlobAction.COPIED else 0
 
 
 def _prune(g: _Gauges, report: PruneReport) -> None:

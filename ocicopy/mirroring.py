@@ -783,5 +783,4 @@ def _count(result: DeploymentResult, copy: CopyResult) -> None:
     result.blobs_recompressed = totals.blobs_recompressed
     result.warnings += copy.warnings
     sent = sum(b.bytes_sent for b in copy.blobs if b.action in (BlobAction.COPIED, BlobAction.RECOMPRESSED))
-    read = sum(b.bytes_sent if b.source_digest is None else b.bytes_read for b in copy.blobs if b.read_from is None)
-    result.bytes_to_mirror, result.bytes_from_source = sent, read
+    result.bytes_to_mirror, result.bytes_from_source = sent, sum(b.bytes_from_source for b in copy.blobs)

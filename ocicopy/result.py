@@ -45,6 +45,13 @@ class BlobResult(BaseModel):
         "of the run it was read from; None: read from the source for it",
     )
 
+    @property
+    def bytes_from_source(self) -> int:
+        """Source bytes read for it: what was sent, or what its conversion read; 0 when another read served it."""
+        if self.read_from is not None:
+            return 0
+        return self.bytes_sent if self.source_digest is None else self.bytes_read
+
 
 class ManifestResult(BaseModel):
     model_config = ConfigDict(frozen=True, defer_build=True)  # built at first use (not in a warm mirror run)
