@@ -102,6 +102,12 @@ class EcrAccounts:
             self.created.append(f"{config.region}/{config.registry_id or 'default'}/{repository}")
         return created
 
+    def ensured_any(self, config: EcrConfig) -> bool:
+        """Some repository of the registry ``config`` was made or found by this client (``create_repositories``)."""
+        return any(
+            (registry_id, region) == (config.registry_id, config.region) for registry_id, region, _ in self._ensured
+        )
+
     def _ensure(self, config: EcrConfig, repository: str, settings: EcrRepositorySettings) -> bool:
         ecr = self._client(config.region)
         errors = _aws_errors()

@@ -490,9 +490,16 @@ class Transport:
             return AuthenticationError(status, method, shown, errors, hint)
         if status == 404 or codes & {"MANIFEST_UNKNOWN", "BLOB_UNKNOWN", "NAME_UNKNOWN"}:
             hint = ""
-            if "NAME_UNKNOWN" in codes and method in ("POST", "PUT", "PATCH") and self.ecr_config(host) is not None:
-                # Amazon ECR creates no repository on push (REGISTRY-QUIRKS.md, "Amazon ECR")
-                hint = "ECR creates no repository on push: set create_repositories: true (or --create-repositories)"
+            ecr = self.ecr_config(host)
+            if "NAME_UNKNOWN" in codes and method in ("POST", "PUT", "PATCH") and ecr is not None:
+                # Amazon ECR creates no repository on push (REGISTRY-QUIRKS.md, "Amazon ECR"); with
+                # create_repositories on, the repository was made or found before this push: it is gone since
+                hint = (
+                    "ECR has no such repository, though this run made or found it: removed meanwhile? (the next "
+                    "run makes it again)"
+                    if self.ecr.ensured_any(ecr)
+                    else "ECR creates no repository on push: set create_repositories: true (or --create-repositories)"
+                )
             return NotFoundError(status, method, shown, errors, hint)
         return RegistryError(status, method, shown, errors)
 

@@ -468,3 +468,27 @@ def test_the_library_creates_the_repository_of_a_copy(aws: MotoServer) -> None:
         (repo,) = aws.client().describe_repositories(repositoryNames=["lib-copy/job"])["repositories"]
         assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
         assert all(r.headers.get("authorization") == accepted for r in mirror.requests if r.method == "PUT")
+
+
+def test_a_repository_removed_after_it_was_made_says_so(aws: MotoServer) -> None:
+    """create_repositories on, the repository made, then deleted by someone else before the push: the push's
+    NAME_UNKNOWN says the repository went away (not "set create_repositories", which is set)."""
+    with FakeRegistry() as source, FakeRegistry() as mirror:
+        as_ecr(mirror, aws)
+        source.seed("lib/job", "v1", im.make_image([im.layer(9500, 1500)]))
+        options = ocicopy.ClientOptions(
+            use_docker_config=False,
+            plain_http=frozenset({source.host, mirror.host}),
+            registries={mirror.host: ocicopy.RegistryConfig(ecr=ECR)},
+        )
+
+        async def main() -> None:
+            async with ocicopy.Client(options) as client:
+                assert await client.ensure_repository(mirror.host, "gone/job") is True
+                aws.client().delete_repository(repositoryName="gone/job")
+                await client.copy(f"{source.host}/lib/job:v1", f"{mirror.host}/gone/job:v1", create_repository=True)
+
+        with pytest.raises(ocicopy.NotFoundError) as caught:
+            anyio.run(main)
+        assert "removed meanwhile" in str(caught.value) and "set create_repositories" not in str(caught.value)
+        assert mirror.tags("gone/job") == []
